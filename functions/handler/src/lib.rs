@@ -1,0 +1,168 @@
+//! The Azure Functions custom handler: one axum [`Router`] for every function of the app.
+//!
+//! | route | function | trigger |
+//! |---|---|---|
+//! | `GET /` | readiness probe of the host | never touches the database |
+//! | `POST /ingest` | `ingest` | Event Hubs, `cardinality: many` |
+//! | `POST /collect` | `collect` | HTTP in (envelope mode) + Event Hubs out |
+//! | `POST /maintenance` | `maintenance` | timer |
+//!
+//! Invocations answer 200 with `Outputs`/`Logs` only after their work is durable; any failure
+//! answers non-2xx with `{"error": {"code", "message"}}` so the host fails the invocation (and,
+//! for `ingest`, its retry policy holds the checkpoint back).
+
+pub mod collect;
+pub mod envelope;
+pub mod error;
+
+use crate::envelope::InvocationResponse;
+use crate::error::{ApiError, Envelope};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use remarketable_core::db;
+use remarketable_core::{Ingestor, Settings};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// Binding names, as in `functions/*/function.json` (checked by a test).
+pub const INGEST_BINDING: &str = "events";
+pub const COLLECT_REQUEST_BINDING: &str = "req";
+pub const COLLECT_RESPONSE_BINDING: &str = "res";
+pub const COLLECT_OUTPUT_BINDING: &str = "outEvents";
+
+/// Largest `/ingest` invocation body. It comes from the host, which caps batches by
+/// `maxEventBatchSize`; 1,000 events of the largest allowed size fit with room to spare.
+const INGEST_MAX_BODY_BYTES: usize = 128 << 20;
+
+/// Shared by every request; built once at start-up.
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: deadpool_postgres::Pool,
+    pub ingestor: Ingestor,
+}
+
+impl AppState {
+    /// Builds the state without touching the database (the pool connects on first use).
+    pub fn new(settings: Settings) -> Self {
+        let pool = db::pool(&settings);
+        let ingestor = Ingestor::new(settings.limits.clone(), settings.tenant_cache_ttl);
+        AppState {
+            settings,
+            pool,
+            ingestor,
+        }
+    }
+}
+
+/// The one router served under Azure (`axum::serve`) and in tests (`oneshot`).
+pub fn app(state: Arc<AppState>) -> Router {
+    // The collect envelope carries the request body JSON-encoded once more: escaping can grow
+    // it several-fold, and the exact body limit is checked after decoding.
+    let collect_envelope_limit = state.settings.collect_max_body_bytes * 8 + (64 << 10);
+    Router::new()
+        .route("/", get(ready))
+        .route(
+            "/ingest",
+            post(ingest).layer(DefaultBodyLimit::max(INGEST_MAX_BODY_BYTES)),
+        )
+        .route(
+            "/collect",
+            post(collect::collect).layer(DefaultBodyLimit::max(collect_envelope_limit)),
+        )
+        .route("/maintenance", post(maintenance))
+        .fallback(not_found)
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state)
+}
+
+async fn ready() -> &'static str {
+    "ready"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    Envelope(request): Envelope,
+) -> Result<Json<InvocationResponse>, ApiError> {
+    let started = Instant::now();
+    let batch = envelope::event_hub_batch(&request, INGEST_BINDING).map_err(ApiError::envelope)?;
+    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
+    let report = state
+        .ingestor
+        .ingest(&mut client, &batch, chrono::Utc::now())
+        .await
+        .map_err(ApiError::ingest)?;
+    let took_ms = started.elapsed().as_millis();
+    tracing::info!(
+        source = %report.source,
+        partition = %report.partition,
+        received = report.received,
+        stored = report.stored,
+        duplicates = report.duplicates,
+        dead_lettered = report.dead_lettered,
+        position = report.position,
+        took_ms,
+        "batch ingested"
+    );
+    let log = format!(
+        "partition {} of {}: received {}, stored {}, duplicates {}, dead-lettered {}, position {}, {} ms",
+        report.partition,
+        report.source,
+        report.received,
+        report.stored,
+        report.duplicates,
+        report.dead_lettered,
+        report.position,
+        took_ms
+    );
+    Ok(Json(InvocationResponse {
+        outputs: Default::default(),
+        logs: vec![log],
+        return_value: Some(serde_json::to_value(&report).unwrap_or_default()),
+    }))
+}
+
+async fn maintenance(
+    State(state): State<Arc<AppState>>,
+    Envelope(request): Envelope,
+) -> Result<Json<InvocationResponse>, ApiError> {
+    let past_due = envelope::get(&request.data, "timer")
+        .map(envelope::unwrap_encoded)
+        .and_then(|t| envelope::get(t.as_object()?, "IsPastDue")?.as_bool())
+        .unwrap_or(false);
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let changes = db::maintain_partitions(&client)
+        .await
+        .map_err(ApiError::database)?;
+    let created: Vec<_> = changes.iter().filter(|c| c.action == "created").collect();
+    let dropped: Vec<_> = changes.iter().filter(|c| c.action == "dropped").collect();
+    let mut logs = vec![format!(
+        "partitions of events: {} created, {} dropped{}",
+        created.len(),
+        dropped.len(),
+        if past_due { " (run was past due)" } else { "" }
+    )];
+    if let (Some(first), Some(last)) = (created.first(), created.last()) {
+        logs.push(format!("created {} .. {}", first.partition, last.partition));
+    }
+    if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
+        logs.push(format!("dropped {} .. {}", first.partition, last.partition));
+    }
+    tracing::info!(
+        created = created.len(),
+        dropped = dropped.len(),
+        past_due,
+        "partitions maintained"
+    );
+    Ok(Json(InvocationResponse {
+        outputs: Default::default(),
+        logs,
+        return_value: Some(json!({"created": created.len(), "dropped": dropped.len()})),
+    }))
+}

@@ -1,0 +1,700 @@
+//! Event contract v1: parsing and validation of one event body.
+//!
+//! [`parse_event`] never panics on any input bytes (a fuzz target in `fuzz/` checks this) and
+//! answers either a [`ValidEvent`] ready to be written or a [`Rejection`] carrying a stable
+//! [`Reason`]. Whether the tenant is registered is checked by the caller (it needs the cached
+//! tenant set), through [`Rejection::unknown_tenant`].
+//!
+//! Identifiers given as strings (`device_id`, `session_id`) are stored as [`hash_id`] of the
+//! string: the first 8 bytes of its SHA-256 digest read as a big-endian signed 64-bit integer.
+//! Any language can reproduce the value.
+
+use crate::reason::Reason;
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::prelude::*;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Limits applied to every event. The defaults are documented in the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Largest accepted event body, in bytes.
+    pub max_event_bytes: usize,
+    /// Longest `page_url` and `referrer`, in bytes.
+    pub max_url_bytes: usize,
+    /// Longest other text field (browser, campaign, source, medium, string ids), in bytes.
+    pub max_text_bytes: usize,
+    /// How far into the future `event_time` may lie (clock skew of trackers).
+    pub future_skew: Duration,
+    /// How far into the past `event_time` may lie.
+    pub retention: Duration,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_event_bytes: 32 * 1024,
+            max_url_bytes: 2048,
+            max_text_bytes: 256,
+            future_skew: Duration::minutes(5),
+            retention: Duration::days(30),
+        }
+    }
+}
+
+/// Longest `event_type`, in bytes.
+pub const MAX_EVENT_TYPE_BYTES: usize = 64;
+/// Largest accepted revenue (exclusive); revenue is stored as `numeric(18,4)`.
+pub const MAX_REVENUE: Decimal = Decimal::from_parts(1_316_134_912, 2_328, 0, false, 0); // 10^13
+/// Revenue is rounded (half away from zero) to this many decimal places.
+pub const REVENUE_SCALE: u32 = 4;
+
+/// A validated event, in the shape of a row of `events`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent {
+    pub tenant_id: i64,
+    pub event_type: String,
+    pub device_id: i64,
+    pub session_id: i64,
+    pub event_time: DateTime<Utc>,
+    pub country: Option<String>,
+    pub browser: Option<String>,
+    pub page_url: Option<String>,
+    pub referrer: Option<String>,
+    pub campaign: Option<String>,
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub revenue: Option<Decimal>,
+    pub currency: Option<String>,
+    /// The `properties` object merged with unknown top-level fields; `None` when both are absent.
+    pub properties: Option<Value>,
+}
+
+/// Why one event was not accepted, with the tenant when it could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    /// Safe to show to the tenant: it names the field, never echoes large input.
+    pub message: String,
+    pub tenant_id: Option<i64>,
+}
+
+impl Rejection {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+            tenant_id: None,
+        }
+    }
+
+    pub fn unknown_tenant(tenant_id: i64) -> Self {
+        Rejection {
+            reason: Reason::UnknownTenant,
+            message: format!("tenant {tenant_id} is not registered"),
+            tenant_id: Some(tenant_id),
+        }
+    }
+}
+
+/// Fields of the contract; any other top-level key goes into `properties`.
+const KNOWN_FIELDS: [&str; 15] = [
+    "tenant_id",
+    "event_type",
+    "device_id",
+    "session_id",
+    "event_time",
+    "country",
+    "browser",
+    "page_url",
+    "referrer",
+    "campaign",
+    "source",
+    "medium",
+    "revenue",
+    "currency",
+    "properties",
+];
+
+/// Stable 64-bit value of a string identifier: the first 8 bytes of SHA-256, big-endian, signed.
+pub fn hash_id(s: &str) -> i64 {
+    let digest = Sha256::digest(s.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Reads only the tenant of a body, for attributing duplicates in the ledger without validating.
+pub fn peek_tenant_id(body: &[u8]) -> Option<i64> {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    map.get("tenant_id")
+        .and_then(Value::as_i64)
+        .filter(|id| *id > 0)
+}
+
+/// Parses and validates one event body.
+///
+/// `enqueued_at` is the hub's enqueue time, used when `event_time` is absent; `now` is the wall
+/// clock against which skew and retention are judged.
+pub fn parse_event(
+    body: &[u8],
+    enqueued_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<ValidEvent, Rejection> {
+    if body.len() > limits.max_event_bytes {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!(
+                "event is {} bytes, the limit is {}",
+                body.len(),
+                limits.max_event_bytes
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(Rejection::new(
+            Reason::NotAnObject,
+            "an event must be a JSON object",
+        ));
+    };
+    let tenant_id = tenant_id(&map)?;
+    validate_fields(&mut map, tenant_id, enqueued_at, now, limits).map_err(|mut r| {
+        r.tenant_id = Some(tenant_id);
+        r
+    })
+}
+
+fn tenant_id(map: &Map<String, Value>) -> Result<i64, Rejection> {
+    match map.get("tenant_id") {
+        None | Some(Value::Null) => Err(Rejection::new(
+            Reason::MissingTenantId,
+            "tenant_id is required",
+        )),
+        Some(v) => v.as_i64().filter(|id| *id > 0).ok_or_else(|| {
+            Rejection::new(
+                Reason::BadTenantId,
+                "tenant_id must be an integer greater than 0",
+            )
+        }),
+    }
+}
+
+fn validate_fields(
+    map: &mut Map<String, Value>,
+    tenant_id: i64,
+    enqueued_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<ValidEvent, Rejection> {
+    let event_type = event_type(map)?;
+    let device_id = identifier(
+        map,
+        "device_id",
+        Reason::MissingDeviceId,
+        Reason::BadDeviceId,
+        limits,
+    )?;
+    let session_id = identifier(
+        map,
+        "session_id",
+        Reason::MissingSessionId,
+        Reason::BadSessionId,
+        limits,
+    )?;
+    let event_time = event_time(map, enqueued_at, now, limits)?;
+    let country = country(map)?;
+    let browser = text(map, "browser", limits.max_text_bytes)?;
+    let page_url = text(map, "page_url", limits.max_url_bytes)?;
+    let referrer = text(map, "referrer", limits.max_url_bytes)?;
+    let campaign = text(map, "campaign", limits.max_text_bytes)?;
+    let source = text(map, "source", limits.max_text_bytes)?;
+    let medium = text(map, "medium", limits.max_text_bytes)?;
+    let revenue = revenue(map)?;
+    let currency = currency(map)?;
+    let properties = properties(map)?;
+    Ok(ValidEvent {
+        tenant_id,
+        event_type,
+        device_id,
+        session_id,
+        event_time,
+        country,
+        browser,
+        page_url,
+        referrer,
+        campaign,
+        source,
+        medium,
+        revenue,
+        currency,
+        properties,
+    })
+}
+
+fn event_type(map: &Map<String, Value>) -> Result<String, Rejection> {
+    let s = match map.get("event_type") {
+        None | Some(Value::Null) => {
+            return Err(Rejection::new(
+                Reason::MissingEventType,
+                "event_type is required",
+            ))
+        }
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::BadEventType,
+                "event_type must be a string",
+            ))
+        }
+    };
+    let bytes = s.as_bytes();
+    let well_formed = !bytes.is_empty()
+        && bytes.len() <= MAX_EVENT_TYPE_BYTES
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+    if !well_formed {
+        return Err(Rejection::new(
+            Reason::BadEventType,
+            format!(
+                "event_type must match [a-z][a-z0-9_]* and be at most {MAX_EVENT_TYPE_BYTES} bytes"
+            ),
+        ));
+    }
+    Ok(s.clone())
+}
+
+fn identifier(
+    map: &Map<String, Value>,
+    field: &str,
+    missing: Reason,
+    bad: Reason,
+    limits: &EventLimits,
+) -> Result<i64, Rejection> {
+    match map.get(field) {
+        None | Some(Value::Null) => Err(Rejection::new(missing, format!("{field} is required"))),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+            Rejection::new(bad, format!("{field} must be a 64-bit integer or a string"))
+        }),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(Rejection::new(bad, format!("{field} must not be empty")))
+        }
+        Some(Value::String(s)) if s.len() > limits.max_text_bytes => Err(Rejection::new(
+            bad,
+            format!("{field} is longer than {} bytes", limits.max_text_bytes),
+        )),
+        Some(Value::String(s)) => Ok(hash_id(s)),
+        Some(_) => Err(Rejection::new(
+            bad,
+            format!("{field} must be a 64-bit integer or a string"),
+        )),
+    }
+}
+
+fn event_time(
+    map: &Map<String, Value>,
+    enqueued_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<DateTime<Utc>, Rejection> {
+    let t = match map.get("event_time") {
+        None | Some(Value::Null) => enqueued_at,
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                Rejection::new(
+                    Reason::BadEventTime,
+                    "event_time must be an RFC 3339 timestamp with an offset",
+                )
+            })?
+            .with_timezone(&Utc),
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::BadEventTime,
+                "event_time must be an RFC 3339 string",
+            ))
+        }
+    };
+    // Checked arithmetic: `now` plus a huge configured skew must not overflow.
+    if now
+        .checked_add_signed(limits.future_skew)
+        .is_some_and(|max| t > max)
+    {
+        return Err(Rejection::new(
+            Reason::FutureEventTime,
+            format!(
+                "event_time is more than {} s in the future",
+                limits.future_skew.num_seconds()
+            ),
+        ));
+    }
+    if now
+        .checked_sub_signed(limits.retention)
+        .is_some_and(|min| t < min)
+    {
+        return Err(Rejection::new(
+            Reason::OutsideRetention,
+            format!(
+                "event_time is older than the retention of {} days",
+                limits.retention.num_days()
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+fn optional_str<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, Rejection> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            if s.contains('\0') {
+                return Err(Rejection::new(
+                    Reason::InvalidCharacters,
+                    format!("{field} contains U+0000"),
+                ));
+            }
+            Ok(Some(s))
+        }
+        Some(_) => Err(Rejection::new(
+            Reason::BadField,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+fn text(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+    let Some(s) = optional_str(map, field)? else {
+        return Ok(None);
+    };
+    if s.len() > max {
+        return Err(Rejection::new(
+            Reason::FieldTooLong,
+            format!("{field} is longer than {max} bytes"),
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn country(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    let bad = || {
+        Rejection::new(
+            Reason::BadCountry,
+            "country must be an ISO 3166-1 alpha-2 code",
+        )
+    };
+    let Some(s) = optional_str(map, "country").map_err(|_| bad())? else {
+        return Ok(None);
+    };
+    let code = s.to_ascii_uppercase();
+    if code.len() == 2 && is_iso_country(&code) {
+        Ok(Some(code))
+    } else {
+        Err(bad())
+    }
+}
+
+fn revenue(map: &Map<String, Value>) -> Result<Option<Decimal>, Rejection> {
+    let bad = || {
+        Rejection::new(
+            Reason::BadRevenue,
+            "revenue must be a decimal number >= 0 and < 10^13",
+        )
+    };
+    let text = match map.get("revenue") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad()),
+    };
+    let parsed = Decimal::from_str_exact(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| bad())?;
+    let rounded =
+        parsed.round_dp_with_strategy(REVENUE_SCALE, RoundingStrategy::MidpointAwayFromZero);
+    if rounded.is_sign_negative() && !rounded.is_zero() || rounded >= MAX_REVENUE {
+        return Err(bad());
+    }
+    // -0 is stored as 0.
+    Ok(Some(rounded.abs()))
+}
+
+fn currency(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    let bad = || {
+        Rejection::new(
+            Reason::BadCurrency,
+            "currency must be three letters (ISO 4217)",
+        )
+    };
+    let Some(s) = optional_str(map, "currency").map_err(|_| bad())? else {
+        return Ok(None);
+    };
+    if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+        Ok(Some(s.to_ascii_uppercase()))
+    } else {
+        Err(bad())
+    }
+}
+
+/// `properties` merged with unknown top-level fields. A top-level field whose name is already a
+/// key of `properties` is kept under `"$top.<name>"`, so nothing is dropped.
+fn properties(map: &mut Map<String, Value>) -> Result<Option<Value>, Rejection> {
+    let mut merged = match map.remove("properties") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(Rejection::new(
+                Reason::BadProperties,
+                "properties must be a JSON object",
+            ))
+        }
+    };
+    let unknown: Vec<String> = map
+        .keys()
+        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for key in unknown {
+        if let Some(value) = map.remove(&key) {
+            let name = if merged.contains_key(&key) {
+                format!("$top.{key}")
+            } else {
+                key
+            };
+            merged.insert(name, value);
+        }
+    }
+    if merged.is_empty() {
+        return Ok(None);
+    }
+    let merged = Value::Object(merged);
+    if contains_nul(&merged) {
+        return Err(Rejection::new(
+            Reason::InvalidCharacters,
+            "properties contain U+0000",
+        ));
+    }
+    Ok(Some(merged))
+}
+
+/// PostgreSQL's jsonb cannot hold U+0000 in keys or strings. Iterative, so deep input cannot
+/// exhaust the stack (serde_json already caps nesting at 128).
+fn contains_nul(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(m) => {
+                if m.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                stack.extend(m.values());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// ISO 3166-1 alpha-2 codes (officially assigned) plus XK (Kosovo, in common use).
+const ISO_COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS \
+BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH \
+ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU \
+LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP \
+NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK \
+SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA \
+VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK";
+
+fn is_iso_country(code: &str) -> bool {
+    ISO_COUNTRIES.split(' ').any(|c| c == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-26T10:00:00Z".parse().unwrap()
+    }
+
+    fn parse(v: Value) -> Result<ValidEvent, Rejection> {
+        parse_event(
+            v.to_string().as_bytes(),
+            now(),
+            now(),
+            &EventLimits::default(),
+        )
+    }
+
+    fn reason(v: Value) -> Reason {
+        parse(v).unwrap_err().reason
+    }
+
+    fn base() -> Value {
+        json!({"tenant_id": 7, "event_type": "page_view", "device_id": 1, "session_id": "s-1"})
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut v = base();
+        v[field] = value;
+        v
+    }
+
+    #[test]
+    fn full_event_keeps_every_field() {
+        let e = parse(json!({
+            "tenant_id": 7, "event_type": "purchase", "device_id": "dev-9", "session_id": 42,
+            "event_time": "2026-11-26T09:30:00.250+01:00", "country": "de", "browser": "Firefox",
+            "page_url": "https://shop.example/checkout", "referrer": "https://search.example/",
+            "campaign": "black-friday", "source": "newsletter", "medium": "email",
+            "revenue": 19.99, "currency": "eur", "properties": {"sku": "A-1"}, "coupon": "XMAS"
+        }))
+        .unwrap();
+        assert_eq!(e.tenant_id, 7);
+        assert_eq!(e.device_id, hash_id("dev-9"));
+        assert_eq!(e.session_id, 42);
+        assert_eq!(
+            e.event_time,
+            "2026-11-26T08:30:00.250Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(e.country.as_deref(), Some("DE"));
+        assert_eq!(e.revenue, Some(Decimal::new(1999, 2)));
+        assert_eq!(e.currency.as_deref(), Some("EUR"));
+        assert_eq!(e.properties, Some(json!({"sku": "A-1", "coupon": "XMAS"})));
+    }
+
+    #[test]
+    fn hash_is_stable_and_documented() {
+        // sha256("abc") = ba7816bf 8f01cfea ...; first 8 bytes as big-endian i64.
+        assert_eq!(
+            hash_id("abc"),
+            i64::from_be_bytes([0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea])
+        );
+    }
+
+    #[test]
+    fn event_time_defaults_to_enqueued_time() {
+        assert_eq!(parse(base()).unwrap().event_time, now());
+    }
+
+    #[test]
+    fn each_violation_has_its_reason() {
+        let cases = [
+            (json!([1]), Reason::NotAnObject),
+            (
+                json!({"event_type": "x", "device_id": 1, "session_id": 1}),
+                Reason::MissingTenantId,
+            ),
+            (with("tenant_id", json!(0)), Reason::BadTenantId),
+            (with("tenant_id", json!("7")), Reason::BadTenantId),
+            (with("tenant_id", json!(1.5)), Reason::BadTenantId),
+            (with("event_type", Value::Null), Reason::MissingEventType),
+            (with("event_type", json!("Page View")), Reason::BadEventType),
+            (with("device_id", Value::Null), Reason::MissingDeviceId),
+            (with("device_id", json!(1.5)), Reason::BadDeviceId),
+            (with("device_id", json!("")), Reason::BadDeviceId),
+            (with("session_id", json!(true)), Reason::BadSessionId),
+            (with("event_time", json!("yesterday")), Reason::BadEventTime),
+            (
+                with("event_time", json!("2026-11-26T10:06:00Z")),
+                Reason::FutureEventTime,
+            ),
+            (
+                with("event_time", json!("2026-10-26T09:59:59Z")),
+                Reason::OutsideRetention,
+            ),
+            (with("country", json!("ZZ")), Reason::BadCountry),
+            (with("country", json!("DEU")), Reason::BadCountry),
+            (with("revenue", json!(-1)), Reason::BadRevenue),
+            (with("revenue", json!("ten")), Reason::BadRevenue),
+            (with("revenue", json!(1e13)), Reason::BadRevenue),
+            (with("currency", json!("EURO")), Reason::BadCurrency),
+            (with("properties", json!([1])), Reason::BadProperties),
+            (with("browser", json!(5)), Reason::BadField),
+            (
+                with("campaign", json!("x".repeat(257))),
+                Reason::FieldTooLong,
+            ),
+            (with("browser", json!("a\u{0}b")), Reason::InvalidCharacters),
+            (
+                with("extra", json!({"k": "a\u{0}"})),
+                Reason::InvalidCharacters,
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(reason(input.clone()), expected, "input {input}");
+        }
+    }
+
+    #[test]
+    fn malformed_bytes_are_invalid_json() {
+        for body in [&b"{"[..], b"", b"\xff\xfe", b"{\"a\":\"\\ud800\"}", b"nul"] {
+            let r = parse_event(body, now(), now(), &EventLimits::default()).unwrap_err();
+            assert_eq!(r.reason, Reason::InvalidJson);
+        }
+    }
+
+    #[test]
+    fn too_large_is_checked_before_parsing() {
+        let limits = EventLimits {
+            max_event_bytes: 10,
+            ..EventLimits::default()
+        };
+        let r = parse_event(base().to_string().as_bytes(), now(), now(), &limits).unwrap_err();
+        assert_eq!(r.reason, Reason::TooLarge);
+    }
+
+    #[test]
+    fn rejection_carries_tenant_when_readable() {
+        assert_eq!(
+            parse(with("country", json!("ZZ"))).unwrap_err().tenant_id,
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn colliding_top_level_field_is_kept() {
+        let e = parse(
+            json!({"tenant_id": 7, "event_type": "x", "device_id": 1, "session_id": 1,
+            "sku": "top", "properties": {"sku": "inner"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            e.properties,
+            Some(json!({"sku": "inner", "$top.sku": "top"}))
+        );
+    }
+
+    #[test]
+    fn revenue_rounds_to_four_places() {
+        let e = parse(with("revenue", json!("0.30000000000000004"))).unwrap();
+        assert_eq!(e.revenue, Some(Decimal::new(3000, 4)));
+        let e = parse(with("revenue", json!(1.5e2))).unwrap();
+        assert_eq!(e.revenue, Some(Decimal::new(150, 0)));
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_overflowed() {
+        let deep = format!(
+            "{{\"tenant_id\":1,\"x\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let limits = EventLimits {
+            max_event_bytes: 1 << 20,
+            ..EventLimits::default()
+        };
+        let r = parse_event(deep.as_bytes(), now(), now(), &limits).unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidJson);
+    }
+}

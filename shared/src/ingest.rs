@@ -1,0 +1,560 @@
+//! The ingest path: one batch of one stream partition, written in one transaction.
+//!
+//! 1. lock the partition's row in `ingest_positions`; events at or below its sequence number
+//!    (or repeated within the batch) are duplicates;
+//! 2. validate the rest (a panic while validating dead-letters that event);
+//! 3. binary COPY the valid events into `events`; if the database refuses the data (SQLSTATE
+//!    class 22 or 23), narrow the refusal down by bisection under savepoints and dead-letter only
+//!    the offending rows;
+//! 4. write the rejects to `dead_letters`, add the batch to `ingest_ledger`, advance the
+//!    position, commit.
+//!
+//! Any other database failure aborts the transaction and is returned as an [`IngestError`]; the
+//! caller answers non-2xx so the trigger retries the batch and nothing is skipped.
+
+use crate::event::{parse_event, peek_tenant_id, EventLimits, Rejection, ValidEvent};
+use crate::partitions::PartitionCache;
+use crate::reason::Reason;
+use crate::tenants::TenantRegistry;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures_util::pin_mut;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+/// One delivery of events from one partition of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The stream, e.g. `<namespace>/<hub>`; together with `partition` it names a position.
+    pub source: String,
+    pub partition: String,
+    pub events: Vec<IncomingEvent>,
+}
+
+/// One event as delivered, before validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingEvent {
+    /// Increasing within a partition; the event's position.
+    pub sequence: i64,
+    pub offset: Option<String>,
+    pub enqueued_at: DateTime<Utc>,
+    pub body: Vec<u8>,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    DeadLettered { reason: Reason, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventOutcome {
+    pub sequence: i64,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The result of a committed batch, per event and in total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    pub source: String,
+    pub partition: String,
+    pub received: usize,
+    pub stored: usize,
+    pub duplicates: usize,
+    pub dead_lettered: usize,
+    /// The partition's position after the batch.
+    pub position: i64,
+    pub outcomes: Vec<EventOutcome>,
+}
+
+/// A batch that was not written. Nothing of it was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The database could not be reached or is shutting down, overloaded or in conflict:
+    /// retrying the same batch later is expected to succeed.
+    #[error("database unavailable")]
+    Unavailable(#[source] tokio_postgres::Error),
+    /// The database answered with an error that retrying alone will not fix (a schema or
+    /// permission problem). The batch must still not be skipped.
+    #[error("database error")]
+    Database(#[source] tokio_postgres::Error),
+}
+
+impl IngestError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, IngestError::Unavailable(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for IngestError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_transient(&e) {
+            IngestError::Unavailable(e)
+        } else {
+            IngestError::Database(e)
+        }
+    }
+}
+
+/// Errors that go away by themselves: no answer from the server at all (connection refused or
+/// lost), or SQLSTATE classes 08 (connection), 40 (rollback: serialization, deadlock),
+/// 53 (insufficient resources), 57 (operator intervention: shutdown, cancel), 58 (system), or
+/// a lock timeout.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    let Some(code) = e.code() else {
+        return true;
+    };
+    let code = code.code();
+    matches!(&code[..2], "08" | "40" | "53" | "57" | "58")
+        || code == SqlState::LOCK_NOT_AVAILABLE.code()
+}
+
+/// Data errors: the row, not the system, is at fault (SQLSTATE class 22 data exception or
+/// 23 integrity constraint violation).
+pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
+}
+
+/// Validates and stores batches. One per process; shared by all requests.
+pub struct Ingestor {
+    limits: EventLimits,
+    tenants: TenantRegistry,
+    partitions: PartitionCache,
+}
+
+const COPY_EVENTS: &str = "COPY events (tenant_id, event_time, event_type, device_id, session_id, \
+    country, browser, page_url, referrer, campaign, source, medium, revenue, currency, properties, \
+    received_at, stream_partition, stream_sequence) FROM STDIN (FORMAT binary)";
+
+const COPY_TYPES: [Type; 18] = [
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::NUMERIC,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT8,
+];
+
+/// A valid event and where it came from.
+struct Row<'a> {
+    index: usize,
+    event: ValidEvent,
+    incoming: &'a IncomingEvent,
+}
+
+/// Per-event decision while the batch is being worked on.
+enum Verdict {
+    Duplicate,
+    Valid(Box<ValidEvent>),
+    Rejected(Rejection),
+    /// Written to `events`, for this tenant.
+    Stored(i64),
+}
+
+impl Ingestor {
+    pub fn new(limits: EventLimits, tenant_cache_ttl: Duration) -> Self {
+        Ingestor {
+            limits,
+            tenants: TenantRegistry::new(tenant_cache_ttl),
+            partitions: PartitionCache::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &EventLimits {
+        &self.limits
+    }
+
+    /// Writes one batch in one transaction and reports what happened to each event.
+    pub async fn ingest(
+        &self,
+        client: &mut Client,
+        batch: &Batch,
+        now: DateTime<Utc>,
+    ) -> Result<BatchReport, IngestError> {
+        let mut tx = client.transaction().await?;
+        let last = lock_position(&tx, batch).await?;
+
+        let mut verdicts = self.first_verdicts(batch, last, now);
+        let registered = self
+            .tenants
+            .registered(
+                &tx,
+                verdicts.iter().filter_map(|v| match v {
+                    Verdict::Valid(e) => Some(e.tenant_id),
+                    _ => None,
+                }),
+            )
+            .await?;
+        let partitions = self
+            .partitions
+            .get(
+                &tx,
+                verdicts.iter().filter_map(|v| match v {
+                    Verdict::Valid(e) => Some(e.event_time),
+                    _ => None,
+                }),
+            )
+            .await?;
+        for v in verdicts.iter_mut() {
+            if let Verdict::Valid(e) = v {
+                if !registered.contains(&e.tenant_id) {
+                    *v = Verdict::Rejected(Rejection::unknown_tenant(e.tenant_id));
+                } else if !partitions.covers(e.event_time) {
+                    *v = Verdict::Rejected(no_partition(e.tenant_id));
+                }
+            }
+        }
+
+        let rows: Vec<Row> = verdicts
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, v)| match v {
+                Verdict::Valid(event) => {
+                    let tenant_id = event.tenant_id;
+                    let event = std::mem::replace(v, Verdict::Stored(tenant_id));
+                    let Verdict::Valid(event) = event else {
+                        unreachable!("matched as valid just above")
+                    };
+                    Some(Row {
+                        index,
+                        event: *event,
+                        incoming: &batch.events[index],
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let refused = copy_narrowing(&mut tx, &batch.partition, &rows).await?;
+        if !refused.is_empty() {
+            // A partition dropped since the bounds were cached makes COPY fail with a check
+            // violation; tell those rows apart from ones a real constraint refused.
+            let partitions = self.partitions.reload(&tx).await?;
+            for (row, rejection) in refused {
+                let row = &rows[row];
+                verdicts[row.index] =
+                    Verdict::Rejected(if partitions.covers(row.event.event_time) {
+                        rejection
+                    } else {
+                        no_partition(row.event.tenant_id)
+                    });
+            }
+        }
+
+        insert_dead_letters(&tx, batch, &verdicts).await?;
+        upsert_ledger(&tx, batch, &verdicts, &registered).await?;
+        let position = batch.events.iter().map(|e| e.sequence).fold(last, i64::max);
+        if position > last {
+            tx.execute(
+                "UPDATE ingest_positions SET last_sequence = $3, updated_at = now() \
+                 WHERE source = $1 AND stream_partition = $2",
+                &[&batch.source, &batch.partition, &position],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report(batch, verdicts, position))
+    }
+
+    /// Duplicates by position, then validation of the rest.
+    fn first_verdicts(&self, batch: &Batch, last: i64, now: DateTime<Utc>) -> Vec<Verdict> {
+        let mut seen = HashSet::with_capacity(batch.events.len());
+        batch
+            .events
+            .iter()
+            .map(|incoming| {
+                if incoming.sequence <= last || !seen.insert(incoming.sequence) {
+                    return Verdict::Duplicate;
+                }
+                let parsed = catch_unwind(AssertUnwindSafe(|| {
+                    parse_event(&incoming.body, incoming.enqueued_at, now, &self.limits)
+                }));
+                match parsed {
+                    Ok(Ok(event)) => Verdict::Valid(Box::new(event)),
+                    Ok(Err(rejection)) => Verdict::Rejected(rejection),
+                    Err(_) => Verdict::Rejected(Rejection {
+                        reason: Reason::InternalError,
+                        message: "validation panicked; see the handler log".into(),
+                        tenant_id: peek_tenant_id(&incoming.body),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+async fn lock_position(tx: &Transaction<'_>, batch: &Batch) -> Result<i64, tokio_postgres::Error> {
+    // Sequence numbers start at 0, so -1 means "nothing stored yet". Concurrent deliveries of
+    // the same partition queue on this row lock until the first commits.
+    tx.execute(
+        "INSERT INTO ingest_positions (source, stream_partition, last_sequence) \
+         VALUES ($1, $2, -1) ON CONFLICT DO NOTHING",
+        &[&batch.source, &batch.partition],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT last_sequence FROM ingest_positions \
+             WHERE source = $1 AND stream_partition = $2 FOR UPDATE",
+            &[&batch.source, &batch.partition],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+fn no_partition(tenant_id: i64) -> Rejection {
+    Rejection {
+        reason: Reason::NoPartition,
+        message: "no partition of events covers event_time".into(),
+        tenant_id: Some(tenant_id),
+    }
+}
+
+/// COPYs the rows; rows the database refuses as data errors are found by bisection and returned
+/// (as indexes into `rows`) with their rejection, while every other row is written.
+async fn copy_narrowing(
+    tx: &mut Transaction<'_>,
+    partition: &str,
+    rows: &[Row<'_>],
+) -> Result<Vec<(usize, Rejection)>, tokio_postgres::Error> {
+    let mut rejected = Vec::new();
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    if !rows.is_empty() {
+        pending.push(0..rows.len());
+    }
+    while let Some(range) = pending.pop() {
+        let savepoint = tx.savepoint("copy_events").await?;
+        match copy_rows(&savepoint, partition, &rows[range.clone()]).await {
+            Ok(()) => savepoint.commit().await?,
+            Err(e) if is_data_error(&e) => {
+                savepoint.rollback().await?;
+                if range.len() == 1 {
+                    let row = &rows[range.start];
+                    rejected.push((range.start, db_rejection(&e, row.event.tenant_id)));
+                } else {
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+            }
+            // The whole transaction is lost; dropping it rolls back.
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rejected)
+}
+
+fn db_rejection(e: &tokio_postgres::Error, tenant_id: i64) -> Rejection {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => "the database refused the row".into(),
+    };
+    Rejection {
+        reason: Reason::DbRejected,
+        message,
+        tenant_id: Some(tenant_id),
+    }
+}
+
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    partition: &str,
+    rows: &[Row<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(COPY_EVENTS).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    pin_mut!(writer);
+    for row in rows {
+        let e = &row.event;
+        let values: [&(dyn ToSql + Sync); 18] = [
+            &e.tenant_id,
+            &e.event_time,
+            &e.event_type,
+            &e.device_id,
+            &e.session_id,
+            &e.country,
+            &e.browser,
+            &e.page_url,
+            &e.referrer,
+            &e.campaign,
+            &e.source,
+            &e.medium,
+            &e.revenue,
+            &e.currency,
+            &e.properties,
+            &row.incoming.enqueued_at,
+            &partition,
+            &row.incoming.sequence,
+        ];
+        writer.as_mut().write(&values).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    verdicts: &[Verdict],
+) -> Result<(), tokio_postgres::Error> {
+    let mut sequences = Vec::new();
+    let mut offsets = Vec::new();
+    let mut enqueued = Vec::new();
+    let mut tenants = Vec::new();
+    let mut reasons = Vec::new();
+    let mut messages = Vec::new();
+    let mut payloads: Vec<&[u8]> = Vec::new();
+    for (incoming, verdict) in batch.events.iter().zip(verdicts) {
+        if let Verdict::Rejected(r) = verdict {
+            sequences.push(incoming.sequence);
+            offsets.push(incoming.offset.as_deref());
+            enqueued.push(incoming.enqueued_at);
+            tenants.push(r.tenant_id);
+            reasons.push(r.reason.code());
+            messages.push(r.message.as_str());
+            payloads.push(&incoming.body);
+        }
+    }
+    if sequences.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO dead_letters (source, stream_partition, stream_sequence, stream_offset, \
+             enqueued_at, tenant_id, reason, message, payload) \
+         SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[], \
+             $7::text[], $8::text[], $9::bytea[])",
+        &[
+            &batch.source,
+            &batch.partition,
+            &sequences,
+            &offsets,
+            &enqueued,
+            &tenants,
+            &reasons,
+            &messages,
+            &payloads,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct LedgerCounts {
+    received: i64,
+    stored: i64,
+    duplicates: i64,
+    dead_lettered: i64,
+}
+
+/// Adds the batch to `ingest_ledger`, per tenant and hour of enqueue time. Events of a tenant
+/// that is not registered, or whose tenant cannot be read, count under tenant 0.
+async fn upsert_ledger(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    verdicts: &[Verdict],
+    registered: &HashSet<i64>,
+) -> Result<(), tokio_postgres::Error> {
+    let known = |id: Option<i64>| id.filter(|id| registered.contains(id)).unwrap_or(0);
+    // A BTreeMap keeps the upserts in key order, so concurrent batches lock ledger rows in the
+    // same order and cannot deadlock.
+    let mut counts: BTreeMap<(i64, DateTime<Utc>), LedgerCounts> = BTreeMap::new();
+    for (incoming, verdict) in batch.events.iter().zip(verdicts) {
+        let hour = incoming
+            .enqueued_at
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(incoming.enqueued_at);
+        let (tenant, count): (i64, fn(&mut LedgerCounts)) = match verdict {
+            Verdict::Stored(tenant) => (*tenant, |c| c.stored += 1),
+            Verdict::Duplicate => (known(peek_tenant_id(&incoming.body)), |c| c.duplicates += 1),
+            Verdict::Rejected(r) => (known(r.tenant_id), |c| c.dead_lettered += 1),
+            Verdict::Valid(_) => unreachable!("every valid event was stored or rejected"),
+        };
+        let c = counts.entry((tenant, hour)).or_default();
+        c.received += 1;
+        count(c);
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut tenants = Vec::with_capacity(counts.len());
+    let mut hours = Vec::with_capacity(counts.len());
+    let mut received = Vec::with_capacity(counts.len());
+    let mut stored = Vec::with_capacity(counts.len());
+    let mut duplicates = Vec::with_capacity(counts.len());
+    let mut dead_lettered = Vec::with_capacity(counts.len());
+    for ((tenant, hour), c) in counts {
+        tenants.push(tenant);
+        hours.push(hour);
+        received.push(c.received);
+        stored.push(c.stored);
+        duplicates.push(c.duplicates);
+        dead_lettered.push(c.dead_lettered);
+    }
+    tx.execute(
+        "INSERT INTO ingest_ledger AS l (tenant_id, hour, received, stored, duplicates, dead_lettered) \
+         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
+             $5::bigint[], $6::bigint[]) \
+         ON CONFLICT (tenant_id, hour) DO UPDATE SET \
+             received = l.received + excluded.received, \
+             stored = l.stored + excluded.stored, \
+             duplicates = l.duplicates + excluded.duplicates, \
+             dead_lettered = l.dead_lettered + excluded.dead_lettered",
+        &[&tenants, &hours, &received, &stored, &duplicates, &dead_lettered],
+    )
+    .await?;
+    Ok(())
+}
+
+fn report(batch: &Batch, verdicts: Vec<Verdict>, position: i64) -> BatchReport {
+    let outcomes: Vec<EventOutcome> = batch
+        .events
+        .iter()
+        .zip(verdicts)
+        .map(|(incoming, verdict)| EventOutcome {
+            sequence: incoming.sequence,
+            outcome: match verdict {
+                Verdict::Stored(_) => Outcome::Stored,
+                Verdict::Duplicate => Outcome::Duplicate,
+                Verdict::Rejected(r) => Outcome::DeadLettered {
+                    reason: r.reason,
+                    message: r.message,
+                },
+                Verdict::Valid(_) => unreachable!("every valid event was stored or rejected"),
+            },
+        })
+        .collect();
+    let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(&o.outcome)).count();
+    BatchReport {
+        source: batch.source.clone(),
+        partition: batch.partition.clone(),
+        received: outcomes.len(),
+        stored: count(|o| matches!(o, Outcome::Stored)),
+        duplicates: count(|o| matches!(o, Outcome::Duplicate)),
+        dead_lettered: count(|o| matches!(o, Outcome::DeadLettered { .. })),
+        position,
+        outcomes,
+    }
+}

@@ -1,0 +1,23 @@
+//! # remarketable-core
+//!
+//! The host-independent core of ReMarketable: the event contract ([`event`]) with its stable
+//! dead-letter [`reason`] codes, typed [`config`]uration, the database layer ([`db`]: pool,
+//! migrations, partition upkeep) and the exactly-once [`ingest`] path.
+//!
+//! Hosts (the Azure Functions custom handler, the admin CLI, later AWS Lambda and devhost) are
+//! thin binaries over this crate; it knows nothing about any of them.
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod event;
+pub mod ingest;
+pub mod partitions;
+pub mod reason;
+pub mod tenants;
+
+pub use config::Settings;
+pub use ingest::{Batch, BatchReport, IncomingEvent, IngestError, Ingestor, Outcome};
+pub use reason::Reason;
