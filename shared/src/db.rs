@@ -78,7 +78,7 @@ pub async fn migrate(
         .applied_migrations()
         .iter()
         .map(|m| AppliedMigration {
-            version: m.version() as i32,
+            version: m.version(),
             name: m.name().to_owned(),
         })
         .collect())

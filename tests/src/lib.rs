@@ -1,1 +1,310 @@
-//! placeholder
+//! Support for the integration tests: a fresh database per test on the real PostgreSQL that
+//! `scripts/test` starts, event builders, and a TCP proxy that can take the database away.
+//!
+//! Tests need `TEST_DATABASE_URL` (a superuser URL of the local cluster); without it they fail
+//! with a message saying how to run them, rather than passing without having run.
+
+use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use remarketable_core::{db, Batch, IncomingEvent, Settings};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Tenants registered in every test database.
+pub const TENANTS: [i64; 3] = [1, 2, 3];
+/// Raw event retention of test databases, short so that few partitions are created.
+pub const RETENTION_DAYS: i64 = 3;
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts the \
+             project's PostgreSQL and sets it"
+        )
+    })
+}
+
+/// A database of its own for one test, migrated, with partitions and [`TENANTS`] registered.
+pub struct TestDb {
+    pub name: String,
+    pub config: tokio_postgres::Config,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "rmk_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            Utc::now().timestamp_subsec_micros()
+        );
+        let admin_config =
+            tokio_postgres::Config::from_str(&admin_url()).expect("TEST_DATABASE_URL parses");
+        let admin = db::connect(&admin_config)
+            .await
+            .expect("connect to the test cluster");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let mut config = admin_config.clone();
+        config.dbname(&name);
+        let db = TestDb { name, config };
+        let mut client = db.client().await;
+        db::migrate(&mut client).await.expect("migrations apply");
+        db::configure_partitions(
+            &client,
+            &db::PartitionLayout {
+                interval: None,
+                retention: Some(format!("{RETENTION_DAYS} days")),
+                lookahead: Some("1 day".into()),
+            },
+        )
+        .await
+        .expect("partition layout");
+        db::maintain_partitions(&client).await.expect("partitions");
+        for id in TENANTS {
+            client
+                .execute(
+                    "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)",
+                    &[&id, &format!("shop {id}")],
+                )
+                .await
+                .expect("register tenant");
+        }
+        db
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        db::connect(&self.config)
+            .await
+            .expect("connect to test database")
+    }
+
+    pub fn url(&self) -> String {
+        url_of(&self.config, None)
+    }
+
+    /// Handler settings pointing at this database (or at `via`, e.g. a [`Proxy`]).
+    pub fn settings(&self, via: Option<SocketAddr>) -> Settings {
+        settings_for(&url_of(&self.config, via))
+    }
+
+    /// Rows of a query as JSON (one object per row, via `to_jsonb`), for whole-row comparisons.
+    pub async fn json_rows(&self, sql: &str) -> Vec<Value> {
+        let client = self.client().await;
+        let rows = client
+            .query(&format!("SELECT to_jsonb(q) FROM ({sql}) q"), &[])
+            .await
+            .expect("query");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.client().await;
+        client.query_one(sql, &[]).await.expect("count").get(0)
+    }
+}
+
+fn url_of(config: &tokio_postgres::Config, via: Option<SocketAddr>) -> String {
+    let (host, port) = match via {
+        Some(addr) => (addr.ip().to_string(), addr.port()),
+        None => {
+            let host = match &config.get_hosts()[0] {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            (host, config.get_ports().first().copied().unwrap_or(5432))
+        }
+    };
+    let user = config.get_user().unwrap_or("postgres");
+    let db = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}@{host}:{port}/{db}?sslmode=disable")
+}
+
+/// Settings for a handler talking to `database_url`, with test-sized limits.
+pub fn settings_for(database_url: &str) -> Settings {
+    let map: HashMap<String, String> = [
+        ("DATABASE_URL", database_url.to_string()),
+        ("DB_POOL_SIZE", "4".into()),
+        ("DB_CONNECT_TIMEOUT_SECONDS", "2".into()),
+        ("EVENT_RETENTION_DAYS", RETENTION_DAYS.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Settings::from_map(&map).expect("test settings are valid")
+}
+
+/// The current hour, so tests stay away from partition edges as far as they can.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::hours(1)).expect("truncates")
+}
+
+/// A valid event body of `tenant`.
+pub fn event(tenant: i64, n: i64) -> Value {
+    json!({
+        "tenant_id": tenant,
+        "event_type": "page_view",
+        "device_id": format!("device-{}", n % 7),
+        "session_id": n / 3,
+        "page_url": format!("https://shop{tenant}.example/p/{n}"),
+        "country": "DE",
+    })
+}
+
+/// A batch of `bodies` at consecutive sequence numbers from `first`, enqueued `at`.
+pub fn batch(partition: &str, first: i64, at: DateTime<Utc>, bodies: &[Value]) -> Batch {
+    batch_raw(
+        partition,
+        first,
+        at,
+        bodies.iter().map(|b| b.to_string().into_bytes()).collect(),
+    )
+}
+
+pub fn batch_raw(partition: &str, first: i64, at: DateTime<Utc>, bodies: Vec<Vec<u8>>) -> Batch {
+    Batch {
+        source: "test-namespace/clickstream".into(),
+        partition: partition.into(),
+        events: bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| IncomingEvent {
+                sequence: first + i as i64,
+                offset: Some(format!("{}", (first + i as i64) * 512)),
+                enqueued_at: at + Duration::milliseconds(i as i64),
+                body,
+            })
+            .collect(),
+    }
+}
+
+/// Reads a committed fixture from `tests/fixtures`.
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// What a [`Proxy`] does with traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward everything.
+    Up,
+    /// Refuse: accepted connections are closed at once, live ones are cut.
+    Down,
+    /// Forward, but cut the connection that sends this byte pattern to the server (once), as a
+    /// crash of the network or database at that exact moment would.
+    CutOn(Vec<u8>),
+}
+
+/// A TCP proxy in front of the database that tests can switch off, to play an outage.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    mode: watch::Sender<ProxyMode>,
+    cuts: Arc<Mutex<u32>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let (mode, watcher) = watch::channel(ProxyMode::Up);
+        let mode_for_cut = mode.clone();
+        let cuts = Arc::new(Mutex::new(0));
+        let cuts_seen = cuts.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let watcher = watcher.clone();
+                if *watcher.borrow() == ProxyMode::Down {
+                    drop(client);
+                    continue;
+                }
+                let mode = mode_for_cut.clone();
+                let cuts = cuts_seen.clone();
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(upstream).await {
+                        pipe(client, server, watcher, mode, cuts).await;
+                    }
+                });
+            }
+        });
+        Proxy { addr, mode, cuts }
+    }
+
+    /// A proxy in front of the test cluster.
+    pub async fn for_cluster() -> Proxy {
+        let config =
+            tokio_postgres::Config::from_str(&admin_url()).expect("TEST_DATABASE_URL parses");
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => panic!("TEST_DATABASE_URL must use TCP"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let upstream = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .expect("resolve database host")
+            .next()
+            .expect("database host has an address");
+        Proxy::start(upstream).await
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// How many connections were cut by [`ProxyMode::CutOn`].
+    pub fn cuts(&self) -> u32 {
+        *self.cuts.lock().expect("cuts lock")
+    }
+}
+
+async fn pipe(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    mut watcher: watch::Receiver<ProxyMode>,
+    mode: watch::Sender<ProxyMode>,
+    cuts: Arc<Mutex<u32>>,
+) {
+    let mut from_client = vec![0u8; 64 * 1024];
+    let mut from_server = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            n = client.read(&mut from_client) => {
+                let Ok(n) = n else { return };
+                if n == 0 { return; }
+                let chunk = &from_client[..n];
+                let cut = matches!(&*watcher.borrow(), ProxyMode::CutOn(p)
+                    if chunk.windows(p.len()).any(|w| w == p.as_slice()));
+                if cut {
+                    *cuts.lock().expect("cuts lock") += 1;
+                    mode.send_replace(ProxyMode::Up);
+                    return;
+                }
+                if server.write_all(chunk).await.is_err() { return; }
+            }
+            n = server.read(&mut from_server) => {
+                let Ok(n) = n else { return };
+                if n == 0 { return; }
+                if client.write_all(&from_server[..n]).await.is_err() { return; }
+            }
+            changed = watcher.changed() => {
+                if changed.is_err() || *watcher.borrow() == ProxyMode::Down { return; }
+            }
+        }
+    }
+}
