@@ -1,0 +1,131 @@
+//! The same schema and ingest path on a real Citus cluster, when `CITUS_URL` names one.
+//!
+//! `CITUS_URL` must point at a disposable database on the coordinator of a cluster whose
+//! workers are already added; the test drops and recreates the project's tables in it. Without
+//! `CITUS_URL` it is reported as ignored and `scripts/test` says it was skipped (Citus is not
+//! packaged for Debian, so CI runs without it).
+
+use chrono::Utc;
+use remarketable_core::{db, Ingestor};
+use remarketable_tests::{batch, event, settings_for};
+use std::str::FromStr;
+
+const RESET: &str = "
+    DROP TABLE IF EXISTS events, dead_letters, ingest_positions, ingest_ledger, tenants,
+        partition_settings, refinery_schema_history CASCADE;
+    DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
+        maintain_partitions(text, timestamptz);
+";
+
+#[tokio::test]
+#[ignore = "needs a Citus cluster: scripts/test runs it when CITUS_URL is set"]
+async fn schema_and_ingest_on_citus() {
+    let url = std::env::var("CITUS_URL")
+        .expect("CITUS_URL must name a disposable database on a Citus coordinator");
+    let config = tokio_postgres::Config::from_str(&url).expect("CITUS_URL parses");
+    let mut client = db::connect(&config).await.expect("connect to CITUS_URL");
+    let has_citus = client
+        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[])
+        .await
+        .unwrap()
+        .is_some();
+    assert!(has_citus, "CITUS_URL points at a database without the citus extension");
+    client.batch_execute(RESET).await.expect("reset");
+    db::migrate(&mut client).await.expect("migrations apply on Citus");
+    db::configure_partitions(
+        &client,
+        &db::PartitionLayout {
+            interval: None,
+            retention: Some("2 days".into()),
+            lookahead: Some("1 day".into()),
+        },
+    )
+    .await
+    .unwrap();
+    db::maintain_partitions(&client).await.expect("partitions on Citus");
+
+    // events and the ledger are distributed by tenant and colocated; tenants is a reference table.
+    let rows = client
+        .query(
+            "SELECT logicalrelid::text, partmethod::text, colocationid FROM pg_dist_partition \
+             WHERE logicalrelid IN ('events'::regclass, 'ingest_ledger'::regclass, 'tenants'::regclass) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("events".into(), "h".into()),
+            ("ingest_ledger".into(), "h".into()),
+            ("tenants".into(), "n".into())
+        ]
+    );
+    let colocation: Vec<i32> = rows.iter().map(|r| r.get(2)).collect();
+    assert_eq!(colocation[0], colocation[1], "ledger colocated with events");
+    let distributed_partitions: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition p JOIN partition_bounds('events') b \
+             ON p.logicalrelid = b.partition_name::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(distributed_partitions > 48, "partitions are distributed: {distributed_partitions}");
+
+    client
+        .batch_execute("INSERT INTO tenants (tenant_id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        .await
+        .unwrap();
+    let settings = settings_for(&url);
+    let ingestor = Ingestor::new(settings.limits, std::time::Duration::from_secs(30));
+    let now = Utc::now();
+    let bodies: Vec<_> = (0..300).map(|n| event(1 + n % 3, n)).collect();
+    let mut bad = event(1, 999);
+    bad["country"] = serde_json::json!("XX");
+    let mut with_bad = bodies.clone();
+    with_bad.push(bad);
+    let r = ingestor
+        .ingest(&mut client, &batch("0", 0, now, &with_bad), now)
+        .await
+        .expect("ingest on Citus");
+    assert_eq!((r.stored, r.dead_lettered), (300, 1));
+    let again = ingestor
+        .ingest(&mut client, &batch("0", 0, now, &with_bad), now)
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, 301);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 300);
+    let per_tenant: Vec<(i64, i64)> = client
+        .query(
+            "SELECT tenant_id, sum(stored)::bigint FROM ingest_ledger GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_tenant, vec![(1, 100), (2, 100), (3, 100)]);
+
+    // A constraint refusal is narrowed on Citus too (savepoints around distributed COPY).
+    client
+        .batch_execute("ALTER TABLE events ADD CONSTRAINT no_poison CHECK (campaign IS DISTINCT FROM 'poison')")
+        .await
+        .unwrap();
+    let mut poison = event(2, 1000);
+    poison["campaign"] = serde_json::json!("poison");
+    let r = ingestor
+        .ingest(&mut client, &batch("0", 301, now, &[event(1, 1001), poison, event(3, 1002)]), now)
+        .await
+        .unwrap();
+    assert_eq!((r.stored, r.dead_lettered), (2, 1));
+}
