@@ -126,6 +126,14 @@ pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
         .is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
 }
 
+/// A failed multi-row COPY that may be the fault of some of its rows. Besides data errors this
+/// includes XX000: Citus relays a worker's refusal of a COPY row (a constraint, a missing
+/// partition) as an internal error, losing the worker's SQLSTATE (seen on Citus 13.2). The
+/// one-row INSERT that ends narrowing gets the real code back and has the last word.
+fn may_be_row_error(e: &tokio_postgres::Error) -> bool {
+    is_data_error(e) || e.code() == Some(&SqlState::INTERNAL_ERROR)
+}
+
 /// Validates and stores batches. One per process; shared by all requests.
 pub struct Ingestor {
     limits: EventLimits,
@@ -133,11 +141,12 @@ pub struct Ingestor {
     partitions: PartitionCache,
 }
 
-const COPY_EVENTS: &str = "COPY events (tenant_id, event_time, event_type, device_id, session_id, \
+/// The columns written for each stored event, and their types.
+const EVENT_COLUMNS: &str = "tenant_id, event_time, event_type, device_id, session_id, \
     country, browser, page_url, referrer, campaign, source, medium, revenue, currency, properties, \
-    received_at, stream_partition, stream_sequence) FROM STDIN (FORMAT binary)";
+    received_at, stream_partition, stream_sequence";
 
-const COPY_TYPES: [Type; 18] = [
+const COLUMN_TYPES: [Type; 18] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -194,10 +203,13 @@ impl Ingestor {
         batch: &Batch,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, IngestError> {
+        let started = std::time::Instant::now();
         let mut tx = client.transaction().await?;
         let last = lock_position(&tx, batch).await?;
+        let locked = started.elapsed();
 
         let mut verdicts = self.first_verdicts(batch, last, now);
+        let validated = started.elapsed();
         let registered = self
             .tenants
             .registered(
@@ -248,6 +260,7 @@ impl Ingestor {
             })
             .collect();
         let refused = copy_narrowing(&mut tx, &batch.partition, &rows).await?;
+        let copied = started.elapsed();
         if !refused.is_empty() {
             // A partition dropped since the bounds were cached makes COPY fail with a check
             // violation; tell those rows apart from ones a real constraint refused.
@@ -267,14 +280,27 @@ impl Ingestor {
         upsert_ledger(&tx, batch, &verdicts, &registered).await?;
         let position = batch.events.iter().map(|e| e.sequence).fold(last, i64::max);
         if position > last {
-            tx.execute(
+            tx.query_typed(
                 "UPDATE ingest_positions SET last_sequence = $3, updated_at = now() \
                  WHERE source = $1 AND stream_partition = $2",
-                &[&batch.source, &batch.partition, &position],
+                &[
+                    (&batch.source, Type::TEXT),
+                    (&batch.partition, Type::TEXT),
+                    (&position, Type::INT8),
+                ],
             )
             .await?;
         }
+        let bookkept = started.elapsed();
         tx.commit().await?;
+        tracing::debug!(
+            locked_us = locked.as_micros() as u64,
+            validated_us = validated.as_micros() as u64,
+            copied_us = copied.as_micros() as u64,
+            bookkept_us = bookkept.as_micros() as u64,
+            committed_us = started.elapsed().as_micros() as u64,
+            "ingest phases (cumulative)"
+        );
         Ok(report(batch, verdicts, position))
     }
 
@@ -305,23 +331,24 @@ impl Ingestor {
     }
 }
 
+/// Locks the partition's position row (creating it at -1, "nothing stored yet": sequence
+/// numbers start at 0) and answers its sequence number. Concurrent deliveries of the same
+/// partition queue on this lock until the first commits.
 async fn lock_position(tx: &Transaction<'_>, batch: &Batch) -> Result<i64, tokio_postgres::Error> {
-    // Sequence numbers start at 0, so -1 means "nothing stored yet". Concurrent deliveries of
-    // the same partition queue on this row lock until the first commits.
-    tx.execute(
+    let key: [(&(dyn ToSql + Sync), Type); 2] =
+        [(&batch.source, Type::TEXT), (&batch.partition, Type::TEXT)];
+    let select = "SELECT last_sequence FROM ingest_positions \
+                  WHERE source = $1 AND stream_partition = $2 FOR UPDATE";
+    if let Some(row) = tx.query_typed_opt(select, &key).await? {
+        return Ok(row.get(0));
+    }
+    tx.query_typed(
         "INSERT INTO ingest_positions (source, stream_partition, last_sequence) \
          VALUES ($1, $2, -1) ON CONFLICT DO NOTHING",
-        &[&batch.source, &batch.partition],
+        &key,
     )
     .await?;
-    let row = tx
-        .query_one(
-            "SELECT last_sequence FROM ingest_positions \
-             WHERE source = $1 AND stream_partition = $2 FOR UPDATE",
-            &[&batch.source, &batch.partition],
-        )
-        .await?;
-    Ok(row.get(0))
+    Ok(tx.query_typed_one(select, &key).await?.get(0))
 }
 
 fn no_partition(tenant_id: i64) -> Rejection {
@@ -346,18 +373,24 @@ async fn copy_narrowing(
     }
     while let Some(range) = pending.pop() {
         let savepoint = tx.savepoint("copy_events").await?;
-        match copy_rows(&savepoint, partition, &rows[range.clone()]).await {
+        let single = range.len() == 1;
+        let written = if single {
+            insert_row(&savepoint, partition, &rows[range.start]).await
+        } else {
+            copy_rows(&savepoint, partition, &rows[range.clone()]).await
+        };
+        match written {
             Ok(()) => savepoint.commit().await?,
-            Err(e) if is_data_error(&e) => {
+            Err(e) if single && is_data_error(&e) => {
                 savepoint.rollback().await?;
-                if range.len() == 1 {
-                    let row = &rows[range.start];
-                    rejected.push((range.start, db_rejection(&e, row.event.tenant_id)));
-                } else {
-                    let mid = range.start + range.len() / 2;
-                    pending.push(mid..range.end);
-                    pending.push(range.start..mid);
-                }
+                let row = &rows[range.start];
+                rejected.push((range.start, db_rejection(&e, row.event.tenant_id)));
+            }
+            Err(e) if !single && may_be_row_error(&e) => {
+                savepoint.rollback().await?;
+                let mid = range.start + range.len() / 2;
+                pending.push(mid..range.end);
+                pending.push(range.start..mid);
             }
             // The whole transaction is lost; dropping it rolls back.
             Err(e) => return Err(e),
@@ -378,39 +411,70 @@ fn db_rejection(e: &tokio_postgres::Error, tenant_id: i64) -> Rejection {
     }
 }
 
+/// The values of one row of `events`, in [`EVENT_COLUMNS`] order.
+fn row_values<'a>(row: &'a Row<'_>, partition: &'a &str) -> [&'a (dyn ToSql + Sync); 18] {
+    let e = &row.event;
+    [
+        &e.tenant_id,
+        &e.event_time,
+        &e.event_type,
+        &e.device_id,
+        &e.session_id,
+        &e.country,
+        &e.browser,
+        &e.page_url,
+        &e.referrer,
+        &e.campaign,
+        &e.source,
+        &e.medium,
+        &e.revenue,
+        &e.currency,
+        &e.properties,
+        &row.incoming.enqueued_at,
+        partition,
+        &row.incoming.sequence,
+    ]
+}
+
 async fn copy_rows(
     tx: &Transaction<'_>,
     partition: &str,
     rows: &[Row<'_>],
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(COPY_EVENTS).await?;
-    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    let sink = tx
+        .copy_in(&format!(
+            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &COLUMN_TYPES);
     pin_mut!(writer);
     for row in rows {
-        let e = &row.event;
-        let values: [&(dyn ToSql + Sync); 18] = [
-            &e.tenant_id,
-            &e.event_time,
-            &e.event_type,
-            &e.device_id,
-            &e.session_id,
-            &e.country,
-            &e.browser,
-            &e.page_url,
-            &e.referrer,
-            &e.campaign,
-            &e.source,
-            &e.medium,
-            &e.revenue,
-            &e.currency,
-            &e.properties,
-            &row.incoming.enqueued_at,
-            &partition,
-            &row.incoming.sequence,
-        ];
-        writer.as_mut().write(&values).await?;
+        writer.as_mut().write(&row_values(row, &partition)).await?;
     }
     writer.finish().await?;
+    Ok(())
+}
+
+/// One row by INSERT: the last step of narrowing, which also reports the row's own SQLSTATE
+/// where a distributed COPY would not.
+async fn insert_row(
+    tx: &Transaction<'_>,
+    partition: &str,
+    row: &Row<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let values = row_values(row, &partition);
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = values
+        .into_iter()
+        .zip(COLUMN_TYPES.iter().cloned())
+        .collect();
+    tx.query_typed(
+        &format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+        ),
+        &params,
+    )
+    .await?;
     Ok(())
 }
 
@@ -513,7 +577,7 @@ async fn upsert_ledger(
         duplicates.push(c.duplicates);
         dead_lettered.push(c.dead_lettered);
     }
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO ingest_ledger AS l (tenant_id, hour, received, stored, duplicates, dead_lettered) \
          SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
              $5::bigint[], $6::bigint[]) \
@@ -522,7 +586,14 @@ async fn upsert_ledger(
              stored = l.stored + excluded.stored, \
              duplicates = l.duplicates + excluded.duplicates, \
              dead_lettered = l.dead_lettered + excluded.dead_lettered",
-        &[&tenants, &hours, &received, &stored, &duplicates, &dead_lettered],
+        &[
+            (&tenants, Type::INT8_ARRAY),
+            (&hours, Type::TIMESTAMPTZ_ARRAY),
+            (&received, Type::INT8_ARRAY),
+            (&stored, Type::INT8_ARRAY),
+            (&duplicates, Type::INT8_ARRAY),
+            (&dead_lettered, Type::INT8_ARRAY),
+        ],
     )
     .await?;
     Ok(())

@@ -29,9 +29,14 @@ async fn schema_and_ingest_on_citus() {
         .await
         .unwrap()
         .is_some();
-    assert!(has_citus, "CITUS_URL points at a database without the citus extension");
+    assert!(
+        has_citus,
+        "CITUS_URL points at a database without the citus extension"
+    );
     client.batch_execute(RESET).await.expect("reset");
-    db::migrate(&mut client).await.expect("migrations apply on Citus");
+    db::migrate(&mut client)
+        .await
+        .expect("migrations apply on Citus");
     db::configure_partitions(
         &client,
         &db::PartitionLayout {
@@ -42,7 +47,9 @@ async fn schema_and_ingest_on_citus() {
     )
     .await
     .unwrap();
-    db::maintain_partitions(&client).await.expect("partitions on Citus");
+    db::maintain_partitions(&client)
+        .await
+        .expect("partitions on Citus");
 
     // events and the ledger are distributed by tenant and colocated; tenants is a reference table.
     let rows = client
@@ -74,7 +81,10 @@ async fn schema_and_ingest_on_citus() {
         .await
         .unwrap()
         .get(0);
-    assert!(distributed_partitions > 48, "partitions are distributed: {distributed_partitions}");
+    assert!(
+        distributed_partitions > 48,
+        "partitions are distributed: {distributed_partitions}"
+    );
 
     client
         .batch_execute("INSERT INTO tenants (tenant_id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
@@ -124,8 +134,56 @@ async fn schema_and_ingest_on_citus() {
     let mut poison = event(2, 1000);
     poison["campaign"] = serde_json::json!("poison");
     let r = ingestor
-        .ingest(&mut client, &batch("0", 301, now, &[event(1, 1001), poison, event(3, 1002)]), now)
+        .ingest(
+            &mut client,
+            &batch("0", 301, now, &[event(1, 1001), poison, event(3, 1002)]),
+            now,
+        )
         .await
         .unwrap();
     assert_eq!((r.stored, r.dead_lettered), (2, 1));
+    let reason: String = client
+        .query_one(
+            "SELECT reason FROM dead_letters WHERE stream_sequence = 302",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "db_rejected");
+
+    // A partition dropped behind the cache's back: the row is found and dead-lettered as such.
+    let day_ago = now - chrono::Duration::days(1);
+    let name: String = client
+        .query_one(
+            "SELECT partition_name FROM partition_bounds('events') WHERE $1 >= from_value AND $1 < to_value",
+            &[&day_ago],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("DROP TABLE {name}"))
+        .await
+        .unwrap();
+    let mut late = event(3, 1003);
+    late["event_time"] = serde_json::json!(day_ago.to_rfc3339());
+    let r = ingestor
+        .ingest(
+            &mut client,
+            &batch("0", 304, now, &[event(1, 1004), late]),
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.stored, r.dead_lettered), (1, 1));
+    let reason: String = client
+        .query_one(
+            "SELECT reason FROM dead_letters WHERE stream_sequence = 305",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "no_partition");
 }

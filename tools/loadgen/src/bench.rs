@@ -1,0 +1,344 @@
+//! The ingest benchmark: the same rows loaded by `psql \copy` (CSV) and by the handler's
+//! `/ingest` end to end (HTTP envelope, validation, dedup, binary COPY, ledger), into the same
+//! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
+
+use crate::{envelope, post, traffic::Traffic};
+use anyhow::{bail, Context};
+use chrono::{Duration, Utc};
+use remarketable_core::db;
+use remarketable_core::event::{parse_event, EventLimits, ValidEvent};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Superuser URL of the cluster; the benchmark makes (and remakes) database `rmk_bench`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The handler executable (build it with `cargo build --release -p remarketable-handler`).
+    #[arg(long, default_value = "target/release/handler")]
+    handler: PathBuf,
+    #[arg(long, default_value_t = 300_000)]
+    events: usize,
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Rounds of (\copy, handler with 1 partition, handler with 2 partitions).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 50)]
+    tenants: i64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+const COLUMNS: &str =
+    "tenant_id, event_time, event_type, device_id, session_id, country, browser, \
+    page_url, referrer, campaign, source, medium, revenue, currency, properties, received_at, \
+    stream_partition, stream_sequence";
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.handler.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p remarketable-handler`",
+            args.handler.display()
+        );
+    }
+    let admin_config = tokio_postgres::Config::from_str(&args.database_url)
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
+    let admin = db::connect(&admin_config)
+        .await
+        .context("connect to DATABASE_URL")?;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS rmk_bench WITH (FORCE)")
+        .await?;
+    admin.batch_execute("CREATE DATABASE rmk_bench").await?;
+    let mut config = admin_config.clone();
+    config.dbname("rmk_bench");
+    let mut client = db::connect(&config).await?;
+    db::migrate(&mut client).await?;
+    db::configure_partitions(
+        &client,
+        &db::PartitionLayout {
+            retention: Some("2 days".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    db::maintain_partitions(&client).await?;
+    client
+        .execute(
+            "INSERT INTO tenants (tenant_id, name) SELECT g, 'shop ' || g FROM generate_series(1, $1::bigint) g",
+            &[&args.tenants],
+        )
+        .await?;
+
+    eprintln!(
+        "generating {} events of {} tenants ...",
+        args.events, args.tenants
+    );
+    let now = Utc::now();
+    let mut traffic = Traffic::new(args.seed, args.tenants);
+    let enqueued: Vec<_> = (0..args.events)
+        .map(|i| now - Duration::milliseconds((args.events - i) as i64))
+        .collect();
+    let bodies: Vec<String> = enqueued
+        .iter()
+        .map(|t| traffic.event(*t).to_string())
+        .collect();
+    let bytes: usize = bodies.iter().map(String::len).sum();
+
+    // The rows the handler will store, as CSV for \copy.
+    let limits = EventLimits::default();
+    let csv_path = std::env::temp_dir().join(format!("rmk_bench_{}.csv", std::process::id()));
+    write_csv(&csv_path, &bodies, &enqueued, &limits)?;
+    // psql runs as the server's OS user may not read root's temp files; it reads the file itself
+    // (\copy is client side), so only the path matters.
+
+    let port = free_port()?;
+    let url_for_handler = format!("{}", with_db(&args.database_url, "rmk_bench"));
+    let mut handler = tokio::process::Command::new(&args.handler)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env("DATABASE_URL", &url_for_handler)
+        .env("DB_POOL_SIZE", "4")
+        .env("EVENT_RETENTION_DAYS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start the handler")?;
+    let handler_pid = handler.id().context("handler pid")?;
+    let http = reqwest::Client::new();
+    let ingest_url = format!("http://127.0.0.1:{port}/ingest");
+    wait_ready(&http, port).await?;
+
+    // Envelopes are serialized before timing, as the CSV file is written before timing.
+    let envelopes = |partitions: usize| -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
+        let mut per_partition = vec![Vec::new(); partitions];
+        for (i, chunk) in bodies.chunks(args.batch).enumerate() {
+            let start = i * args.batch;
+            let p = i % partitions;
+            let env = envelope(
+                p,
+                start as i64,
+                &enqueued[start..start + chunk.len()],
+                chunk,
+            );
+            per_partition[p].push(serde_json::to_vec(&env)?);
+        }
+        Ok(per_partition)
+    };
+    let one = envelopes(1)?;
+    let two = envelopes(2)?;
+
+    eprintln!(
+        "{} events, {:.1} MB of JSON, batches of {}; handler on port {port}",
+        args.events,
+        bytes as f64 / 1e6,
+        args.batch
+    );
+    println!("round  method                      rows      seconds   rows/s     vs \\copy");
+    let mut ratios1 = Vec::new();
+    let mut ratios2 = Vec::new();
+    for round in 1..=args.rounds {
+        reset(&client).await?;
+        let copy = timed(|| copy_csv(&args.database_url, &csv_path)).await?;
+        check_count(&client, args.events).await?;
+        let copy_rate = args.events as f64 / copy;
+        println!(
+            "{round:<6} psql \\copy (CSV)             {:<9} {copy:<9.3} {copy_rate:<10.0} 1.000",
+            args.events
+        );
+
+        for (label, per_partition, ratios) in [
+            ("handler /ingest, 1 partition ", &one, &mut ratios1),
+            ("handler /ingest, 2 partitions", &two, &mut ratios2),
+        ] {
+            reset(&client).await?;
+            let secs = timed(|| deliver(&http, &ingest_url, per_partition)).await?;
+            check_count(&client, args.events).await?;
+            let rate = args.events as f64 / secs;
+            ratios.push(rate / copy_rate);
+            println!(
+                "{round:<6} {label} {:<9} {secs:<9.3} {rate:<10.0} {:.3}",
+                args.events,
+                rate / copy_rate
+            );
+        }
+    }
+    let rss = peak_rss_kib(handler_pid)?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "median ratio handler/\\copy: 1 partition {:.3}, 2 partitions {:.3}",
+        median(&mut ratios1),
+        median(&mut ratios2)
+    );
+    println!("handler peak RSS (VmHWM): {:.1} MiB", rss as f64 / 1024.0);
+    handler.kill().await.ok();
+    std::fs::remove_file(&csv_path).ok();
+    Ok(())
+}
+
+/// The database part of a URL replaced by `db`.
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    format!("{base}/{db}{query}")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bail!("the handler did not become ready within 5 s")
+}
+
+async fn timed<F, Fut>(f: F) -> anyhow::Result<f64>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    f().await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn reset(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    client
+        .batch_execute("TRUNCATE events, dead_letters, ingest_positions, ingest_ledger; CHECKPOINT")
+        .await?;
+    Ok(())
+}
+
+async fn check_count(client: &tokio_postgres::Client, expected: usize) -> anyhow::Result<()> {
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0);
+    if n as usize != expected {
+        bail!("expected {expected} rows in events, found {n}");
+    }
+    Ok(())
+}
+
+async fn copy_csv(database_url: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let url = with_db(database_url, "rmk_bench");
+    let status = tokio::process::Command::new("psql")
+        .arg(&url)
+        .arg("-qX")
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-c")
+        .arg(format!(
+            "\\copy events ({COLUMNS}) FROM '{}' WITH (FORMAT csv)",
+            path.display()
+        ))
+        .status()
+        .await
+        .context("run psql")?;
+    if !status.success() {
+        bail!("psql \\copy failed: {status}");
+    }
+    Ok(())
+}
+
+async fn deliver(
+    http: &reqwest::Client,
+    url: &str,
+    per_partition: &[Vec<Vec<u8>>],
+) -> anyhow::Result<()> {
+    let tasks: Vec<_> = per_partition
+        .iter()
+        .map(|batches| {
+            let http = http.clone();
+            let url = url.to_string();
+            let batches = batches.clone();
+            tokio::spawn(async move {
+                for body in batches {
+                    let answer = post(&http, &url, body).await?;
+                    if answer["ReturnValue"]["dead_lettered"].as_u64() != Some(0) {
+                        bail!("unexpected dead letters: {}", answer["Logs"]);
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Writes the rows the handler would store, in `COLUMNS` order.
+fn write_csv(
+    path: &std::path::Path,
+    bodies: &[String],
+    enqueued: &[chrono::DateTime<Utc>],
+    limits: &EventLimits,
+) -> anyhow::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = csv::Writer::from_writer(file);
+    let now = Utc::now();
+    for (i, (body, at)) in bodies.iter().zip(enqueued).enumerate() {
+        let e: ValidEvent = parse_event(body.as_bytes(), *at, now, limits)
+            .map_err(|r| anyhow::anyhow!("generated event {i} is invalid: {}", r.message))?;
+        let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+        w.write_record([
+            e.tenant_id.to_string(),
+            e.event_time.to_rfc3339(),
+            e.event_type.clone(),
+            e.device_id.to_string(),
+            e.session_id.to_string(),
+            opt(&e.country),
+            opt(&e.browser),
+            opt(&e.page_url),
+            opt(&e.referrer),
+            opt(&e.campaign),
+            opt(&e.source),
+            opt(&e.medium),
+            e.revenue.map(|r| r.to_string()).unwrap_or_default(),
+            opt(&e.currency),
+            e.properties
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            at.to_rfc3339(),
+            "0".into(),
+            i.to_string(),
+        ])?;
+    }
+    w.into_inner()?.flush()?;
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM not found")
+}
