@@ -94,11 +94,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let limits = EventLimits::default();
     let csv_path = std::env::temp_dir().join(format!("rmk_bench_{}.csv", std::process::id()));
     write_csv(&csv_path, &bodies, &enqueued, &limits)?;
-    // psql runs as the server's OS user may not read root's temp files; it reads the file itself
-    // (\copy is client side), so only the path matters.
 
     let port = free_port()?;
-    let url_for_handler = format!("{}", with_db(&args.database_url, "rmk_bench"));
+    let url_for_handler = with_db(&args.database_url, "rmk_bench");
     let mut handler = tokio::process::Command::new(&args.handler)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("DATABASE_URL", &url_for_handler)
