@@ -12,8 +12,13 @@
 use crate::reason::Reason;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::prelude::*;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::error::Category;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
 
 /// Limits applied to every event. The defaults are documented in the README.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,24 +102,105 @@ impl Rejection {
     }
 }
 
-/// Fields of the contract; any other top-level key goes into `properties`.
-const KNOWN_FIELDS: [&str; 15] = [
-    "tenant_id",
-    "event_type",
-    "device_id",
-    "session_id",
-    "event_time",
-    "country",
-    "browser",
-    "page_url",
-    "referrer",
-    "campaign",
-    "source",
-    "medium",
-    "revenue",
-    "currency",
-    "properties",
-];
+/// An event body read in one pass: the contract's fields as JSON values, every other top-level
+/// field kept aside for `properties`. Keys of the contract are matched without allocating.
+#[derive(Default)]
+struct Fields {
+    tenant_id: Option<Value>,
+    event_type: Option<Value>,
+    device_id: Option<Value>,
+    session_id: Option<Value>,
+    event_time: Option<Value>,
+    country: Option<Value>,
+    browser: Option<Value>,
+    page_url: Option<Value>,
+    referrer: Option<Value>,
+    campaign: Option<Value>,
+    source: Option<Value>,
+    medium: Option<Value>,
+    revenue: Option<Value>,
+    currency: Option<Value>,
+    properties: Option<Value>,
+    unknown: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+        let mut f = Fields::default();
+        // A repeated key keeps its last value, as serde_json's own maps do.
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let slot = match key.as_ref() {
+                "tenant_id" => &mut f.tenant_id,
+                "event_type" => &mut f.event_type,
+                "device_id" => &mut f.device_id,
+                "session_id" => &mut f.session_id,
+                "event_time" => &mut f.event_time,
+                "country" => &mut f.country,
+                "browser" => &mut f.browser,
+                "page_url" => &mut f.page_url,
+                "referrer" => &mut f.referrer,
+                "campaign" => &mut f.campaign,
+                "source" => &mut f.source,
+                "medium" => &mut f.medium,
+                "revenue" => &mut f.revenue,
+                "currency" => &mut f.currency,
+                "properties" => &mut f.properties,
+                _ => {
+                    let value = map.next_value()?;
+                    f.unknown.insert(key.into_owned(), value);
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(f)
+    }
+}
+
+/// Reads an object key, borrowed from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
 
 /// Stable 64-bit value of a string identifier: the first 8 bytes of SHA-256, big-endian, signed.
 pub fn hash_id(s: &str) -> i64 {
@@ -126,12 +212,8 @@ pub fn hash_id(s: &str) -> i64 {
 
 /// Reads only the tenant of a body, for attributing duplicates in the ledger without validating.
 pub fn peek_tenant_id(body: &[u8]) -> Option<i64> {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    map.get("tenant_id")
-        .and_then(Value::as_i64)
-        .filter(|id| *id > 0)
+    let fields: Fields = serde_json::from_slice(body).ok()?;
+    tenant_id(fields.tenant_id.as_ref()).ok()
 }
 
 /// Parses and validates one event body.
@@ -154,23 +236,20 @@ pub fn parse_event(
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}")))?;
-    let Value::Object(mut map) = value else {
-        return Err(Rejection::new(
-            Reason::NotAnObject,
-            "an event must be a JSON object",
-        ));
-    };
-    let tenant_id = tenant_id(&map)?;
-    validate_fields(&mut map, tenant_id, enqueued_at, now, limits).map_err(|mut r| {
+    let fields: Fields = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // Well-formed JSON of another type: the only data error the visitor raises.
+        Category::Data => Rejection::new(Reason::NotAnObject, "an event must be a JSON object"),
+        _ => Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}")),
+    })?;
+    let tenant_id = tenant_id(fields.tenant_id.as_ref())?;
+    validate_fields(fields, tenant_id, enqueued_at, now, limits).map_err(|mut r| {
         r.tenant_id = Some(tenant_id);
         r
     })
 }
 
-fn tenant_id(map: &Map<String, Value>) -> Result<i64, Rejection> {
-    match map.get("tenant_id") {
+fn tenant_id(value: Option<&Value>) -> Result<i64, Rejection> {
+    match value {
         None | Some(Value::Null) => Err(Rejection::new(
             Reason::MissingTenantId,
             "tenant_id is required",
@@ -185,59 +264,45 @@ fn tenant_id(map: &Map<String, Value>) -> Result<i64, Rejection> {
 }
 
 fn validate_fields(
-    map: &mut Map<String, Value>,
+    f: Fields,
     tenant_id: i64,
     enqueued_at: DateTime<Utc>,
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<ValidEvent, Rejection> {
-    let event_type = event_type(map)?;
-    let device_id = identifier(
-        map,
-        "device_id",
-        Reason::MissingDeviceId,
-        Reason::BadDeviceId,
-        limits,
-    )?;
-    let session_id = identifier(
-        map,
-        "session_id",
-        Reason::MissingSessionId,
-        Reason::BadSessionId,
-        limits,
-    )?;
-    let event_time = event_time(map, enqueued_at, now, limits)?;
-    let country = country(map)?;
-    let browser = text(map, "browser", limits.max_text_bytes)?;
-    let page_url = text(map, "page_url", limits.max_url_bytes)?;
-    let referrer = text(map, "referrer", limits.max_url_bytes)?;
-    let campaign = text(map, "campaign", limits.max_text_bytes)?;
-    let source = text(map, "source", limits.max_text_bytes)?;
-    let medium = text(map, "medium", limits.max_text_bytes)?;
-    let revenue = revenue(map)?;
-    let currency = currency(map)?;
-    let properties = properties(map)?;
     Ok(ValidEvent {
         tenant_id,
-        event_type,
-        device_id,
-        session_id,
-        event_time,
-        country,
-        browser,
-        page_url,
-        referrer,
-        campaign,
-        source,
-        medium,
-        revenue,
-        currency,
-        properties,
+        event_type: event_type(f.event_type)?,
+        device_id: identifier(
+            f.device_id.as_ref(),
+            "device_id",
+            Reason::MissingDeviceId,
+            Reason::BadDeviceId,
+            limits,
+        )?,
+        session_id: identifier(
+            f.session_id.as_ref(),
+            "session_id",
+            Reason::MissingSessionId,
+            Reason::BadSessionId,
+            limits,
+        )?,
+        event_time: event_time(f.event_time.as_ref(), enqueued_at, now, limits)?,
+        country: country(f.country)?,
+        browser: text(f.browser, "browser", limits.max_text_bytes)?,
+        page_url: text(f.page_url, "page_url", limits.max_url_bytes)?,
+        referrer: text(f.referrer, "referrer", limits.max_url_bytes)?,
+        campaign: text(f.campaign, "campaign", limits.max_text_bytes)?,
+        source: text(f.source, "source", limits.max_text_bytes)?,
+        medium: text(f.medium, "medium", limits.max_text_bytes)?,
+        revenue: revenue(f.revenue.as_ref())?,
+        currency: currency(f.currency)?,
+        properties: properties(f.properties, f.unknown)?,
     })
 }
 
-fn event_type(map: &Map<String, Value>) -> Result<String, Rejection> {
-    let s = match map.get("event_type") {
+fn event_type(value: Option<Value>) -> Result<String, Rejection> {
+    let s = match value {
         None | Some(Value::Null) => {
             return Err(Rejection::new(
                 Reason::MissingEventType,
@@ -267,17 +332,17 @@ fn event_type(map: &Map<String, Value>) -> Result<String, Rejection> {
             ),
         ));
     }
-    Ok(s.clone())
+    Ok(s)
 }
 
 fn identifier(
-    map: &Map<String, Value>,
+    value: Option<&Value>,
     field: &str,
     missing: Reason,
     bad: Reason,
     limits: &EventLimits,
 ) -> Result<i64, Rejection> {
-    match map.get(field) {
+    match value {
         None | Some(Value::Null) => Err(Rejection::new(missing, format!("{field} is required"))),
         Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
             Rejection::new(bad, format!("{field} must be a 64-bit integer or a string"))
@@ -298,12 +363,12 @@ fn identifier(
 }
 
 fn event_time(
-    map: &Map<String, Value>,
+    value: Option<&Value>,
     enqueued_at: DateTime<Utc>,
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<DateTime<Utc>, Rejection> {
-    let t = match map.get("event_time") {
+    let t = match value {
         None | Some(Value::Null) => enqueued_at,
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
             .map_err(|_| {
@@ -348,11 +413,9 @@ fn event_time(
     Ok(t)
 }
 
-fn optional_str<'a>(
-    map: &'a Map<String, Value>,
-    field: &str,
-) -> Result<Option<&'a str>, Rejection> {
-    match map.get(field) {
+/// An optional string field, moved out of its value.
+fn optional_string(value: Option<Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             if s.contains('\0') {
@@ -370,30 +433,28 @@ fn optional_str<'a>(
     }
 }
 
-fn text(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, Rejection> {
-    let Some(s) = optional_str(map, field)? else {
-        return Ok(None);
-    };
-    if s.len() > max {
+fn text(value: Option<Value>, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+    let s = optional_string(value, field)?;
+    if s.as_ref().is_some_and(|s| s.len() > max) {
         return Err(Rejection::new(
             Reason::FieldTooLong,
             format!("{field} is longer than {max} bytes"),
         ));
     }
-    Ok(Some(s.to_owned()))
+    Ok(s)
 }
 
-fn country(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+fn country(value: Option<Value>) -> Result<Option<String>, Rejection> {
     let bad = || {
         Rejection::new(
             Reason::BadCountry,
             "country must be an ISO 3166-1 alpha-2 code",
         )
     };
-    let Some(s) = optional_str(map, "country").map_err(|_| bad())? else {
+    let Some(mut code) = optional_string(value, "country").map_err(|_| bad())? else {
         return Ok(None);
     };
-    let code = s.to_ascii_uppercase();
+    code.make_ascii_uppercase();
     if code.len() == 2 && is_iso_country(&code) {
         Ok(Some(code))
     } else {
@@ -401,21 +462,25 @@ fn country(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
     }
 }
 
-fn revenue(map: &Map<String, Value>) -> Result<Option<Decimal>, Rejection> {
+fn revenue(value: Option<&Value>) -> Result<Option<Decimal>, Rejection> {
     let bad = || {
         Rejection::new(
             Reason::BadRevenue,
             "revenue must be a decimal number >= 0 and < 10^13",
         )
     };
-    let text = match map.get("revenue") {
+    let number;
+    let text = match value {
         None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => {
+            number = n.to_string();
+            number.as_str()
+        }
+        Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(bad()),
     };
-    let parsed = Decimal::from_str_exact(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
+    let parsed = Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
         .map_err(|_| bad())?;
     let rounded =
         parsed.round_dp_with_strategy(REVENUE_SCALE, RoundingStrategy::MidpointAwayFromZero);
@@ -426,18 +491,19 @@ fn revenue(map: &Map<String, Value>) -> Result<Option<Decimal>, Rejection> {
     Ok(Some(rounded.abs()))
 }
 
-fn currency(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+fn currency(value: Option<Value>) -> Result<Option<String>, Rejection> {
     let bad = || {
         Rejection::new(
             Reason::BadCurrency,
             "currency must be three letters (ISO 4217)",
         )
     };
-    let Some(s) = optional_str(map, "currency").map_err(|_| bad())? else {
+    let Some(mut code) = optional_string(value, "currency").map_err(|_| bad())? else {
         return Ok(None);
     };
-    if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
-        Ok(Some(s.to_ascii_uppercase()))
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        code.make_ascii_uppercase();
+        Ok(Some(code))
     } else {
         Err(bad())
     }
@@ -445,8 +511,11 @@ fn currency(map: &Map<String, Value>) -> Result<Option<String>, Rejection> {
 
 /// `properties` merged with unknown top-level fields. A top-level field whose name is already a
 /// key of `properties` is kept under `"$top.<name>"`, so nothing is dropped.
-fn properties(map: &mut Map<String, Value>) -> Result<Option<Value>, Rejection> {
-    let mut merged = match map.remove("properties") {
+fn properties(
+    explicit: Option<Value>,
+    unknown: Map<String, Value>,
+) -> Result<Option<Value>, Rejection> {
+    let mut merged = match explicit {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
         Some(_) => {
@@ -456,20 +525,13 @@ fn properties(map: &mut Map<String, Value>) -> Result<Option<Value>, Rejection> 
             ))
         }
     };
-    let unknown: Vec<String> = map
-        .keys()
-        .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    for key in unknown {
-        if let Some(value) = map.remove(&key) {
-            let name = if merged.contains_key(&key) {
-                format!("$top.{key}")
-            } else {
-                key
-            };
-            merged.insert(name, value);
-        }
+    for (key, value) in unknown {
+        let name = if merged.contains_key(&key) {
+            format!("$top.{key}")
+        } else {
+            key
+        };
+        merged.insert(name, value);
     }
     if merged.is_empty() {
         return Ok(None);
@@ -504,18 +566,29 @@ fn contains_nul(value: &Value) -> bool {
     false
 }
 
-/// ISO 3166-1 alpha-2 codes (officially assigned) plus XK (Kosovo, in common use).
-const ISO_COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS \
-BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH \
-ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
-ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU \
-LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP \
-NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK \
-SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA \
-VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK";
+/// ISO 3166-1 alpha-2 codes (officially assigned) plus XK (Kosovo, in common use), sorted for
+/// binary search.
+const ISO_COUNTRIES: [&str; 250] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "XK", "YE", "YT", "ZA", "ZM", "ZW",
+];
 
 fn is_iso_country(code: &str) -> bool {
-    ISO_COUNTRIES.split(' ').any(|c| c == code)
+    ISO_COUNTRIES.binary_search(&code).is_ok()
 }
 
 #[cfg(test)]
@@ -571,6 +644,18 @@ mod tests {
         assert_eq!(e.revenue, Some(Decimal::new(1999, 2)));
         assert_eq!(e.currency.as_deref(), Some("EUR"));
         assert_eq!(e.properties, Some(json!({"sku": "A-1", "coupon": "XMAS"})));
+    }
+
+    #[test]
+    fn country_list_is_sorted_and_complete() {
+        assert!(ISO_COUNTRIES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(ISO_COUNTRIES.len(), 250);
+        for code in ["AD", "DE", "US", "ZW", "XK"] {
+            assert!(is_iso_country(code), "{code}");
+        }
+        for code in ["XX", "ZZ", "EU", "UK", "de"] {
+            assert!(!is_iso_country(code), "{code}");
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn fixtures_round_trip_through_the_envelope_types() {
 fn both_encodings_decode_to_the_same_batch() {
     let decode = |name| {
         let request: InvocationRequest = serde_json::from_value(fixture(name)).unwrap();
-        remarketable_handler::envelope::event_hub_batch(&request, "events").unwrap()
+        remarketable_handler::envelope::event_hub_batch(request, "events").unwrap()
     };
     let plain = decode("eventhub_batch_plain.json");
     let double = decode("eventhub_batch_double_encoded.json");

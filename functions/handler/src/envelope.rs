@@ -46,7 +46,12 @@ fn bad(msg: impl Into<String>) -> EnvelopeError {
 /// A value that may arrive as JSON text inside a string: decoded once if it is a string that
 /// holds a JSON array or object.
 pub fn unwrap_encoded(value: &Value) -> Value {
-    if let Value::String(s) = value {
+    decoded(value.clone())
+}
+
+/// [`unwrap_encoded`] for an owned value, without copying it.
+fn decoded(value: Value) -> Value {
+    if let Value::String(s) = &value {
         let t = s.trim_start();
         if t.starts_with('[') || t.starts_with('{') {
             if let Ok(inner) = serde_json::from_str::<Value>(s) {
@@ -54,7 +59,7 @@ pub fn unwrap_encoded(value: &Value) -> Value {
             }
         }
     }
-    value.clone()
+    value
 }
 
 /// Looks a key up exactly, then ignoring ASCII case (hosts have differed on casing).
@@ -66,8 +71,17 @@ pub fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     })
 }
 
-fn array(map: &Map<String, Value>, key: &str) -> Result<Vec<Value>, EnvelopeError> {
-    match get(map, key).map(unwrap_encoded) {
+/// Removes a key, matched exactly or else ignoring ASCII case.
+fn take(map: &mut Map<String, Value>, key: &str) -> Option<Value> {
+    if let Some(v) = map.remove(key) {
+        return Some(v);
+    }
+    let found = map.keys().find(|k| k.eq_ignore_ascii_case(key))?.clone();
+    map.remove(&found)
+}
+
+fn array(map: &mut Map<String, Value>, key: &str) -> Result<Vec<Value>, EnvelopeError> {
+    match take(map, key).map(decoded) {
         Some(Value::Array(items)) => Ok(items),
         Some(_) => Err(bad(format!("{key} is not an array"))),
         None => Err(bad(format!("{key} is missing"))),
@@ -77,17 +91,17 @@ fn array(map: &Map<String, Value>, key: &str) -> Result<Vec<Value>, EnvelopeErro
 /// One event body as sent. With `dataType: string` each element is the body text; an element
 /// that is itself a JSON-encoded string of an object is decoded once; anything else is taken as
 /// its JSON text so it still reaches a dead letter rather than failing the batch.
-fn body_of(element: &Value) -> Vec<u8> {
+fn body_of(element: Value) -> Vec<u8> {
     match element {
         Value::String(s) => {
             if s.starts_with('"') {
-                if let Ok(inner) = serde_json::from_str::<String>(s) {
+                if let Ok(inner) = serde_json::from_str::<String>(&s) {
                     if inner.trim_start().starts_with('{') {
                         return inner.into_bytes();
                     }
                 }
             }
-            s.clone().into_bytes()
+            s.into_bytes()
         }
         other => other.to_string().into_bytes(),
     }
@@ -112,12 +126,14 @@ fn offset_of(v: &Value) -> Option<String> {
 /// Enqueued times come as `2026-11-26T10:00:00.123` without an offset (UTC), or with one.
 pub fn parse_utc(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
+    if let Ok(t) = s.parse::<NaiveDateTime>() {
+        return Some(t.and_utc());
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%m/%d/%Y %H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    NaiveDateTime::parse_from_str(s, "%m/%d/%Y %H:%M:%S")
+        .ok()
         .map(|t| t.and_utc())
 }
 
@@ -145,10 +161,13 @@ fn text_of(v: Option<&Value>) -> Option<String> {
 ///
 /// The position source is `<FullyQualifiedNamespace>/<EventHubName>`: consumer groups are left
 /// out on purpose, so two consumer groups writing to one database still store each event once.
-pub fn event_hub_batch(request: &InvocationRequest, binding: &str) -> Result<Batch, EnvelopeError> {
-    let bodies = array(&request.data, binding)?;
-    let meta = &request.metadata;
-    let context = match get(meta, "PartitionContext").map(unwrap_encoded) {
+pub fn event_hub_batch(
+    mut request: InvocationRequest,
+    binding: &str,
+) -> Result<Batch, EnvelopeError> {
+    let bodies = array(&mut request.data, binding)?;
+    let meta = &mut request.metadata;
+    let context = match take(meta, "PartitionContext").map(decoded) {
         Some(Value::Object(m)) => m,
         _ => return Err(bad("PartitionContext is missing")),
     };
@@ -176,7 +195,7 @@ pub fn event_hub_batch(request: &InvocationRequest, binding: &str) -> Result<Bat
         )));
     }
     let events = bodies
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, body)| {
             Ok(IncomingEvent {
@@ -287,10 +306,10 @@ mod tests {
 
     #[test]
     fn body_of_keeps_text_and_decodes_encoded_objects() {
-        assert_eq!(body_of(&json!("{\"a\":1}")), b"{\"a\":1}");
-        assert_eq!(body_of(&json!("\"{\\\"a\\\":1}\"")), b"{\"a\":1}");
-        assert_eq!(body_of(&json!("\"just text\"")), b"\"just text\"");
-        assert_eq!(body_of(&json!({"a": 1})), b"{\"a\":1}");
+        assert_eq!(body_of(json!("{\"a\":1}")), b"{\"a\":1}");
+        assert_eq!(body_of(json!("\"{\\\"a\\\":1}\"")), b"{\"a\":1}");
+        assert_eq!(body_of(json!("\"just text\"")), b"\"just text\"");
+        assert_eq!(body_of(json!({"a": 1})), b"{\"a\":1}");
     }
 
     #[test]
@@ -306,7 +325,7 @@ mod tests {
             .unwrap()
             .clone(),
         };
-        let err = event_hub_batch(&req, "events").unwrap_err();
+        let err = event_hub_batch(req, "events").unwrap_err();
         assert!(err.0.contains("2 events but 1 sequence numbers"), "{err}");
     }
 }

@@ -91,7 +91,7 @@ async fn ingest(
     Envelope(request): Envelope,
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let started = Instant::now();
-    let batch = envelope::event_hub_batch(&request, INGEST_BINDING).map_err(ApiError::envelope)?;
+    let batch = envelope::event_hub_batch(request, INGEST_BINDING).map_err(ApiError::envelope)?;
     let mut client = state.pool.get().await.map_err(ApiError::pool)?;
     let report = state
         .ingestor
