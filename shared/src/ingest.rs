@@ -17,11 +17,11 @@ use crate::partitions::PartitionCache;
 use crate::reason::Reason;
 use crate::tenants::TenantRegistry;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use futures_util::pin_mut;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::time::Duration;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
@@ -174,14 +174,16 @@ struct Row<'a> {
     incoming: &'a IncomingEvent,
 }
 
-/// Per-event decision while the batch is being worked on.
+/// What happened to one event of the batch.
 enum Verdict {
     Duplicate,
-    Valid(Box<ValidEvent>),
     Rejected(Rejection),
-    /// Written to `events`, for this tenant.
+    /// Written (or being written) to `events`, for this tenant.
     Stored(i64),
 }
+
+/// A refused row: its index in the batch, its event time, and why.
+type Refusal = (usize, DateTime<Utc>, Rejection);
 
 impl Ingestor {
     pub fn new(limits: EventLimits, tenant_cache_ttl: Duration) -> Self {
@@ -197,6 +199,10 @@ impl Ingestor {
     }
 
     /// Writes one batch in one transaction and reports what happened to each event.
+    ///
+    /// Events are validated while the COPY runs, so the database inserts one part of the batch
+    /// while the next is being parsed. An event whose tenant or partition the caches do not know
+    /// is held back, judged after the caches are reloaded, and written by a second COPY.
     pub async fn ingest(
         &self,
         client: &mut Client,
@@ -206,78 +212,94 @@ impl Ingestor {
         let started = std::time::Instant::now();
         let mut tx = client.transaction().await?;
         let last = lock_position(&tx, batch).await?;
+        // The caches as they are (reloaded only when expired): no query may run during COPY.
+        let mut tenants = self.tenants.registered(&tx, []).await?;
+        let partitions = self.partitions.get(&tx, []).await?;
         let locked = started.elapsed();
 
-        let mut verdicts = self.first_verdicts(batch, last, now);
-        let validated = started.elapsed();
-        let registered = self
-            .tenants
-            .registered(
-                &tx,
-                verdicts.iter().filter_map(|v| match v {
-                    Verdict::Valid(e) => Some(e.tenant_id),
-                    _ => None,
-                }),
-            )
-            .await?;
-        let partitions = self
-            .partitions
-            .get(
-                &tx,
-                verdicts.iter().filter_map(|v| match v {
-                    Verdict::Valid(e) => Some(e.event_time),
-                    _ => None,
-                }),
-            )
-            .await?;
-        for v in verdicts.iter_mut() {
-            if let Verdict::Valid(e) = v {
-                if !registered.contains(&e.tenant_id) {
-                    *v = Verdict::Rejected(Rejection::unknown_tenant(e.tenant_id));
-                } else if !partitions.covers(e.event_time) {
-                    *v = Verdict::Rejected(no_partition(e.tenant_id));
+        let mut verdicts = Vec::with_capacity(batch.events.len());
+        let mut streamed = Vec::new();
+        let mut held_back = Vec::new();
+        let savepoint = tx.savepoint("copy_events").await?;
+        let mut copy = CopyStream::start(&savepoint, &batch.partition).await?;
+        let mut seen = HashSet::with_capacity(batch.events.len());
+        for (index, incoming) in batch.events.iter().enumerate() {
+            if incoming.sequence <= last || !seen.insert(incoming.sequence) {
+                verdicts.push(Verdict::Duplicate);
+                continue;
+            }
+            match self.validate(incoming, now) {
+                Err(rejection) => verdicts.push(Verdict::Rejected(rejection)),
+                Ok(event) => {
+                    verdicts.push(Verdict::Stored(event.tenant_id));
+                    let row = Row {
+                        index,
+                        event,
+                        incoming,
+                    };
+                    if tenants.contains(&row.event.tenant_id)
+                        && partitions.covers(row.event.event_time)
+                    {
+                        copy.write(&row).await;
+                        streamed.push(row);
+                    } else {
+                        held_back.push(row);
+                    }
                 }
             }
         }
+        let validated = started.elapsed();
+        let mut refused = match copy.finish().await {
+            Ok(()) => {
+                savepoint.commit().await?;
+                Vec::new()
+            }
+            Err(e) if may_be_row_error(&e) => {
+                savepoint.rollback().await?;
+                copy_narrowing(&mut tx, &batch.partition, &streamed).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
 
-        let rows: Vec<Row> = verdicts
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, v)| match v {
-                Verdict::Valid(event) => {
-                    let tenant_id = event.tenant_id;
-                    let event = std::mem::replace(v, Verdict::Stored(tenant_id));
-                    let Verdict::Valid(event) = event else {
-                        unreachable!("matched as valid just above")
-                    };
-                    Some(Row {
-                        index,
-                        event: *event,
-                        incoming: &batch.events[index],
-                    })
+        if !held_back.is_empty() {
+            tenants = self
+                .tenants
+                .registered(&tx, held_back.iter().map(|r| r.event.tenant_id))
+                .await?;
+            let partitions = self
+                .partitions
+                .get(&tx, held_back.iter().map(|r| r.event.event_time))
+                .await?;
+            let mut late = Vec::new();
+            for row in held_back {
+                let tenant = row.event.tenant_id;
+                if !tenants.contains(&tenant) {
+                    verdicts[row.index] = Verdict::Rejected(Rejection::unknown_tenant(tenant));
+                } else if !partitions.covers(row.event.event_time) {
+                    verdicts[row.index] = Verdict::Rejected(no_partition(tenant));
+                } else {
+                    late.push(row);
                 }
-                _ => None,
-            })
-            .collect();
-        let refused = copy_narrowing(&mut tx, &batch.partition, &rows).await?;
+            }
+            refused.extend(copy_narrowing(&mut tx, &batch.partition, &late).await?);
+        }
         let copied = started.elapsed();
         if !refused.is_empty() {
-            // A partition dropped since the bounds were cached makes COPY fail with a check
-            // violation; tell those rows apart from ones a real constraint refused.
+            // A partition dropped since the bounds were cached makes the row fail too; tell
+            // those rows apart from ones a real constraint refused.
             let partitions = self.partitions.reload(&tx).await?;
-            for (row, rejection) in refused {
-                let row = &rows[row];
-                verdicts[row.index] =
-                    Verdict::Rejected(if partitions.covers(row.event.event_time) {
-                        rejection
-                    } else {
-                        no_partition(row.event.tenant_id)
-                    });
+            for (index, event_time, rejection) in refused {
+                let tenant = rejection.tenant_id.unwrap_or_default();
+                verdicts[index] = Verdict::Rejected(if partitions.covers(event_time) {
+                    rejection
+                } else {
+                    no_partition(tenant)
+                });
             }
         }
 
         insert_dead_letters(&tx, batch, &verdicts).await?;
-        upsert_ledger(&tx, batch, &verdicts, &registered).await?;
+        upsert_ledger(&tx, batch, &verdicts, &tenants).await?;
         let position = batch.events.iter().map(|e| e.sequence).fold(last, i64::max);
         if position > last {
             tx.query_typed(
@@ -304,30 +326,55 @@ impl Ingestor {
         Ok(report(batch, verdicts, position))
     }
 
-    /// Duplicates by position, then validation of the rest.
-    fn first_verdicts(&self, batch: &Batch, last: i64, now: DateTime<Utc>) -> Vec<Verdict> {
-        let mut seen = HashSet::with_capacity(batch.events.len());
-        batch
-            .events
-            .iter()
-            .map(|incoming| {
-                if incoming.sequence <= last || !seen.insert(incoming.sequence) {
-                    return Verdict::Duplicate;
-                }
-                let parsed = catch_unwind(AssertUnwindSafe(|| {
-                    parse_event(&incoming.body, incoming.enqueued_at, now, &self.limits)
-                }));
-                match parsed {
-                    Ok(Ok(event)) => Verdict::Valid(Box::new(event)),
-                    Ok(Err(rejection)) => Verdict::Rejected(rejection),
-                    Err(_) => Verdict::Rejected(Rejection {
-                        reason: Reason::InternalError,
-                        message: "validation panicked; see the handler log".into(),
-                        tenant_id: peek_tenant_id(&incoming.body),
-                    }),
-                }
+    /// Validates one event; a panic while doing so dead-letters the event instead of failing
+    /// the batch.
+    fn validate(&self, incoming: &IncomingEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejection> {
+        catch_unwind(AssertUnwindSafe(|| {
+            parse_event(&incoming.body, incoming.enqueued_at, now, &self.limits)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Rejection {
+                reason: Reason::InternalError,
+                message: "validation panicked; see the handler log".into(),
+                tenant_id: peek_tenant_id(&incoming.body),
             })
-            .collect()
+        })
+    }
+}
+
+/// A binary COPY into `events` fed row by row. The first error stops the writing and is
+/// returned by [`CopyStream::finish`], so the caller can go on validating the batch.
+struct CopyStream<'p> {
+    writer: Pin<Box<BinaryCopyInWriter>>,
+    partition: &'p str,
+    error: Option<tokio_postgres::Error>,
+}
+
+impl<'p> CopyStream<'p> {
+    async fn start(tx: &Transaction<'_>, partition: &'p str) -> Result<Self, tokio_postgres::Error> {
+        let sink = tx
+            .copy_in(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"))
+            .await?;
+        Ok(CopyStream {
+            writer: Box::pin(BinaryCopyInWriter::new(sink, &COLUMN_TYPES)),
+            partition,
+            error: None,
+        })
+    }
+
+    async fn write(&mut self, row: &Row<'_>) {
+        if self.error.is_none() {
+            if let Err(e) = self.writer.as_mut().write(&row_values(row, &self.partition)).await {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    async fn finish(mut self) -> Result<(), tokio_postgres::Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.writer.as_mut().finish().await.map(|_| ())
     }
 }
 
@@ -360,12 +407,12 @@ fn no_partition(tenant_id: i64) -> Rejection {
 }
 
 /// COPYs the rows; rows the database refuses as data errors are found by bisection and returned
-/// (as indexes into `rows`) with their rejection, while every other row is written.
+/// with their rejection, while every other row is written.
 async fn copy_narrowing(
     tx: &mut Transaction<'_>,
     partition: &str,
     rows: &[Row<'_>],
-) -> Result<Vec<(usize, Rejection)>, tokio_postgres::Error> {
+) -> Result<Vec<Refusal>, tokio_postgres::Error> {
     let mut rejected = Vec::new();
     let mut pending: Vec<Range<usize>> = Vec::new();
     if !rows.is_empty() {
@@ -384,7 +431,11 @@ async fn copy_narrowing(
             Err(e) if single && is_data_error(&e) => {
                 savepoint.rollback().await?;
                 let row = &rows[range.start];
-                rejected.push((range.start, db_rejection(&e, row.event.tenant_id)));
+                rejected.push((
+                    row.index,
+                    row.event.event_time,
+                    db_rejection(&e, row.event.tenant_id),
+                ));
             }
             Err(e) if !single && may_be_row_error(&e) => {
                 savepoint.rollback().await?;
@@ -441,18 +492,11 @@ async fn copy_rows(
     partition: &str,
     rows: &[Row<'_>],
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = tx
-        .copy_in(&format!(
-            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &COLUMN_TYPES);
-    pin_mut!(writer);
+    let mut copy = CopyStream::start(tx, partition).await?;
     for row in rows {
-        writer.as_mut().write(&row_values(row, &partition)).await?;
+        copy.write(row).await;
     }
-    writer.finish().await?;
-    Ok(())
+    copy.finish().await
 }
 
 /// One row by INSERT: the last step of narrowing, which also reports the row's own SQLSTATE
@@ -554,7 +598,6 @@ async fn upsert_ledger(
             Verdict::Stored(tenant) => (*tenant, |c| c.stored += 1),
             Verdict::Duplicate => (known(peek_tenant_id(&incoming.body)), |c| c.duplicates += 1),
             Verdict::Rejected(r) => (known(r.tenant_id), |c| c.dead_lettered += 1),
-            Verdict::Valid(_) => unreachable!("every valid event was stored or rejected"),
         };
         let c = counts.entry((tenant, hour)).or_default();
         c.received += 1;
@@ -613,7 +656,6 @@ fn report(batch: &Batch, verdicts: Vec<Verdict>, position: i64) -> BatchReport {
                     reason: r.reason,
                     message: r.message,
                 },
-                Verdict::Valid(_) => unreachable!("every valid event was stored or rejected"),
             },
         })
         .collect();
