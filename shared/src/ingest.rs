@@ -182,6 +182,19 @@ enum Verdict {
     Stored(i64),
 }
 
+/// Why an attempt at a batch ended without a report.
+enum Attempt {
+    /// The database refused a row during the savepoint-free attempt; do it again carefully.
+    RowRefused,
+    Failed(IngestError),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
 /// A refused row: its index in the batch, its event time, and why.
 type Refusal = (usize, DateTime<Utc>, Rejection);
 
@@ -203,25 +216,72 @@ impl Ingestor {
     /// Events are validated while the COPY runs, so the database inserts one part of the batch
     /// while the next is being parsed. An event whose tenant or partition the caches do not know
     /// is held back, judged after the caches are reloaded, and written by a second COPY.
+    ///
+    /// The first attempt takes no savepoint (two round trips fewer per batch). If the database
+    /// refuses a row, that transaction is rolled back and the batch is done again carefully,
+    /// under savepoints that narrow the refusal down to the offending rows.
     pub async fn ingest(
         &self,
         client: &mut Client,
         batch: &Batch,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, IngestError> {
+        match self.attempt(client, batch, now, false).await {
+            Err(Attempt::RowRefused) => {
+                tracing::debug!(partition = %batch.partition, "a row was refused; narrowing");
+                self.attempt(client, batch, now, true).await
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            Attempt::Failed(e) => e,
+            Attempt::RowRefused => unreachable!("the careful attempt narrows refusals"),
+        })
+    }
+
+    async fn attempt(
+        &self,
+        client: &mut Client,
+        batch: &Batch,
+        now: DateTime<Utc>,
+        careful: bool,
+    ) -> Result<BatchReport, Attempt> {
         let started = std::time::Instant::now();
         let mut tx = client.transaction().await?;
-        let last = lock_position(&tx, batch).await?;
         // The caches as they are (reloaded only when expired): no query may run during COPY.
         let mut tenants = self.tenants.registered(&tx, []).await?;
         let partitions = self.partitions.get(&tx, []).await?;
+        let (last, mut copy) = if careful {
+            // The position lock must not be taken inside the savepoint: rolling back to it
+            // would release the lock.
+            let last = lock_position(&tx, batch).await?;
+            tx.batch_execute("SAVEPOINT copy_events").await?;
+            (last, CopyStream::start(&tx, &batch.partition).await?)
+        } else {
+            // One round trip for both: the COPY starts once the lock is granted.
+            tokio::try_join!(
+                lock_position(&tx, batch),
+                CopyStream::start(&tx, &batch.partition)
+            )?
+        };
         let locked = started.elapsed();
+        if let Some(first) = batch.events.first() {
+            if last >= 0 && first.sequence > last + 1 {
+                // Sequence numbers are contiguous within a hub partition: a gap means events
+                // expired from the hub before they were read. They cannot be recovered here.
+                tracing::warn!(
+                    source = %batch.source,
+                    partition = %batch.partition,
+                    stored_up_to = last,
+                    batch_starts_at = first.sequence,
+                    "gap in the stream: events between were never delivered"
+                );
+            }
+        }
 
         let mut verdicts = Vec::with_capacity(batch.events.len());
         let mut streamed = Vec::new();
         let mut held_back = Vec::new();
-        let savepoint = tx.savepoint("copy_events").await?;
-        let mut copy = CopyStream::start(&savepoint, &batch.partition).await?;
         let mut seen = HashSet::with_capacity(batch.events.len());
         for (index, incoming) in batch.events.iter().enumerate() {
             if incoming.sequence <= last || !seen.insert(incoming.sequence) {
@@ -250,14 +310,17 @@ impl Ingestor {
         }
         let validated = started.elapsed();
         let mut refused = match copy.finish().await {
-            Ok(()) => {
-                savepoint.commit().await?;
+            Ok(()) if careful => {
+                tx.batch_execute("RELEASE SAVEPOINT copy_events").await?;
                 Vec::new()
             }
-            Err(e) if may_be_row_error(&e) => {
-                savepoint.rollback().await?;
+            Ok(()) => Vec::new(),
+            Err(e) if may_be_row_error(&e) && careful => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT copy_events").await?;
                 copy_narrowing(&mut tx, &batch.partition, &streamed).await?
             }
+            // Dropping `tx` rolls the attempt back.
+            Err(e) if may_be_row_error(&e) => return Err(Attempt::RowRefused),
             Err(e) => return Err(e.into()),
         };
 
@@ -298,24 +361,17 @@ impl Ingestor {
             }
         }
 
-        insert_dead_letters(&tx, batch, &verdicts).await?;
-        upsert_ledger(&tx, batch, &verdicts, &tenants).await?;
         let position = batch.events.iter().map(|e| e.sequence).fold(last, i64::max);
-        if position > last {
-            tx.query_typed(
-                "UPDATE ingest_positions SET last_sequence = $3, updated_at = now() \
-                 WHERE source = $1 AND stream_partition = $2",
-                &[
-                    (&batch.source, Type::TEXT),
-                    (&batch.partition, Type::TEXT),
-                    (&position, Type::INT8),
-                ],
-            )
-            .await?;
-        }
+        // Independent statements, sent together.
+        tokio::try_join!(
+            insert_dead_letters(&tx, batch, &verdicts),
+            upsert_ledger(&tx, batch, &verdicts, &tenants),
+            advance_position(&tx, batch, last, position),
+        )?;
         let bookkept = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
+            careful,
             locked_us = locked.as_micros() as u64,
             validated_us = validated.as_micros() as u64,
             copied_us = copied.as_micros() as u64,
@@ -380,22 +436,43 @@ impl<'p> CopyStream<'p> {
 
 /// Locks the partition's position row (creating it at -1, "nothing stored yet": sequence
 /// numbers start at 0) and answers its sequence number. Concurrent deliveries of the same
-/// partition queue on this lock until the first commits.
+/// partition queue on this lock until the first commits; the one that waited then reads the
+/// position the first one committed.
+///
+/// One statement, so it can be pipelined with the start of the COPY: a second statement sent
+/// after the COPY had started would reach the server in the middle of the COPY.
 async fn lock_position(tx: &Transaction<'_>, batch: &Batch) -> Result<i64, tokio_postgres::Error> {
-    let key: [(&(dyn ToSql + Sync), Type); 2] =
-        [(&batch.source, Type::TEXT), (&batch.partition, Type::TEXT)];
-    let select = "SELECT last_sequence FROM ingest_positions \
-                  WHERE source = $1 AND stream_partition = $2 FOR UPDATE";
-    if let Some(row) = tx.query_typed_opt(select, &key).await? {
-        return Ok(row.get(0));
+    let row = tx
+        .query_typed_one(
+            "INSERT INTO ingest_positions AS p (source, stream_partition, last_sequence) \
+             VALUES ($1, $2, -1) \
+             ON CONFLICT (source, stream_partition) DO UPDATE SET last_sequence = p.last_sequence \
+             RETURNING last_sequence",
+            &[(&batch.source, Type::TEXT), (&batch.partition, Type::TEXT)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn advance_position(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+    last: i64,
+    position: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if position > last {
+        tx.query_typed(
+            "UPDATE ingest_positions SET last_sequence = $3, updated_at = now() \
+             WHERE source = $1 AND stream_partition = $2",
+            &[
+                (&batch.source, Type::TEXT),
+                (&batch.partition, Type::TEXT),
+                (&position, Type::INT8),
+            ],
+        )
+        .await?;
     }
-    tx.query_typed(
-        "INSERT INTO ingest_positions (source, stream_partition, last_sequence) \
-         VALUES ($1, $2, -1) ON CONFLICT DO NOTHING",
-        &key,
-    )
-    .await?;
-    Ok(tx.query_typed_one(select, &key).await?.get(0))
+    Ok(())
 }
 
 fn no_partition(tenant_id: i64) -> Rejection {
@@ -548,21 +625,21 @@ async fn insert_dead_letters(
     if sequences.is_empty() {
         return Ok(());
     }
-    tx.execute(
+    tx.query_typed(
         "INSERT INTO dead_letters (source, stream_partition, stream_sequence, stream_offset, \
              enqueued_at, tenant_id, reason, message, payload) \
          SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[], \
              $7::text[], $8::text[], $9::bytea[])",
         &[
-            &batch.source,
-            &batch.partition,
-            &sequences,
-            &offsets,
-            &enqueued,
-            &tenants,
-            &reasons,
-            &messages,
-            &payloads,
+            (&batch.source, Type::TEXT),
+            (&batch.partition, Type::TEXT),
+            (&sequences, Type::INT8_ARRAY),
+            (&offsets, Type::TEXT_ARRAY),
+            (&enqueued, Type::TIMESTAMPTZ_ARRAY),
+            (&tenants, Type::INT8_ARRAY),
+            (&reasons, Type::TEXT_ARRAY),
+            (&messages, Type::TEXT_ARRAY),
+            (&payloads, Type::BYTEA_ARRAY),
         ],
     )
     .await?;
