@@ -316,7 +316,8 @@ impl Ingestor {
             }
             Ok(()) => Vec::new(),
             Err(e) if may_be_row_error(&e) && careful => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT copy_events").await?;
+                tx.batch_execute("ROLLBACK TO SAVEPOINT copy_events")
+                    .await?;
                 copy_narrowing(&mut tx, &batch.partition, &streamed).await?
             }
             // Dropping `tx` rolls the attempt back.
@@ -384,7 +385,11 @@ impl Ingestor {
 
     /// Validates one event; a panic while doing so dead-letters the event instead of failing
     /// the batch.
-    fn validate(&self, incoming: &IncomingEvent, now: DateTime<Utc>) -> Result<ValidEvent, Rejection> {
+    fn validate(
+        &self,
+        incoming: &IncomingEvent,
+        now: DateTime<Utc>,
+    ) -> Result<ValidEvent, Rejection> {
         catch_unwind(AssertUnwindSafe(|| {
             parse_event(&incoming.body, incoming.enqueued_at, now, &self.limits)
         }))
@@ -407,9 +412,14 @@ struct CopyStream<'p> {
 }
 
 impl<'p> CopyStream<'p> {
-    async fn start(tx: &Transaction<'_>, partition: &'p str) -> Result<Self, tokio_postgres::Error> {
+    async fn start(
+        tx: &Transaction<'_>,
+        partition: &'p str,
+    ) -> Result<Self, tokio_postgres::Error> {
         let sink = tx
-            .copy_in(&format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"))
+            .copy_in(&format!(
+                "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
             .await?;
         Ok(CopyStream {
             writer: Box::pin(BinaryCopyInWriter::new(sink, &COLUMN_TYPES)),
@@ -420,7 +430,12 @@ impl<'p> CopyStream<'p> {
 
     async fn write(&mut self, row: &Row<'_>) {
         if self.error.is_none() {
-            if let Err(e) = self.writer.as_mut().write(&row_values(row, &self.partition)).await {
+            if let Err(e) = self
+                .writer
+                .as_mut()
+                .write(&row_values(row, &self.partition))
+                .await
+            {
                 self.error = Some(e);
             }
         }

@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use chrono::{Duration, Utc};
 use http_body_util::BodyExt;
-use remarketable_handler::envelope::InvocationRequest;
+use remarketable_handler::envelope::{EventHubInvocation, InvocationRequest};
 use remarketable_handler::{app, AppState};
 use remarketable_tests::*;
 use serde_json::{json, Value};
@@ -96,7 +96,7 @@ fn fixtures_round_trip_through_the_envelope_types() {
 #[test]
 fn both_encodings_decode_to_the_same_batch() {
     let decode = |name| {
-        let request: InvocationRequest = serde_json::from_value(fixture(name)).unwrap();
+        let request: EventHubInvocation = serde_json::from_value(fixture(name)).unwrap();
         remarketable_handler::envelope::event_hub_batch(request, "events").unwrap()
     };
     let plain = decode("eventhub_batch_plain.json");

@@ -253,7 +253,16 @@ async fn concurrent_deliveries_of_one_partition_store_each_event_once() {
     let bodies: Vec<Value> = (0..400).map(|n| event(1 + n % 3, n)).collect();
     // Eight deliveries at once, as during a rebalance: every consumer starts at the checkpoint
     // (here 0) and reads as far as it got: the same batch twice, longer and shorter ones.
-    let ranges = [(0, 200), (0, 200), (0, 300), (0, 400), (0, 50), (0, 400), (0, 1), (0, 399)];
+    let ranges = [
+        (0, 200),
+        (0, 200),
+        (0, 300),
+        (0, 400),
+        (0, 50),
+        (0, 400),
+        (0, 1),
+        (0, 399),
+    ];
     let mut tasks = Vec::new();
     for (from, to) in ranges {
         let b = batch("0", from as i64, now, &bodies[from..to]);

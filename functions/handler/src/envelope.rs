@@ -157,17 +157,48 @@ fn text_of(v: Option<&Value>) -> Option<String> {
     }
 }
 
-/// Decodes an Event Hubs trigger invocation (`cardinality: many`) into a [`Batch`].
+/// An Event Hubs trigger invocation (`cardinality: many`), read straight from the request body.
+/// Only the metadata the ingest needs is decoded; the rest (`SystemPropertiesArray`,
+/// `PropertiesArray`, one object per event) is skipped without being built.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct EventHubInvocation {
+    #[serde(rename = "Data", alias = "data", default)]
+    pub data: Map<String, Value>,
+    #[serde(rename = "Metadata", alias = "metadata", default)]
+    pub metadata: EventHubMetadata,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct EventHubMetadata {
+    #[serde(rename = "PartitionContext", alias = "partitionContext")]
+    pub partition_context: Option<Value>,
+    #[serde(rename = "SequenceNumberArray", alias = "sequenceNumberArray")]
+    pub sequence_numbers: Option<Value>,
+    #[serde(rename = "OffsetArray", alias = "offsetArray")]
+    pub offsets: Option<Value>,
+    #[serde(rename = "EnqueuedTimeUtcArray", alias = "enqueuedTimeUtcArray")]
+    pub enqueued_times: Option<Value>,
+}
+
+fn array_of(value: Option<Value>, key: &str) -> Result<Vec<Value>, EnvelopeError> {
+    match value.map(decoded) {
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(bad(format!("{key} is not an array"))),
+        None => Err(bad(format!("{key} is missing"))),
+    }
+}
+
+/// Decodes an Event Hubs trigger invocation into a [`Batch`].
 ///
 /// The position source is `<FullyQualifiedNamespace>/<EventHubName>`: consumer groups are left
 /// out on purpose, so two consumer groups writing to one database still store each event once.
 pub fn event_hub_batch(
-    mut request: InvocationRequest,
+    mut invocation: EventHubInvocation,
     binding: &str,
 ) -> Result<Batch, EnvelopeError> {
-    let bodies = array(&mut request.data, binding)?;
-    let meta = &mut request.metadata;
-    let context = match take(meta, "PartitionContext").map(decoded) {
+    let bodies = array(&mut invocation.data, binding)?;
+    let meta = invocation.metadata;
+    let context = match meta.partition_context.map(decoded) {
         Some(Value::Object(m)) => m,
         _ => return Err(bad("PartitionContext is missing")),
     };
@@ -182,10 +213,10 @@ pub fn event_hub_batch(
         format!("{namespace}/{hub}")
     };
 
-    let sequences = array(meta, "SequenceNumberArray")?;
-    let enqueued = array(meta, "EnqueuedTimeUtcArray")?;
+    let sequences = array_of(meta.sequence_numbers, "SequenceNumberArray")?;
+    let enqueued = array_of(meta.enqueued_times, "EnqueuedTimeUtcArray")?;
     // Offsets are informational (kept with dead letters); absent is tolerated.
-    let offsets = array(meta, "OffsetArray").unwrap_or_default();
+    let offsets = array_of(meta.offsets, "OffsetArray").unwrap_or_default();
     if sequences.len() != bodies.len() || enqueued.len() != bodies.len() {
         return Err(bad(format!(
             "{} events but {} sequence numbers and {} enqueued times",
@@ -314,17 +345,15 @@ mod tests {
 
     #[test]
     fn mismatched_metadata_is_refused() {
-        let req = InvocationRequest {
-            data: json!({"events": ["{}", "{}"]}).as_object().unwrap().clone(),
-            metadata: json!({
+        let req: EventHubInvocation = serde_json::from_value(json!({
+            "Data": {"events": ["{}", "{}"]},
+            "Metadata": {
                 "PartitionContext": {"EventHubName": "h", "PartitionId": "0"},
                 "SequenceNumberArray": [1],
                 "EnqueuedTimeUtcArray": ["2026-11-26T10:00:00", "2026-11-26T10:00:00"],
-            })
-            .as_object()
-            .unwrap()
-            .clone(),
-        };
+            }
+        }))
+        .unwrap();
         let err = event_hub_batch(req, "events").unwrap_err();
         assert!(err.0.contains("2 events but 1 sequence numbers"), "{err}");
     }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use remarketable_core::IngestError;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use std::any::Any;
 
@@ -104,11 +105,11 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// Extracts an [`InvocationRequest`], answering bad bodies with our error shape instead of
-/// axum's plain-text rejections.
-pub struct Envelope(pub InvocationRequest);
+/// Extracts an invocation envelope (an [`InvocationRequest`] unless a trigger has its own
+/// type), answering bad bodies with our error shape instead of axum's plain-text rejections.
+pub struct Envelope<T = InvocationRequest>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for Envelope {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Envelope<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {

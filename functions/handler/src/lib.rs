@@ -88,7 +88,7 @@ async fn not_found() -> ApiError {
 
 async fn ingest(
     State(state): State<Arc<AppState>>,
-    Envelope(request): Envelope,
+    Envelope(request): Envelope<envelope::EventHubInvocation>,
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let started = Instant::now();
     let batch = envelope::event_hub_batch(request, INGEST_BINDING).map_err(ApiError::envelope)?;

@@ -25,7 +25,7 @@ pub struct BenchArgs {
     events: usize,
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Rounds of (\copy, handler with 1 partition, handler with 2 partitions).
+    /// Rounds of (\copy, then the handler with 1, 2 and 4 partitions delivering at once).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     #[arg(long, default_value_t = 50)]
@@ -130,6 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let one = envelopes(1)?;
     let two = envelopes(2)?;
+    let four = envelopes(4)?;
 
     eprintln!(
         "{} events, {:.1} MB of JSON, batches of {}; handler on port {port}",
@@ -140,6 +141,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("round  method                      rows      seconds   rows/s     vs \\copy");
     let mut ratios1 = Vec::new();
     let mut ratios2 = Vec::new();
+    let mut ratios4 = Vec::new();
     for round in 1..=args.rounds {
         reset(&client).await?;
         let copy = timed(|| copy_csv(&args.database_url, &csv_path)).await?;
@@ -153,6 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         for (label, per_partition, ratios) in [
             ("handler /ingest, 1 partition ", &one, &mut ratios1),
             ("handler /ingest, 2 partitions", &two, &mut ratios2),
+            ("handler /ingest, 4 partitions", &four, &mut ratios4),
         ] {
             reset(&client).await?;
             let secs = timed(|| deliver(&http, &ingest_url, per_partition)).await?;
@@ -172,9 +175,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     println!(
-        "median ratio handler/\\copy: 1 partition {:.3}, 2 partitions {:.3}",
+        "median ratio handler/\\copy: 1 partition {:.3}, 2 partitions {:.3}, 4 partitions {:.3}",
         median(&mut ratios1),
-        median(&mut ratios2)
+        median(&mut ratios2),
+        median(&mut ratios4)
     );
     println!("handler peak RSS (VmHWM): {:.1} MiB", rss as f64 / 1024.0);
     handler.kill().await.ok();
