@@ -663,6 +663,11 @@ mod tests {
         // sha256("abc") = ba7816bf 8f01cfea ...; first 8 bytes as big-endian i64.
         assert_eq!(
             hash_id("abc"),
+            -5_010_229_573_455_851_542,
+            "the value in the README"
+        );
+        assert_eq!(
+            hash_id("abc"),
             i64::from_be_bytes([0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea])
         );
     }

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use remarketable_core::Settings;
 use remarketable_handler::{app, AppState};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,8 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_target(false)
+        // The Functions host reads stdout through a pipe: no colour codes there.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let settings = Settings::from_env().context("invalid app settings")?;
     let port: u16 = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")

@@ -82,7 +82,7 @@ impl Traffic {
         let rng = &mut self.rng;
         let tenant = pick(rng, &self.tenants);
         // Bigger shops have more devices; a device has a handful of sessions.
-        let devices = 200 + 400_000 / tenant;
+        let devices = 100 + 5_000 / tenant;
         let device = rng.random_range(0..devices);
         let session = rng.random_range(0..4);
         let event_type = pick(rng, &EVENT_TYPES);
