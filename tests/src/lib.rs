@@ -4,7 +4,7 @@
 //! Tests need `TEST_DATABASE_URL` (a superuser URL of the local cluster); without it they fail
 //! with a message saying how to run them, rather than passing without having run.
 
-use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Duration, Utc};
 use remarketable_core::{db, Batch, IncomingEvent, Settings};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -144,15 +144,6 @@ pub fn settings_for(database_url: &str) -> Settings {
     Settings::from_map(&map).expect("test settings are valid")
 }
 
-/// The current hour, so tests stay away from partition edges as far as they can.
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
-}
-
-pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.duration_trunc(TimeDelta::hours(1)).expect("truncates")
-}
-
 /// A valid event body of `tenant`.
 pub fn event(tenant: i64, n: i64) -> Value {
     json!({
@@ -190,6 +181,25 @@ pub fn batch_raw(partition: &str, first: i64, at: DateTime<Utc>, bodies: Vec<Vec
             })
             .collect(),
     }
+}
+
+/// Drops the partition of `events` that holds `t`, as an operator's mistake would, and
+/// answers its name.
+pub async fn drop_partition_covering(client: &tokio_postgres::Client, t: DateTime<Utc>) -> String {
+    let name: String = client
+        .query_one(
+            "SELECT partition_name FROM partition_bounds('events') \
+             WHERE $1 >= from_value AND $1 < to_value",
+            &[&t],
+        )
+        .await
+        .expect("a partition covers the time")
+        .get(0);
+    client
+        .batch_execute(&format!("DROP TABLE {name}"))
+        .await
+        .expect("drop partition");
+    name
 }
 
 /// Reads a committed fixture from `tests/fixtures`.

@@ -7,7 +7,7 @@
 
 use chrono::Utc;
 use remarketable_core::{db, Ingestor};
-use remarketable_tests::{batch, event, settings_for};
+use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
 
 const RESET: &str = "
@@ -154,18 +154,7 @@ async fn schema_and_ingest_on_citus() {
 
     // A partition dropped behind the cache's back: the row is found and dead-lettered as such.
     let day_ago = now - chrono::Duration::days(1);
-    let name: String = client
-        .query_one(
-            "SELECT partition_name FROM partition_bounds('events') WHERE $1 >= from_value AND $1 < to_value",
-            &[&day_ago],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    client
-        .batch_execute(&format!("DROP TABLE {name}"))
-        .await
-        .unwrap();
+    drop_partition_covering(&client, day_ago).await;
     let mut late = event(3, 1003);
     late["event_time"] = serde_json::json!(day_ago.to_rfc3339());
     let r = ingestor

@@ -300,15 +300,15 @@ async fn a_database_outage_fails_the_invocation_and_the_redelivery_stores_the_ba
 async fn maintenance_timer_keeps_partitions_and_logs_what_it_did() {
     let db = TestDb::create().await;
     let client = db.client().await;
-    let newest: String = client
-        .query_one("SELECT partition_name FROM partition_bounds('events') ORDER BY from_value DESC LIMIT 1", &[])
+    let newest: chrono::DateTime<Utc> = client
+        .query_one(
+            "SELECT max(from_value) FROM partition_bounds('events')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    client
-        .batch_execute(&format!("DROP TABLE {newest}"))
-        .await
-        .unwrap();
+    drop_partition_covering(&client, newest).await;
     let app = handler(db.settings(None));
     let (status, body) = call(
         &app,

@@ -352,19 +352,7 @@ async fn events_without_a_partition_are_dead_lettered_without_aborting_the_batch
 
     // Drop the partition holding the hour a day ago, behind the cache's back.
     let day_ago = now - Duration::days(1);
-    let hole = hour_of(day_ago);
-    let name: String = client
-        .query_one(
-            "SELECT partition_name FROM partition_bounds('events') WHERE from_value = $1",
-            &[&hole],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    client
-        .batch_execute(&format!("DROP TABLE {name}"))
-        .await
-        .unwrap();
+    drop_partition_covering(&client, day_ago).await;
 
     let mut in_hole = event(2, 1);
     in_hole["event_time"] = json!(day_ago.to_rfc3339());
