@@ -25,7 +25,7 @@ pub struct BenchArgs {
     events: usize,
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Rounds of (\copy, then the handler with 1, 2 and 4 partitions delivering at once).
+    /// Rounds of (\copy, then the handler with 1, 2, 4 and 8 partitions delivering at once).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     #[arg(long, default_value_t = 50)]
@@ -131,6 +131,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let one = envelopes(1)?;
     let two = envelopes(2)?;
     let four = envelopes(4)?;
+    let eight = envelopes(8)?;
 
     eprintln!(
         "{} events, {:.1} MB of JSON, batches of {}; handler on port {port}",
@@ -138,17 +139,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bytes as f64 / 1e6,
         args.batch
     );
-    println!("round  method                      rows      seconds   rows/s     vs \\copy");
+    println!(
+        "round  method                          rows      seconds   rows/s     vs \\copy   \
+         CPU ms per 1000 rows: machine  handler"
+    );
     let mut ratios1 = Vec::new();
     let mut ratios2 = Vec::new();
     let mut ratios4 = Vec::new();
+    let mut ratios8 = Vec::new();
     for round in 1..=args.rounds {
         reset(&client).await?;
+        let cpu = Cpu::now(handler_pid);
         let copy = timed(|| copy_csv(&args.database_url, &csv_path)).await?;
+        let (pg_ms, handler_ms) = cpu.per_thousand(args.events);
         check_count(&client, args.events).await?;
         let copy_rate = args.events as f64 / copy;
         println!(
-            "{round:<6} psql \\copy (CSV)             {:<9} {copy:<9.3} {copy_rate:<10.0} 1.000",
+            "{round:<6} psql \\copy (CSV)               {:<9} {copy:<9.3} {copy_rate:<10.0} 1.000      \
+             {pg_ms:>30.2} {handler_ms:>8.2}",
             args.events
         );
 
@@ -156,14 +164,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ("handler /ingest, 1 partition ", &one, &mut ratios1),
             ("handler /ingest, 2 partitions", &two, &mut ratios2),
             ("handler /ingest, 4 partitions", &four, &mut ratios4),
+            ("handler /ingest, 8 partitions", &eight, &mut ratios8),
         ] {
             reset(&client).await?;
+            let cpu = Cpu::now(handler_pid);
             let secs = timed(|| deliver(&http, &ingest_url, per_partition)).await?;
+            let (pg_ms, handler_ms) = cpu.per_thousand(args.events);
             check_count(&client, args.events).await?;
             let rate = args.events as f64 / secs;
             ratios.push(rate / copy_rate);
             println!(
-                "{round:<6} {label} {:<9} {secs:<9.3} {rate:<10.0} {:.3}",
+                "{round:<6} {label}   {:<9} {secs:<9.3} {rate:<10.0} {:<10.3} {pg_ms:>30.2} {handler_ms:>8.2}",
                 args.events,
                 rate / copy_rate
             );
@@ -175,10 +186,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     println!(
-        "median ratio handler/\\copy: 1 partition {:.3}, 2 partitions {:.3}, 4 partitions {:.3}",
+        "median ratio handler/\\copy: 1 partition {:.3}, 2 partitions {:.3}, 4 partitions {:.3}, \
+         8 partitions {:.3}",
         median(&mut ratios1),
         median(&mut ratios2),
-        median(&mut ratios4)
+        median(&mut ratios4),
+        median(&mut ratios8)
     );
     println!("handler peak RSS (VmHWM): {:.1} MiB", rss as f64 / 1024.0);
     handler.kill().await.ok();
@@ -334,6 +347,60 @@ fn write_csv(
     }
     w.into_inner()?.flush()?;
     Ok(())
+}
+
+/// CPU time used so far by the whole machine (all processes: the database, the handler, the
+/// client) and by the handler alone, in seconds, from /proc (USER_HZ is 100 on Linux).
+struct Cpu {
+    machine: f64,
+    handler: f64,
+    handler_pid: u32,
+}
+
+impl Cpu {
+    fn now(handler_pid: u32) -> Cpu {
+        Cpu {
+            machine: machine_busy().unwrap_or(0.0),
+            handler: process_cpu(handler_pid).unwrap_or(0.0),
+            handler_pid,
+        }
+    }
+
+    /// Milliseconds of CPU per 1000 rows since `self`: (whole machine, handler).
+    fn per_thousand(&self, rows: usize) -> (f64, f64) {
+        let later = Cpu::now(self.handler_pid);
+        let scale = 1e6 / rows as f64;
+        (
+            (later.machine - self.machine) * scale,
+            (later.handler - self.handler) * scale,
+        )
+    }
+}
+
+/// Busy CPU seconds of all cores: the first line of /proc/stat less idle and iowait.
+fn machine_busy() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().sum();
+    Some((total - ticks.get(3)? - ticks.get(4)?) / 100.0)
+}
+
+/// User + system CPU seconds of a process.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    // Counting from the state field after the comm: utime and stime are the 12th and 13th
+    // (fields 14 and 15 of man 5 proc).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
