@@ -1,11 +1,14 @@
 //! The ingest path: one batch of one stream partition, written in one transaction.
 //!
-//! 1. lock the partition's row in `ingest_positions`; events at or below its sequence number
-//!    (or repeated within the batch) are duplicates;
-//! 2. validate the rest (a panic while validating dead-letters that event);
-//! 3. binary COPY the valid events into `events`; if the database refuses the data (SQLSTATE
-//!    class 22 or 23), narrow the refusal down by bisection under savepoints and dead-letter only
-//!    the offending rows;
+//! 1. lock the partition's row in `ingest_positions` (sent together with the start of the
+//!    COPY); events at or below its sequence number, or repeated within the batch, are
+//!    duplicates;
+//! 2. validate the rest while the valid ones stream into `events` by binary COPY (a panic while
+//!    validating dead-letters that event); events whose tenant or partition the caches miss are
+//!    held back and judged after a reload;
+//! 3. if the database refuses rows (SQLSTATE class 22 or 23, or XX000 as Citus relays a
+//!    worker's refusal), redo the batch under savepoints that bisect down to the refused rows,
+//!    which are dead-lettered; the rest is stored;
 //! 4. write the rejects to `dead_letters`, add the batch to `ingest_ledger`, advance the
 //!    position, commit.
 //!
