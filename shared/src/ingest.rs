@@ -462,10 +462,7 @@ impl<'p> CopyStream<'p> {
 async fn lock_position(tx: &Transaction<'_>, batch: &Batch) -> Result<i64, tokio_postgres::Error> {
     let row = tx
         .query_typed_one(
-            "INSERT INTO ingest_positions AS p (source, stream_partition, last_sequence) \
-             VALUES ($1, $2, -1) \
-             ON CONFLICT (source, stream_partition) DO UPDATE SET last_sequence = p.last_sequence \
-             RETURNING last_sequence",
+            include_str!("../sql/lock_position.sql"),
             &[(&batch.source, Type::TEXT), (&batch.partition, Type::TEXT)],
         )
         .await?;
@@ -480,8 +477,7 @@ async fn advance_position(
 ) -> Result<(), tokio_postgres::Error> {
     if position > last {
         tx.query_typed(
-            "UPDATE ingest_positions SET last_sequence = $3, updated_at = now() \
-             WHERE source = $1 AND stream_partition = $2",
+            include_str!("../sql/advance_position.sql"),
             &[
                 (&batch.source, Type::TEXT),
                 (&batch.partition, Type::TEXT),
@@ -644,10 +640,7 @@ async fn insert_dead_letters(
         return Ok(());
     }
     tx.query_typed(
-        "INSERT INTO dead_letters (source, stream_partition, stream_sequence, stream_offset, \
-             enqueued_at, tenant_id, reason, message, payload) \
-         SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::timestamptz[], $6::bigint[], \
-             $7::text[], $8::text[], $9::bytea[])",
+        include_str!("../sql/insert_dead_letters.sql"),
         &[
             (&batch.source, Type::TEXT),
             (&batch.partition, Type::TEXT),
@@ -716,14 +709,7 @@ async fn upsert_ledger(
         dead_lettered.push(c.dead_lettered);
     }
     tx.query_typed(
-        "INSERT INTO ingest_ledger AS l (tenant_id, hour, received, stored, duplicates, dead_lettered) \
-         SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], \
-             $5::bigint[], $6::bigint[]) \
-         ON CONFLICT (tenant_id, hour) DO UPDATE SET \
-             received = l.received + excluded.received, \
-             stored = l.stored + excluded.stored, \
-             duplicates = l.duplicates + excluded.duplicates, \
-             dead_lettered = l.dead_lettered + excluded.dead_lettered",
+        include_str!("../sql/upsert_ledger.sql"),
         &[
             (&tenants, Type::INT8_ARRAY),
             (&hours, Type::TIMESTAMPTZ_ARRAY),
