@@ -109,13 +109,16 @@ impl From<tokio_postgres::Error> for IngestError {
     }
 }
 
-/// Errors that go away by themselves: no answer from the server at all (connection refused or
-/// lost), or SQLSTATE classes 08 (connection), 40 (rollback: serialization, deadlock),
+/// Errors that go away by themselves: no answer from the server (connection refused, lost or
+/// closed), or SQLSTATE classes 08 (connection), 40 (rollback: serialization, deadlock),
 /// 53 (insufficient resources), 57 (operator intervention: shutdown, cancel), 58 (system), or
 /// a lock timeout.
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
     let Some(code) = e.code() else {
-        return true;
+        // No SQLSTATE: transient if the connection could not be made, broke or was closed;
+        // anything else (an unexpected row count, a type mismatch) is a bug to surface.
+        return e.is_closed()
+            || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
     };
     let code = code.code();
     matches!(&code[..2], "08" | "40" | "53" | "57" | "58")
