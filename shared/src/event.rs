@@ -510,7 +510,8 @@ fn currency(value: Option<Value>) -> Result<Option<String>, Rejection> {
 }
 
 /// `properties` merged with unknown top-level fields. A top-level field whose name is already a
-/// key of `properties` is kept under `"$top.<name>"`, so nothing is dropped.
+/// key of `properties` is kept under `"$top.<name>"` (prefixed again while that is taken too),
+/// so nothing is dropped.
 fn properties(
     explicit: Option<Value>,
     unknown: Map<String, Value>,
@@ -526,11 +527,10 @@ fn properties(
         }
     };
     for (key, value) in unknown {
-        let name = if merged.contains_key(&key) {
-            format!("$top.{key}")
-        } else {
-            key
-        };
+        let mut name = key;
+        while merged.contains_key(&name) {
+            name = format!("$top.{name}");
+        }
         merged.insert(name, value);
     }
     if merged.is_empty() {
@@ -763,6 +763,15 @@ mod tests {
             e.properties,
             Some(json!({"sku": "inner", "$top.sku": "top"}))
         );
+        // A top-level "$top.sku" and "sku" next to properties.sku: all three are kept.
+        let e = parse(
+            json!({"tenant_id": 7, "event_type": "x", "device_id": 1, "session_id": 1,
+            "sku": "top", "$top.sku": "odd", "properties": {"sku": "inner"}}),
+        )
+        .unwrap();
+        let props = e.properties.unwrap();
+        assert_eq!(props.as_object().unwrap().len(), 3, "{props}");
+        assert_eq!(props["sku"], "inner");
     }
 
     #[test]

@@ -19,16 +19,18 @@ use crate::event::{parse_event, peek_tenant_id, EventLimits, Rejection, ValidEve
 use crate::partitions::PartitionCache;
 use crate::reason::Reason;
 use crate::tenants::TenantRegistry;
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use futures_util::SinkExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::time::Duration;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::CopyInSink;
 use tokio_postgres::{Client, Transaction};
 
 /// One delivery of events from one partition of one stream.
@@ -125,11 +127,14 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
         || code == SqlState::LOCK_NOT_AVAILABLE.code()
 }
 
-/// Data errors: the row, not the system, is at fault (SQLSTATE class 22 data exception or
-/// 23 integrity constraint violation).
+/// Data errors: the row, not the system, is at fault: SQLSTATE class 22 (data exception),
+/// class 23 (integrity constraint violation), or 54000 (a value over a program limit, such as
+/// a text too long for a btree index on it). A trigger that refuses rows must raise one of
+/// these for the row to be dead-lettered; any other error fails the batch, to be retried.
 pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
-    e.code()
-        .is_some_and(|c| matches!(&c.code()[..2], "22" | "23"))
+    e.code().is_some_and(|c| {
+        matches!(&c.code()[..2], "22" | "23") || *c == SqlState::PROGRAM_LIMIT_EXCEEDED
+    })
 }
 
 /// A failed multi-row COPY that may be the fault of some of its rows. Besides data errors this
@@ -173,11 +178,59 @@ const COLUMN_TYPES: [Type; 18] = [
     Type::INT8,
 ];
 
-/// A valid event and where it came from.
+/// A valid event, where it came from, and its row of `events` in binary COPY form.
 struct Row<'a> {
     index: usize,
     event: ValidEvent,
     incoming: &'a IncomingEvent,
+    encoded: Bytes,
+}
+
+impl<'a> Row<'a> {
+    /// Encodes the row once; narrowing sends the same bytes again. A value that cannot be
+    /// encoded (validation should make that impossible) dead-letters its event.
+    fn new(
+        index: usize,
+        event: ValidEvent,
+        incoming: &'a IncomingEvent,
+        partition: &str,
+    ) -> Result<Self, Rejection> {
+        let encoded = encode_row(&event, incoming, partition).map_err(|e| Rejection {
+            reason: Reason::InternalError,
+            message: format!("the row could not be encoded: {e}"),
+            tenant_id: Some(event.tenant_id),
+        })?;
+        Ok(Row {
+            index,
+            event,
+            incoming,
+            encoded,
+        })
+    }
+}
+
+/// One tuple of the binary COPY format: the field count, then each field as a 32-bit length
+/// (-1 for NULL) and its binary value.
+fn encode_row(
+    event: &ValidEvent,
+    incoming: &IncomingEvent,
+    partition: &str,
+) -> Result<Bytes, Box<dyn std::error::Error + Sync + Send>> {
+    let mut buf = BytesMut::with_capacity(384);
+    buf.put_i16(COLUMN_TYPES.len() as i16);
+    for (value, ty) in row_values(event, incoming, &partition)
+        .iter()
+        .zip(&COLUMN_TYPES)
+    {
+        let at = buf.len();
+        buf.put_i32(0);
+        let len = match value.to_sql_checked(ty, &mut buf)? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4)?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(buf.freeze())
 }
 
 /// What happened to one event of the batch.
@@ -253,7 +306,7 @@ impl Ingestor {
         careful: bool,
     ) -> Result<BatchReport, Attempt> {
         let started = std::time::Instant::now();
-        let mut tx = client.transaction().await?;
+        let tx = client.transaction().await?;
         // The caches as they are (reloaded only when expired): no query may run during COPY.
         let mut tenants = self.tenants.registered(&tx, []).await?;
         let partitions = self.partitions.get(&tx, []).await?;
@@ -262,17 +315,14 @@ impl Ingestor {
             // would release the lock.
             let last = lock_position(&tx, batch).await?;
             tx.batch_execute("SAVEPOINT copy_events").await?;
-            (last, CopyStream::start(&tx, &batch.partition).await?)
+            (last, CopyStream::start(&tx).await?)
         } else {
-            // One round trip for both: the COPY starts once the lock is granted.
-            tokio::try_join!(
-                lock_position(&tx, batch),
-                CopyStream::start(&tx, &batch.partition)
-            )?
+            // Sent together: the COPY is prepared and started once the lock is granted.
+            tokio::try_join!(lock_position(&tx, batch), CopyStream::start(&tx))?
         };
         let locked = started.elapsed();
         if let Some(first) = batch.events.first() {
-            if last >= 0 && first.sequence > last + 1 {
+            if last >= 0 && first.sequence > last.saturating_add(1) {
                 // Sequence numbers are contiguous within a hub partition: a gap means events
                 // expired from the hub before they were read. They cannot be recovered here.
                 tracing::warn!(
@@ -294,15 +344,13 @@ impl Ingestor {
                 verdicts.push(Verdict::Duplicate);
                 continue;
             }
-            match self.validate(incoming, now) {
+            let row = self
+                .validate(incoming, now)
+                .and_then(|event| Row::new(index, event, incoming, &batch.partition));
+            match row {
                 Err(rejection) => verdicts.push(Verdict::Rejected(rejection)),
-                Ok(event) => {
-                    verdicts.push(Verdict::Stored(event.tenant_id));
-                    let row = Row {
-                        index,
-                        event,
-                        incoming,
-                    };
+                Ok(row) => {
+                    verdicts.push(Verdict::Stored(row.event.tenant_id));
                     if tenants.contains(&row.event.tenant_id)
                         && partitions.covers(row.event.event_time)
                     {
@@ -322,9 +370,8 @@ impl Ingestor {
             }
             Ok(()) => Vec::new(),
             Err(e) if may_be_row_error(&e) && careful => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT copy_events")
-                    .await?;
-                copy_narrowing(&mut tx, &batch.partition, &streamed).await?
+                undo_savepoint(&tx, "copy_events").await?;
+                copy_narrowing(&tx, &batch.partition, &streamed).await?
             }
             // Dropping `tx` rolls the attempt back.
             Err(e) if may_be_row_error(&e) => return Err(Attempt::RowRefused),
@@ -351,7 +398,7 @@ impl Ingestor {
                     late.push(row);
                 }
             }
-            refused.extend(copy_narrowing(&mut tx, &batch.partition, &late).await?);
+            refused.extend(copy_narrowing(&tx, &batch.partition, &late).await?);
         }
         let copied = started.elapsed();
         if !refused.is_empty() {
@@ -409,39 +456,47 @@ impl Ingestor {
     }
 }
 
-/// A binary COPY into `events` fed row by row. The first error stops the writing and is
-/// returned by [`CopyStream::finish`], so the caller can go on validating the batch.
-struct CopyStream<'p> {
-    writer: Pin<Box<BinaryCopyInWriter>>,
-    partition: &'p str,
+/// A binary COPY into `events` fed row by row. Rows are sent in chunks of [`COPY_CHUNK`]
+/// without waiting for each to be flushed, so the database works on one chunk while the next
+/// is validated. (tokio-postgres's `BinaryCopyInWriter` waits for a flush every 4 KiB, a
+/// thread hand-off per dozen rows.) The first error stops the writing and is returned by
+/// [`CopyStream::finish`], so the caller can go on validating the batch.
+struct CopyStream {
+    sink: Pin<Box<CopyInSink<Bytes>>>,
+    buf: BytesMut,
     error: Option<tokio_postgres::Error>,
 }
 
-impl<'p> CopyStream<'p> {
-    async fn start(
-        tx: &Transaction<'_>,
-        partition: &'p str,
-    ) -> Result<Self, tokio_postgres::Error> {
+/// Bytes of COPY data sent at once: about 60 rows.
+const COPY_CHUNK: usize = 16 * 1024;
+
+impl CopyStream {
+    async fn start(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
         let sink = tx
             .copy_in(&format!(
                 "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
             ))
             .await?;
+        let mut buf = BytesMut::with_capacity(COPY_CHUNK * 2);
+        // Signature, flags (no OIDs), header extension length.
+        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.put_i32(0);
+        buf.put_i32(0);
         Ok(CopyStream {
-            writer: Box::pin(BinaryCopyInWriter::new(sink, &COLUMN_TYPES)),
-            partition,
+            sink: Box::pin(sink),
+            buf,
             error: None,
         })
     }
 
     async fn write(&mut self, row: &Row<'_>) {
-        if self.error.is_none() {
-            if let Err(e) = self
-                .writer
-                .as_mut()
-                .write(&row_values(row, &self.partition))
-                .await
-            {
+        if self.error.is_some() {
+            return;
+        }
+        self.buf.put_slice(&row.encoded);
+        if self.buf.len() >= COPY_CHUNK {
+            let chunk = self.buf.split().freeze();
+            if let Err(e) = self.sink.feed(chunk).await {
                 self.error = Some(e);
             }
         }
@@ -451,7 +506,10 @@ impl<'p> CopyStream<'p> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        self.writer.as_mut().finish().await.map(|_| ())
+        self.buf.put_i16(-1);
+        let rest = self.buf.split().freeze();
+        self.sink.feed(rest).await?;
+        self.sink.as_mut().finish().await.map(|_| ())
     }
 }
 
@@ -503,7 +561,7 @@ fn no_partition(tenant_id: i64) -> Rejection {
 /// COPYs the rows; rows the database refuses as data errors are found by bisection and returned
 /// with their rejection, while every other row is written.
 async fn copy_narrowing(
-    tx: &mut Transaction<'_>,
+    tx: &Transaction<'_>,
     partition: &str,
     rows: &[Row<'_>],
 ) -> Result<Vec<Refusal>, tokio_postgres::Error> {
@@ -513,17 +571,17 @@ async fn copy_narrowing(
         pending.push(0..rows.len());
     }
     while let Some(range) = pending.pop() {
-        let savepoint = tx.savepoint("copy_events").await?;
+        tx.batch_execute("SAVEPOINT narrow").await?;
         let single = range.len() == 1;
         let written = if single {
-            insert_row(&savepoint, partition, &rows[range.start]).await
+            insert_row(tx, partition, &rows[range.start]).await
         } else {
-            copy_rows(&savepoint, partition, &rows[range.clone()]).await
+            copy_rows(tx, &rows[range.clone()]).await
         };
         match written {
-            Ok(()) => savepoint.commit().await?,
+            Ok(()) => tx.batch_execute("RELEASE SAVEPOINT narrow").await?,
             Err(e) if single && is_data_error(&e) => {
-                savepoint.rollback().await?;
+                undo_savepoint(tx, "narrow").await?;
                 let row = &rows[range.start];
                 rejected.push((
                     row.index,
@@ -532,7 +590,7 @@ async fn copy_narrowing(
                 ));
             }
             Err(e) if !single && may_be_row_error(&e) => {
-                savepoint.rollback().await?;
+                undo_savepoint(tx, "narrow").await?;
                 let mid = range.start + range.len() / 2;
                 pending.push(mid..range.end);
                 pending.push(range.start..mid);
@@ -542,6 +600,15 @@ async fn copy_narrowing(
         }
     }
     Ok(rejected)
+}
+
+/// Rolls back to a savepoint and releases it: ROLLBACK TO alone keeps the savepoint open, and
+/// open subtransactions pile up (past 64 they slow every snapshot of the cluster).
+async fn undo_savepoint(tx: &Transaction<'_>, name: &str) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(&format!(
+        "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+    ))
+    .await
 }
 
 fn db_rejection(e: &tokio_postgres::Error, tenant_id: i64) -> Rejection {
@@ -557,8 +624,11 @@ fn db_rejection(e: &tokio_postgres::Error, tenant_id: i64) -> Rejection {
 }
 
 /// The values of one row of `events`, in [`EVENT_COLUMNS`] order.
-fn row_values<'a>(row: &'a Row<'_>, partition: &'a &str) -> [&'a (dyn ToSql + Sync); 18] {
-    let e = &row.event;
+fn row_values<'a>(
+    e: &'a ValidEvent,
+    incoming: &'a IncomingEvent,
+    partition: &'a &str,
+) -> [&'a (dyn ToSql + Sync); 18] {
     [
         &e.tenant_id,
         &e.event_time,
@@ -575,18 +645,14 @@ fn row_values<'a>(row: &'a Row<'_>, partition: &'a &str) -> [&'a (dyn ToSql + Sy
         &e.revenue,
         &e.currency,
         &e.properties,
-        &row.incoming.enqueued_at,
+        &incoming.enqueued_at,
         partition,
-        &row.incoming.sequence,
+        &incoming.sequence,
     ]
 }
 
-async fn copy_rows(
-    tx: &Transaction<'_>,
-    partition: &str,
-    rows: &[Row<'_>],
-) -> Result<(), tokio_postgres::Error> {
-    let mut copy = CopyStream::start(tx, partition).await?;
+async fn copy_rows(tx: &Transaction<'_>, rows: &[Row<'_>]) -> Result<(), tokio_postgres::Error> {
+    let mut copy = CopyStream::start(tx).await?;
     for row in rows {
         copy.write(row).await;
     }
@@ -600,7 +666,7 @@ async fn insert_row(
     partition: &str,
     row: &Row<'_>,
 ) -> Result<(), tokio_postgres::Error> {
-    let values = row_values(row, &partition);
+    let values = row_values(&row.event, row.incoming, &partition);
     let params: Vec<(&(dyn ToSql + Sync), Type)> = values
         .into_iter()
         .zip(COLUMN_TYPES.iter().cloned())

@@ -295,17 +295,33 @@ async fn concurrent_deliveries_of_one_partition_store_each_event_once() {
 async fn a_row_the_database_refuses_is_dead_lettered_and_the_rest_stored() {
     let db = TestDb::create().await;
     let client = db.client().await;
-    // A rule the validator does not know: only the database can refuse these rows.
+    // Rules the validator does not know: only the database can refuse these rows. A check
+    // constraint (SQLSTATE 23514), and an index whose entries cannot exceed a page third
+    // (54000, program limit exceeded).
     client
-        .batch_execute("ALTER TABLE events ADD CONSTRAINT no_poison CHECK (campaign IS DISTINCT FROM 'poison')")
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (campaign IS DISTINCT FROM 'poison');
+             CREATE INDEX events_note_idx ON events ((properties->>'note'));",
+        )
         .await
         .unwrap();
     let now = Utc::now();
+    // 8,000 pseudo-random letters: too little repetition to compress under the index limit.
+    let mut x: u32 = 12345;
+    let note: String = (0..8000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            char::from(b'a' + ((x >> 16) % 26) as u8)
+        })
+        .collect();
     let bodies: Vec<Value> = (0..10)
         .map(|n| {
             let mut e = event(1, n);
             if n == 3 || n == 7 {
                 e["campaign"] = json!("poison");
+            }
+            if n == 5 {
+                e["properties"] = json!({ "note": note });
             }
             e
         })
@@ -315,26 +331,27 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_the_rest_stored() {
         .ingest(&mut client, &batch("0", 0, now, &bodies), now)
         .await
         .unwrap();
-    assert_eq!((report.stored, report.dead_lettered), (8, 2));
+    assert_eq!((report.stored, report.dead_lettered), (7, 3));
     for o in &report.outcomes {
         match &o.outcome {
             Outcome::DeadLettered { reason, message } => {
-                assert!(o.sequence == 3 || o.sequence == 7);
                 assert_eq!(*reason, Reason::DbRejected);
-                assert!(message.starts_with("23514"), "{message}");
+                let code = if o.sequence == 5 { "54000" } else { "23514" };
+                assert!([3, 5, 7].contains(&o.sequence), "{o:?}");
+                assert!(message.starts_with(code), "{message}");
             }
             other => assert_eq!(*other, Outcome::Stored),
         }
     }
-    assert_eq!(db.count("SELECT count(*) FROM events").await, 8);
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 7);
     assert_eq!(
         db.count(
             "SELECT count(*) FROM dead_letters WHERE reason = 'db_rejected' AND tenant_id = 1"
         )
         .await,
-        2
+        3
     );
-    assert_eq!(ledger_totals(&db).await, (10, 8, 0, 2));
+    assert_eq!(ledger_totals(&db).await, (10, 7, 0, 3));
 }
 
 #[tokio::test]

@@ -33,10 +33,6 @@ pub const COLLECT_REQUEST_BINDING: &str = "req";
 pub const COLLECT_RESPONSE_BINDING: &str = "res";
 pub const COLLECT_OUTPUT_BINDING: &str = "outEvents";
 
-/// Largest `/ingest` invocation body. It comes from the host, which caps batches by
-/// `maxEventBatchSize`; 1,000 events of the largest allowed size fit with room to spare.
-const INGEST_MAX_BODY_BYTES: usize = 128 << 20;
-
 /// Shared by every request; built once at start-up.
 pub struct AppState {
     pub settings: Settings,
@@ -66,7 +62,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/", get(ready))
         .route(
             "/ingest",
-            post(ingest).layer(DefaultBodyLimit::max(INGEST_MAX_BODY_BYTES)),
+            // No limit: only the host reaches this route, its batches are bounded by
+            // maxEventBatchSize and the hub's event size, and a refused batch would be
+            // redelivered forever. Oversized events become `too_large` dead letters instead.
+            post(ingest).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/collect",
