@@ -467,8 +467,8 @@ struct CopyStream {
     error: Option<tokio_postgres::Error>,
 }
 
-/// Bytes of COPY data sent at once: about 60 rows.
-const COPY_CHUNK: usize = 16 * 1024;
+/// Bytes of COPY data sent at once: about 250 rows.
+const COPY_CHUNK: usize = 64 * 1024;
 
 impl CopyStream {
     async fn start(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
