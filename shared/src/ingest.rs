@@ -266,10 +266,6 @@ impl Ingestor {
         }
     }
 
-    pub fn limits(&self) -> &EventLimits {
-        &self.limits
-    }
-
     /// Writes one batch in one transaction and reports what happened to each event.
     ///
     /// Events are validated while the COPY runs, so the database inserts one part of the batch
