@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -29,43 +30,42 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send generated events to a handler's /ingest as Event Hubs batches.
-    Send {
-        /// The handler's ingest endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:7072/ingest")]
-        url: String,
-        #[arg(long, default_value_t = 20_000)]
-        events: usize,
-        /// Events per batch (the host's maxEventBatchSize).
-        #[arg(long, default_value_t = 1000)]
-        batch: usize,
-        /// Hub partitions, each delivering its batches in order, all in parallel.
-        #[arg(long, default_value_t = 4)]
-        partitions: usize,
-        /// Events per second across partitions (0: as fast as the handler takes them).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Number of tenants (1..=N); register them first (`remarketable tenant add`).
-        #[arg(long, default_value_t = 20)]
-        tenants: i64,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-    },
+    Send(SendArgs),
     /// Benchmark: the handler's /ingest end to end against `psql \copy` of the same rows.
     BenchIngest(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// The handler's ingest endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:7072/ingest")]
+    url: String,
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Events per batch (the host's maxEventBatchSize).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Hub partitions, each delivering its batches in order, all in parallel.
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
+    /// Events per second across partitions (0: as fast as the handler takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Number of tenants (1..=N); register them first (`remarketable tenant add`).
+    #[arg(long, default_value_t = 20)]
+    tenants: i64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A file remembering each partition's next sequence number, so that a later run
+    /// continues the stream without a gap. Without it, sequence numbers start from the clock.
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
-        Command::Send {
-            url,
-            events,
-            batch,
-            partitions,
-            rate,
-            tenants,
-            seed,
-        } => send(&url, events, batch, partitions, rate, tenants, seed).await,
+        Command::Send(args) => send(args).await,
         Command::BenchIngest(args) => bench::run(args).await,
     };
     match result {
@@ -123,31 +123,22 @@ pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow:
     Ok(serde_json::from_str(&text)?)
 }
 
-async fn send(
-    url: &str,
-    events: usize,
-    batch: usize,
-    partitions: usize,
-    rate: u64,
-    tenants: i64,
-    seed: u64,
-) -> anyhow::Result<()> {
-    if batch == 0 || partitions == 0 {
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.partitions == 0 {
         bail!("--batch and --partitions must be at least 1");
     }
-    // Sequence numbers start from the clock, so every run continues past the last one.
-    let first_sequence = Utc::now().timestamp_millis() * 1000;
+    let mut next = next_sequences(args.state.as_deref(), args.partitions)?;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let mut traffic = traffic::Traffic::new(seed, tenants);
+    let mut traffic = traffic::Traffic::new(args.seed, args.tenants);
+    let (events, batch) = (args.events, args.batch);
     let mut sent = 0usize;
     let mut stored = 0u64;
     let mut dead = 0u64;
-    let mut round = 0i64;
     let mut last_report = Instant::now();
     while sent < events {
         let mut tasks = Vec::new();
-        for partition in 0..partitions {
+        for (partition, next) in next.iter_mut().enumerate() {
             let n = batch.min(events - sent);
             if n == 0 {
                 break;
@@ -155,14 +146,10 @@ async fn send(
             let now = Utc::now();
             let enqueued = vec![now; n];
             let bodies: Vec<String> = (0..n).map(|_| traffic.event(now).to_string()).collect();
-            let body = serde_json::to_vec(&envelope(
-                partition,
-                first_sequence + round * batch as i64,
-                &enqueued,
-                &bodies,
-            ))?;
+            let body = serde_json::to_vec(&envelope(partition, *next, &enqueued, &bodies))?;
+            *next += n as i64;
             let client = client.clone();
-            let url = url.to_string();
+            let url = args.url.clone();
             tasks.push(tokio::spawn(async move { post(&client, &url, body).await }));
             sent += n;
         }
@@ -171,9 +158,14 @@ async fn send(
             stored += answer["ReturnValue"]["stored"].as_u64().unwrap_or(0);
             dead += answer["ReturnValue"]["dead_lettered"].as_u64().unwrap_or(0);
         }
-        round += 1;
-        if rate > 0 {
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        if let Some(path) = &args.state {
+            // Written after the handler acknowledged the round, like a checkpoint.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&next)?)?;
+            std::fs::rename(&tmp, path)?;
+        }
+        if args.rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
@@ -188,4 +180,18 @@ async fn send(
         }
     }
     Ok(())
+}
+
+/// Each partition's next sequence number: from the state file when there is one, otherwise
+/// from the clock (so runs without state still move forward).
+fn next_sequences(state: Option<&std::path::Path>, partitions: usize) -> anyhow::Result<Vec<i64>> {
+    let mut next: Vec<i64> = match state {
+        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("{} is not a loadgen state file", path.display()))?,
+        _ => Vec::new(),
+    };
+    let fresh = Utc::now().timestamp_millis() * 1000;
+    next.resize(partitions.max(next.len()), fresh);
+    next.truncate(partitions);
+    Ok(next)
 }
