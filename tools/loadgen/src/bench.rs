@@ -26,7 +26,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
     /// Rounds of (\copy, then the handler with 1, 2, 4 and 8 partitions delivering at once).
-    #[arg(long, default_value_t = 3)]
+    /// The machine is shared: more rounds give steadier medians.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     #[arg(long, default_value_t = 50)]
     tenants: i64,
