@@ -114,6 +114,15 @@ pub async fn maintain_partitions(
         .collect())
 }
 
+/// Folds the per-batch ledger entries into the hourly ledger; answers how many (tenant, hour)
+/// totals were folded. The `ingest_ledger` view reads the same before and after.
+pub async fn compact_ledger(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT compact_ingest_ledger()", &[])
+        .await?
+        .get(0))
+}
+
 /// Changes of partition layout requested at install time; `None` keeps the current value.
 /// Values use PostgreSQL interval syntax (`1 hour`, `30 days`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

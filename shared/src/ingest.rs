@@ -9,8 +9,8 @@
 //! 3. if the database refuses rows (SQLSTATE class 22 or 23, or XX000 as Citus relays a
 //!    worker's refusal), redo the batch under savepoints that bisect down to the refused rows,
 //!    which are dead-lettered; the rest is stored;
-//! 4. write the rejects to `dead_letters`, add the batch to `ingest_ledger`, advance the
-//!    position, commit.
+//! 4. write the rejects to `dead_letters`, record the batch in the ledger (one row), advance
+//!    the position, commit.
 //!
 //! Any other database failure aborts the transaction and is returned as an [`IngestError`]; the
 //! caller answers non-2xx so the trigger retries the batch and nothing is skipped.
@@ -415,7 +415,7 @@ impl Ingestor {
         // Independent statements, sent together.
         tokio::try_join!(
             insert_dead_letters(&tx, batch, &verdicts),
-            upsert_ledger(&tx, batch, &verdicts, &tenants),
+            record_ledger(&tx, batch, &verdicts, &tenants),
             advance_position(&tx, batch, last, position),
         )?;
         let bookkept = started.elapsed();
@@ -730,17 +730,16 @@ struct LedgerCounts {
     dead_lettered: i64,
 }
 
-/// Adds the batch to `ingest_ledger`, per tenant and hour of enqueue time. Events of a tenant
-/// that is not registered, or whose tenant cannot be read, count under tenant 0.
-async fn upsert_ledger(
+/// Records the batch in the ledger (one row of `ingest_ledger_batches`), per tenant and hour of
+/// enqueue time. Events of a tenant that is not registered, or whose tenant cannot be read,
+/// count under tenant 0.
+async fn record_ledger(
     tx: &Transaction<'_>,
     batch: &Batch,
     verdicts: &[Verdict],
     registered: &HashSet<i64>,
 ) -> Result<(), tokio_postgres::Error> {
     let known = |id: Option<i64>| id.filter(|id| registered.contains(id)).unwrap_or(0);
-    // A BTreeMap keeps the upserts in key order, so concurrent batches lock ledger rows in the
-    // same order and cannot deadlock.
     let mut counts: BTreeMap<(i64, DateTime<Utc>), LedgerCounts> = BTreeMap::new();
     for (incoming, verdict) in batch.events.iter().zip(verdicts) {
         let hour = incoming
@@ -774,8 +773,10 @@ async fn upsert_ledger(
         dead_lettered.push(c.dead_lettered);
     }
     tx.query_typed(
-        include_str!("../sql/upsert_ledger.sql"),
+        include_str!("../sql/insert_ledger_entry.sql"),
         &[
+            (&batch.source, Type::TEXT),
+            (&batch.partition, Type::TEXT),
             (&tenants, Type::INT8_ARRAY),
             (&hours, Type::TIMESTAMPTZ_ARRAY),
             (&received, Type::INT8_ARRAY),

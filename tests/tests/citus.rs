@@ -11,10 +11,17 @@ use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
 
 const RESET: &str = "
-    DROP TABLE IF EXISTS events, dead_letters, ingest_positions, ingest_ledger, tenants,
-        partition_settings, refinery_schema_history CASCADE;
+    DO $reset$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'ingest_ledger' AND relkind = 'v') THEN
+            DROP VIEW ingest_ledger;
+        END IF;
+    END
+    $reset$;
+    DROP TABLE IF EXISTS events, dead_letters, ingest_positions, ingest_ledger, ingest_ledger_hourly,
+        ingest_ledger_batches, tenants, partition_settings, refinery_schema_history CASCADE;
     DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
-        maintain_partitions(text, timestamptz);
+        maintain_partitions(text, timestamptz), compact_ingest_ledger();
 ";
 
 #[tokio::test]
@@ -55,7 +62,7 @@ async fn schema_and_ingest_on_citus() {
     let rows = client
         .query(
             "SELECT logicalrelid::text, partmethod::text, colocationid FROM pg_dist_partition \
-             WHERE logicalrelid IN ('events'::regclass, 'ingest_ledger'::regclass, 'tenants'::regclass) \
+             WHERE logicalrelid IN ('events'::regclass, 'ingest_ledger_hourly'::regclass, 'tenants'::regclass) \
              ORDER BY 1",
             &[],
         )
@@ -66,7 +73,7 @@ async fn schema_and_ingest_on_citus() {
         kinds,
         vec![
             ("events".into(), "h".into()),
-            ("ingest_ledger".into(), "h".into()),
+            ("ingest_ledger_hourly".into(), "h".into()),
             ("tenants".into(), "n".into())
         ]
     );
@@ -125,6 +132,22 @@ async fn schema_and_ingest_on_citus() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(per_tenant, vec![(1, 100), (2, 100), (3, 100)]);
+    // Folding the batch entries into the distributed hourly table keeps the totals.
+    let folded = db::compact_ledger(&client)
+        .await
+        .expect("compaction on Citus");
+    assert!(folded >= 3, "{folded}");
+    let per_tenant_after: Vec<(i64, i64)> = client
+        .query(
+            "SELECT tenant_id, sum(stored)::bigint FROM ingest_ledger GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(per_tenant_after, per_tenant);
 
     // A constraint refusal is narrowed on Citus too (savepoints around distributed COPY).
     client

@@ -323,7 +323,11 @@ async fn maintenance_timer_keeps_partitions_and_logs_what_it_did() {
         body["Logs"][0],
         "partitions of events: 1 created, 0 dropped"
     );
-    assert_eq!(body["ReturnValue"], json!({"created": 1, "dropped": 0}));
+    assert_eq!(body["Logs"][2], "ledger: 0 tenant-hour totals folded");
+    assert_eq!(
+        body["ReturnValue"],
+        json!({"created": 1, "dropped": 0, "ledger_totals_folded": 0})
+    );
 }
 
 #[test]

@@ -428,6 +428,81 @@ async fn a_tenant_registered_after_its_first_events_is_accepted_soon() {
     assert_eq!(reasons(&r), vec![None]);
 }
 
+const LEDGER_ROWS: &str = "SELECT tenant_id, received, stored, duplicates, dead_lettered \
+                           FROM ingest_ledger ORDER BY tenant_id, hour";
+
+#[tokio::test]
+async fn ledger_compaction_keeps_every_total_while_batches_keep_coming() {
+    let db = TestDb::create().await;
+    let now = Utc::now();
+    let ingestor = std::sync::Arc::new(ingestor());
+    let mut client = db.client().await;
+    for (i, first) in [0i64, 100, 150].into_iter().enumerate() {
+        let mut bodies: Vec<Value> = (first..first + 100).map(|n| event(1 + n % 3, n)).collect();
+        bodies.push(
+            json!({"tenant_id": 2, "event_type": "Bad Type", "device_id": 1, "session_id": 1}),
+        );
+        ingestor
+            .ingest(
+                &mut client,
+                &batch(&i.to_string(), first, now, &bodies),
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let before = db.json_rows(LEDGER_ROWS).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM ingest_ledger_batches").await,
+        3
+    );
+
+    // Compaction while more batches commit: nothing counted twice, nothing lost.
+    let writer = {
+        let ingestor = ingestor.clone();
+        let mut client = db.client().await;
+        tokio::spawn(async move {
+            for round in 0..20i64 {
+                let bodies: Vec<Value> = (0..50).map(|n| event(1, n)).collect();
+                ingestor
+                    .ingest(&mut client, &batch("9", round * 50, now, &bodies), now)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut folded = 0;
+    for _ in 0..5 {
+        folded += remarketable_core::db::compact_ledger(&client)
+            .await
+            .unwrap();
+    }
+    writer.await.unwrap();
+    assert!(folded > 0);
+    remarketable_core::db::compact_ledger(&client)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM ingest_ledger_batches").await,
+        0
+    );
+
+    let after = db.json_rows(LEDGER_ROWS).await;
+    let tenant1_received = |rows: &[Value]| -> i64 {
+        rows.iter()
+            .filter(|r| r["tenant_id"] == 1)
+            .map(|r| r["received"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(tenant1_received(&after), tenant1_received(&before) + 1000);
+    for (b, a) in before.iter().zip(&after) {
+        if b["tenant_id"] != 1 {
+            assert_eq!(a, b, "tenants other than 1 are unchanged by compaction");
+        }
+    }
+    assert_eq!(ledger_totals(&db).await, (1303, 1300, 0, 3));
+}
+
 #[tokio::test]
 async fn partition_upkeep_creates_ahead_drops_expired_and_is_idempotent() {
     let db = TestDb::create().await;

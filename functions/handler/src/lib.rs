@@ -139,6 +139,9 @@ async fn maintenance(
     let changes = db::maintain_partitions(&client)
         .await
         .map_err(ApiError::database)?;
+    let folded = db::compact_ledger(&client)
+        .await
+        .map_err(ApiError::database)?;
     let created: Vec<_> = changes.iter().filter(|c| c.action == "created").collect();
     let dropped: Vec<_> = changes.iter().filter(|c| c.action == "dropped").collect();
     let mut logs = vec![format!(
@@ -153,15 +156,21 @@ async fn maintenance(
     if let (Some(first), Some(last)) = (dropped.first(), dropped.last()) {
         logs.push(format!("dropped {} .. {}", first.partition, last.partition));
     }
+    logs.push(format!("ledger: {folded} tenant-hour totals folded"));
     tracing::info!(
         created = created.len(),
         dropped = dropped.len(),
+        ledger_totals_folded = folded,
         past_due,
-        "partitions maintained"
+        "maintenance done"
     );
     Ok(Json(InvocationResponse {
         outputs: Default::default(),
         logs,
-        return_value: Some(json!({"created": created.len(), "dropped": dropped.len()})),
+        return_value: Some(json!({
+            "created": created.len(),
+            "dropped": dropped.len(),
+            "ledger_totals_folded": folded,
+        })),
     }))
 }

@@ -244,7 +244,7 @@ where
 
 async fn reset(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     client
-        .batch_execute("TRUNCATE events, dead_letters, ingest_positions, ingest_ledger; CHECKPOINT")
+        .batch_execute("TRUNCATE events, dead_letters, ingest_positions, ingest_ledger_hourly, ingest_ledger_batches; CHECKPOINT")
         .await?;
     Ok(())
 }
