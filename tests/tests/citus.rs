@@ -165,15 +165,7 @@ async fn schema_and_ingest_on_citus() {
         .await
         .unwrap();
     assert_eq!((r.stored, r.dead_lettered), (2, 1));
-    let reason: String = client
-        .query_one(
-            "SELECT reason FROM dead_letters WHERE stream_sequence = 302",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(reason, "db_rejected");
+    assert_eq!(dead_letter_reason(&client, 302).await, "db_rejected");
 
     // A partition dropped behind the cache's back: the row is found and dead-lettered as such.
     let day_ago = now - chrono::Duration::days(1);
@@ -189,13 +181,16 @@ async fn schema_and_ingest_on_citus() {
         .await
         .unwrap();
     assert_eq!((r.stored, r.dead_lettered), (1, 1));
-    let reason: String = client
+    assert_eq!(dead_letter_reason(&client, 305).await, "no_partition");
+}
+
+async fn dead_letter_reason(client: &tokio_postgres::Client, sequence: i64) -> String {
+    client
         .query_one(
-            "SELECT reason FROM dead_letters WHERE stream_sequence = 305",
-            &[],
+            "SELECT reason FROM dead_letters WHERE stream_sequence = $1",
+            &[&sequence],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(reason, "no_partition");
+        .get(0)
 }
