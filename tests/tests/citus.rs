@@ -121,32 +121,14 @@ async fn schema_and_ingest_on_citus() {
         .unwrap()
         .get(0);
     assert_eq!(count, 300);
-    let per_tenant: Vec<(i64, i64)> = client
-        .query(
-            "SELECT tenant_id, sum(stored)::bigint FROM ingest_ledger GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let per_tenant = stored_per_tenant(&client).await;
     assert_eq!(per_tenant, vec![(1, 100), (2, 100), (3, 100)]);
     // Folding the batch entries into the distributed hourly table keeps the totals.
     let folded = db::compact_ledger(&client)
         .await
         .expect("compaction on Citus");
     assert!(folded >= 3, "{folded}");
-    let per_tenant_after: Vec<(i64, i64)> = client
-        .query(
-            "SELECT tenant_id, sum(stored)::bigint FROM ingest_ledger GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let per_tenant_after = stored_per_tenant(&client).await;
     assert_eq!(per_tenant_after, per_tenant);
 
     // A constraint refusal is narrowed on Citus too (savepoints around distributed COPY).
@@ -193,4 +175,18 @@ async fn dead_letter_reason(client: &tokio_postgres::Client, sequence: i64) -> S
         .await
         .unwrap()
         .get(0)
+}
+
+/// (tenant, events stored) as the ledger view counts them.
+async fn stored_per_tenant(client: &tokio_postgres::Client) -> Vec<(i64, i64)> {
+    client
+        .query(
+            "SELECT tenant_id, sum(stored)::bigint FROM ingest_ledger GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
