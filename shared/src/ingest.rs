@@ -306,12 +306,12 @@ impl Ingestor {
         // The caches as they are (reloaded only when expired): no query may run during COPY.
         let mut tenants = self.tenants.registered(&tx, []).await?;
         let partitions = self.partitions.get(&tx, []).await?;
-        let (last, mut copy) = if careful {
+        let ((last, id_floor), mut copy) = if careful {
             // The position lock must not be taken inside the savepoint: rolling back to it
             // would release the lock.
-            let last = lock_position(&tx, batch).await?;
+            let position = lock_position(&tx, batch).await?;
             tx.batch_execute("SAVEPOINT copy_events").await?;
-            (last, CopyStream::start(&tx).await?)
+            (position, CopyStream::start(&tx).await?)
         } else {
             // Sent together: the COPY is prepared and started once the lock is granted.
             tokio::try_join!(lock_position(&tx, batch), CopyStream::start(&tx))?
@@ -335,6 +335,7 @@ impl Ingestor {
         let mut streamed = Vec::new();
         let mut held_back = Vec::new();
         let mut seen = HashSet::with_capacity(batch.events.len());
+        let mut times = TimeSpan::default();
         for (index, incoming) in batch.events.iter().enumerate() {
             if incoming.sequence <= last || !seen.insert(incoming.sequence) {
                 verdicts.push(Verdict::Duplicate);
@@ -351,6 +352,7 @@ impl Ingestor {
                         && partitions.covers(row.event.event_time)
                     {
                         copy.write(&row).await;
+                        times.include(row.event.event_time);
                         streamed.push(row);
                     } else {
                         held_back.push(row);
@@ -391,6 +393,7 @@ impl Ingestor {
                 } else if !partitions.covers(row.event.event_time) {
                     verdicts[row.index] = Verdict::Rejected(no_partition(tenant));
                 } else {
+                    times.include(row.event.event_time);
                     late.push(row);
                 }
             }
@@ -417,6 +420,7 @@ impl Ingestor {
             insert_dead_letters(&tx, batch, &verdicts),
             record_ledger(&tx, batch, &verdicts, &tenants),
             advance_position(&tx, batch, last, position),
+            record_event_range(&tx, &verdicts, id_floor, &times),
         )?;
         let bookkept = started.elapsed();
         tx.commit().await?;
@@ -514,16 +518,63 @@ impl CopyStream {
 /// partition queue on this lock until the first commits; the one that waited then reads the
 /// position the first one committed.
 ///
+/// Also answers the events sequence's last value before this transaction took an id: the
+/// floor of the range [`record_event_range`] records.
+///
 /// One statement, so it can be pipelined with the start of the COPY: a second statement sent
 /// after the COPY had started would reach the server in the middle of the COPY.
-async fn lock_position(tx: &Transaction<'_>, batch: &Batch) -> Result<i64, tokio_postgres::Error> {
+async fn lock_position(
+    tx: &Transaction<'_>,
+    batch: &Batch,
+) -> Result<(i64, i64), tokio_postgres::Error> {
     let row = tx
         .query_typed_one(
             include_str!("../sql/lock_position.sql"),
             &[(&batch.source, Type::TEXT), (&batch.partition, Type::TEXT)],
         )
         .await?;
-    Ok(row.get(0))
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The least and greatest event time of the rows a transaction wrote.
+#[derive(Default)]
+struct TimeSpan(Option<(DateTime<Utc>, DateTime<Utc>)>);
+
+impl TimeSpan {
+    fn include(&mut self, t: DateTime<Utc>) {
+        self.0 = Some(match self.0 {
+            None => (t, t),
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+        });
+    }
+}
+
+/// Records which event ids and times the batch wrote (`event_id_ranges`), so that a rollup
+/// reads only the partitions its window touches. Only when a row was stored: then this session
+/// has taken an id and `currval` is defined. The span may include rows the database refused,
+/// which only widens it.
+async fn record_event_range(
+    tx: &Transaction<'_>,
+    verdicts: &[Verdict],
+    id_floor: i64,
+    times: &TimeSpan,
+) -> Result<(), tokio_postgres::Error> {
+    let Some((min_time, max_time)) = times.0 else {
+        return Ok(());
+    };
+    if !verdicts.iter().any(|v| matches!(v, Verdict::Stored(_))) {
+        return Ok(());
+    }
+    tx.query_typed(
+        include_str!("../sql/record_event_range.sql"),
+        &[
+            (&id_floor, Type::INT8),
+            (&min_time, Type::TIMESTAMPTZ),
+            (&max_time, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn advance_position(

@@ -2,7 +2,8 @@
 //!
 //! The host-independent core of ReMarketable: the event contract ([`event`]) with its stable
 //! dead-letter [`reason`] codes, typed [`config`]uration, the database layer ([`db`]: pool,
-//! migrations, partition upkeep) and the exactly-once [`ingest`] path.
+//! migrations, partition upkeep), the exactly-once [`ingest`] path and the incremental
+//! [`rollup`]s.
 //!
 //! Hosts (the Azure Functions custom handler, the admin CLI, later AWS Lambda and devhost) are
 //! thin binaries over this crate; it knows nothing about any of them.
@@ -16,6 +17,7 @@ pub mod event;
 pub mod ingest;
 pub mod partitions;
 pub mod reason;
+pub mod rollup;
 pub mod tenants;
 
 pub use config::Settings;

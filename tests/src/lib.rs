@@ -113,6 +113,11 @@ impl TestDb {
     }
 }
 
+/// The URL of a connection configuration (for tools such as psql).
+pub fn url_for(config: &tokio_postgres::Config) -> String {
+    url_of(config, None)
+}
+
 fn url_of(config: &tokio_postgres::Config, via: Option<SocketAddr>) -> String {
     let (host, port) = match via {
         Some(addr) => (addr.ip().to_string(), addr.port()),

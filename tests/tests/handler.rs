@@ -325,8 +325,13 @@ async fn maintenance_timer_keeps_partitions_and_logs_what_it_did() {
     );
     assert_eq!(body["Logs"][2], "ledger: 0 tenant-hour totals folded");
     assert_eq!(
+        body["Logs"][3],
+        "rollup retention: 5min 0 rows deleted, 1hour 0 rows deleted, 1day 0 rows deleted"
+    );
+    assert_eq!(
         body["ReturnValue"],
-        json!({"created": 1, "dropped": 0, "ledger_totals_folded": 0})
+        json!({"created": 1, "dropped": 0, "ledger_totals_folded": 0,
+               "rollup_rows_deleted": {"5min": 0, "1hour": 0, "1day": 0}})
     );
 }
 
@@ -377,14 +382,18 @@ fn function_definitions_match_the_handler() {
     let maintenance = read("functions/maintenance/function.json");
     assert_eq!(maintenance["bindings"][0]["type"], "timerTrigger");
     assert_eq!(maintenance["bindings"][0]["name"], "timer");
+    let rollup = read("functions/rollup/function.json");
+    assert_eq!(rollup["bindings"][0]["type"], "timerTrigger");
+    assert_eq!(rollup["bindings"][0]["name"], "timer");
+    assert_eq!(rollup["bindings"][0]["schedule"], "%ROLLUP_SCHEDULE%");
     let settings = read("local.settings.json");
     assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
-    assert!(
-        settings["Values"]["MAINTENANCE_SCHEDULE"]
+    for schedule in ["MAINTENANCE_SCHEDULE", "ROLLUP_SCHEDULE"] {
+        let fields = settings["Values"][schedule]
             .as_str()
             .unwrap()
             .split(' ')
-            .count()
-            == 6
-    );
+            .count();
+        assert_eq!(fields, 6, "{schedule} is a six-field NCRONTAB expression");
+    }
 }

@@ -5,6 +5,7 @@
 //! | `GET /` | readiness probe of the host | never touches the database |
 //! | `POST /ingest` | `ingest` | Event Hubs, `cardinality: many` |
 //! | `POST /collect` | `collect` | HTTP in (envelope mode) + Event Hubs out |
+//! | `POST /rollup` | `rollup` | timer |
 //! | `POST /maintenance` | `maintenance` | timer |
 //!
 //! Invocations answer 200 with `Outputs`/`Logs` only after their work is durable; any failure
@@ -20,7 +21,7 @@ use crate::error::{ApiError, Envelope};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use remarketable_core::db;
+use remarketable_core::{db, rollup as rollups};
 use remarketable_core::{Ingestor, Settings};
 use serde_json::json;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/collect",
             post(collect::collect).layer(DefaultBodyLimit::max(collect_envelope_limit)),
         )
+        .route("/rollup", post(rollup))
         .route("/maintenance", post(maintenance))
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(error::panic_response))
@@ -127,19 +129,59 @@ async fn ingest(
     }))
 }
 
+/// Whether the host says a timer invocation fired late (`Data.timer.IsPastDue`).
+fn timer_past_due(request: &envelope::InvocationRequest) -> bool {
+    envelope::get(&request.data, "timer")
+        .map(envelope::unwrap_encoded)
+        .and_then(|t| envelope::get(t.as_object()?, "IsPastDue")?.as_bool())
+        .unwrap_or(false)
+}
+
+/// Advances the 5-minute, hourly and daily rollups in order, each in its own transaction.
+async fn rollup(
+    State(state): State<Arc<AppState>>,
+    Envelope(request): Envelope,
+) -> Result<Json<InvocationResponse>, ApiError> {
+    let past_due = timer_past_due(&request);
+    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
+    let advances = rollups::run(&mut client)
+        .await
+        .map_err(ApiError::database)?;
+    let mut logs: Vec<String> = advances.iter().map(|a| a.to_string()).collect();
+    if past_due {
+        logs.push("the run was past due".into());
+    }
+    for a in &advances {
+        tracing::info!(
+            rollup = %a.rollup,
+            window_start = a.window_start,
+            window_end = a.window_end,
+            rows = a.rows,
+            milliseconds = a.milliseconds,
+            past_due,
+            "rollup advanced"
+        );
+    }
+    Ok(Json(InvocationResponse {
+        outputs: Default::default(),
+        logs,
+        return_value: Some(json!({ "rollups": advances })),
+    }))
+}
+
 async fn maintenance(
     State(state): State<Arc<AppState>>,
     Envelope(request): Envelope,
 ) -> Result<Json<InvocationResponse>, ApiError> {
-    let past_due = envelope::get(&request.data, "timer")
-        .map(envelope::unwrap_encoded)
-        .and_then(|t| envelope::get(t.as_object()?, "IsPastDue")?.as_bool())
-        .unwrap_or(false);
+    let past_due = timer_past_due(&request);
     let client = state.pool.get().await.map_err(ApiError::pool)?;
     let changes = db::maintain_partitions(&client)
         .await
         .map_err(ApiError::database)?;
     let folded = db::compact_ledger(&client)
+        .await
+        .map_err(ApiError::database)?;
+    let expired = rollups::apply_retention(&client)
         .await
         .map_err(ApiError::database)?;
     let created: Vec<_> = changes.iter().filter(|c| c.action == "created").collect();
@@ -157,6 +199,14 @@ async fn maintenance(
         logs.push(format!("dropped {} .. {}", first.partition, last.partition));
     }
     logs.push(format!("ledger: {folded} tenant-hour totals folded"));
+    logs.push(format!(
+        "rollup retention: {}",
+        expired
+            .iter()
+            .map(|(rollup, rows)| format!("{rollup} {rows} rows deleted"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     tracing::info!(
         created = created.len(),
         dropped = dropped.len(),
@@ -171,6 +221,7 @@ async fn maintenance(
             "created": created.len(),
             "dropped": dropped.len(),
             "ledger_totals_folded": folded,
+            "rollup_rows_deleted": expired.iter().map(|(r, n)| (r.clone(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
         })),
     }))
 }

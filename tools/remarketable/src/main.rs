@@ -5,12 +5,15 @@
 //! remarketable partitions
 //! remarketable tenant add <id> [--name N] [--time-zone Z]
 //! remarketable tenant list
+//! remarketable rollup run | status
+//! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! ```
 //! Every command reads `DATABASE_URL`.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use remarketable_core::db::{self, PartitionLayout};
+use remarketable_core::rollup::{self, Rollup};
 use std::str::FromStr;
 
 #[derive(Parser)]
@@ -46,6 +49,23 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Incremental rollups (what the `rollup` timer does, and their settings).
+    Rollup {
+        #[command(subcommand)]
+        command: RollupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RollupCommand {
+    /// Advance the 5-minute, hourly and daily rollups over the events committed since their
+    /// last run.
+    Run,
+    /// Each rollup's watermark, retention and last run.
+    Status,
+    /// How long a rollup keeps its rows: a PostgreSQL interval ('90 days', '2 years') or
+    /// `keep` for ever. Defaults: 5min 90 days, 1hour 2 years, 1day kept.
+    Retention { rollup: Rollup, retention: String },
 }
 
 #[derive(Subcommand)]
@@ -110,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Partitions => maintain(&client).await?,
         Command::Tenant { command } => tenant(&client, command).await?,
+        Command::Rollup { command } => rollups(&mut client, command).await?,
     }
     Ok(())
 }
@@ -181,6 +202,48 @@ async fn tenant(client: &tokio_postgres::Client, command: TenantCommand) -> anyh
                 let zone: String = row.get(2);
                 println!("{id}\t{name}\t{zone}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn rollups(
+    client: &mut tokio_postgres::Client,
+    command: RollupCommand,
+) -> anyhow::Result<()> {
+    match command {
+        RollupCommand::Run => {
+            for advance in rollup::run(client).await.context("rollup failed")? {
+                eprintln!("{advance}");
+            }
+        }
+        RollupCommand::Status => {
+            println!("rollup\tlast_event_id\tretention\tlast_run_at\tlast_rows");
+            for s in rollup::states(client).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    s.rollup,
+                    s.last_event_id,
+                    s.retention.as_deref().unwrap_or("keep"),
+                    s.last_run_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "never".into()),
+                    s.last_rows.map(|n| n.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        RollupCommand::Retention { rollup, retention } => {
+            let keep = (retention != "keep").then_some(retention.as_str());
+            rollup::set_retention(client, rollup, keep)
+                .await
+                .with_context(|| {
+                    format!("cannot set the retention of {rollup} to {retention:?}")
+                })?;
+            eprintln!(
+                "{rollup} rollup keeps its rows {}",
+                keep.map(|k| format!("for {k}"))
+                    .unwrap_or_else(|| "for ever".into())
+            );
         }
     }
     Ok(())
