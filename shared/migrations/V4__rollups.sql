@@ -26,10 +26,12 @@ BEGIN
         'SELECT coalesce(nullif(current_setting(''topn.number_of_counters'', true), '''')::integer, 1000)'
     $sql$;
 
+    -- Declared IMMUTABLE like the extension's functions, although the counter count is a
+    -- setting: Citus accepts only immutable functions in an upsert's DO UPDATE SET.
     -- Keeps the most frequent items (ties broken by item, so the result is deterministic).
     EXECUTE $sql$
         CREATE FUNCTION topn_prune(counts jsonb) RETURNS jsonb
-        LANGUAGE sql STABLE AS $fn$
+        LANGUAGE sql IMMUTABLE AS $fn$
             SELECT coalesce(jsonb_object_agg(item, frequency), '{}'::jsonb)
             FROM (SELECT key AS item, value::bigint AS frequency
                   FROM jsonb_each_text(counts)
@@ -47,7 +49,7 @@ BEGIN
 
     EXECUTE $sql$
         CREATE FUNCTION topn_union(jsonb, jsonb) RETURNS jsonb
-        LANGUAGE sql STABLE STRICT AS $fn$
+        LANGUAGE sql IMMUTABLE STRICT AS $fn$
             SELECT topn_prune(coalesce(jsonb_object_agg(key, total), '{}'::jsonb))
             FROM (SELECT key, sum(value::bigint) AS total
                   FROM (SELECT * FROM jsonb_each_text($1)
@@ -59,7 +61,7 @@ BEGIN
 
     EXECUTE $sql$
         CREATE FUNCTION topn_add(jsonb, text) RETURNS jsonb
-        LANGUAGE sql STABLE AS $fn$
+        LANGUAGE sql IMMUTABLE AS $fn$
             SELECT CASE WHEN $2 IS NULL THEN coalesce($1, '{}'::jsonb)
                         ELSE topn_union(coalesce($1, '{}'::jsonb), jsonb_build_object($2, 1))
                    END
@@ -70,7 +72,7 @@ BEGIN
     -- is cheap) and count once at the end.
     EXECUTE $sql$
         CREATE FUNCTION topn_pack_items(items text[]) RETURNS jsonb
-        LANGUAGE sql STABLE AS $fn$
+        LANGUAGE sql IMMUTABLE AS $fn$
             SELECT topn_prune(coalesce(jsonb_object_agg(item, frequency), '{}'::jsonb))
             FROM (SELECT item, count(*) AS frequency
                   FROM unnest(items) AS item
@@ -85,7 +87,7 @@ BEGIN
 
     EXECUTE $sql$
         CREATE FUNCTION topn_pack_counters(counters jsonb[]) RETURNS jsonb
-        LANGUAGE sql STABLE AS $fn$
+        LANGUAGE sql IMMUTABLE AS $fn$
             SELECT topn_prune(coalesce(jsonb_object_agg(key, total), '{}'::jsonb))
             FROM (SELECT e.key, sum(e.value::bigint) AS total
                   FROM unnest(counters) AS c (counter)

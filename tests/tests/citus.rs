@@ -6,6 +6,7 @@
 //! packaged for Debian, so CI runs without it).
 
 use chrono::Utc;
+use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, Ingestor};
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
@@ -22,6 +23,22 @@ const RESET: &str = "
         ingest_ledger_batches, tenants, partition_settings, refinery_schema_history CASCADE;
     DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
         maintain_partitions(text, timestamptz), compact_ingest_ledger();
+    DROP TABLE IF EXISTS rollup_events_5min, rollup_events_1hour, rollup_events_1day, event_id_ranges,
+        rollup_state CASCADE;
+    DROP PROCEDURE IF EXISTS run_rollups();
+    DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
+        apply_rollup_retention();
+    DO $topn$
+    BEGIN
+        -- The SQL stand-in for TopN, unless the extension provides the names.
+        IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'topn') THEN
+            DROP AGGREGATE IF EXISTS topn_add_agg(text), topn_union_agg(jsonb);
+            DROP FUNCTION IF EXISTS topn_counters(), topn_prune(jsonb), topn(jsonb, integer),
+                topn_union(jsonb, jsonb), topn_add(jsonb, text), topn_pack_items(text[]),
+                topn_pack_counters(jsonb[]);
+        END IF;
+    END
+    $topn$;
 ";
 
 #[tokio::test]
@@ -164,6 +181,115 @@ async fn schema_and_ingest_on_citus() {
         .unwrap();
     assert_eq!((r.stored, r.dead_lettered), (1, 1));
     assert_eq!(dead_letter_reason(&client, 305).await, "no_partition");
+
+    rollups_on_citus(&mut client).await;
+}
+
+/// The rollups are colocated with events, their INSERT .. SELECT is pushed down to the shards,
+/// and their totals equal the raw events.
+async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
+    let colocated: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN \
+             ('events'::regclass, 'rollup_events_5min'::regclass, 'rollup_events_1hour'::regclass, \
+              'rollup_events_1day'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(colocated, 1, "rollup tables are colocated with events");
+
+    for r in Rollup::ALL {
+        let statement: String = client
+            .query_one("SELECT rollup_statement($1)", &[&r.name()])
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "PREPARE rollup_{0} (bigint, bigint, timestamptz, timestamptz, timestamptz) AS {statement}",
+                r.name()
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .query(
+                &format!(
+                    "EXPLAIN (COSTS OFF) EXECUTE rollup_{}(0, 1000000, '-infinity', 'infinity', '-infinity')",
+                    r.name()
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("INSERT/SELECT method"),
+            "{r}: not pushed down:\n{plan}"
+        );
+        assert!(
+            plan.contains("Task Count: 32"),
+            "{r}: one task per shard:\n{plan}"
+        );
+        client
+            .batch_execute(&format!("DEALLOCATE rollup_{}", r.name()))
+            .await
+            .unwrap();
+    }
+
+    let advances = rollup::run(client).await.expect("rollups on Citus");
+    assert!(advances.iter().all(|a| a.window_end > a.window_start));
+    let raw = client
+        .query(
+            "SELECT tenant_id, count(*), coalesce(sum(revenue), 0)::text FROM events \
+             GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let raw: Vec<(i64, i64, String)> = raw.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    for r in Rollup::ALL {
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT tenant_id, sum(event_count)::bigint, sum(revenue)::text FROM {} \
+                     GROUP BY 1 ORDER BY 1",
+                    r.table()
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let rolled: Vec<(i64, i64, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(rolled, raw, "{r} totals equal the raw events");
+    }
+    let again = rollup::run(client).await.unwrap();
+    assert!(again.iter().all(|a| a.rows == 0));
+    let devices: i64 = client
+        .query_one(
+            "SELECT hll_cardinality(hll_union_agg(devices))::bigint FROM rollup_events_1day \
+             WHERE tenant_id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let exact: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT device_id) FROM events WHERE tenant_id = 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(devices, exact);
 }
 
 async fn dead_letter_reason(client: &tokio_postgres::Client, sequence: i64) -> String {
