@@ -27,19 +27,9 @@ BEGIN
     $sql$;
 
     -- Declared IMMUTABLE like the extension's functions, although the counter count is a
-    -- setting: Citus accepts only immutable functions in an upsert's DO UPDATE SET.
-    -- Keeps the most frequent items (ties broken by item, so the result is deterministic).
-    EXECUTE $sql$
-        CREATE FUNCTION topn_prune(counts jsonb) RETURNS jsonb
-        LANGUAGE sql IMMUTABLE AS $fn$
-            SELECT coalesce(jsonb_object_agg(item, frequency), '{}'::jsonb)
-            FROM (SELECT key AS item, value::bigint AS frequency
-                  FROM jsonb_each_text(counts)
-                  ORDER BY 2 DESC, 1
-                  LIMIT topn_counters()) kept
-        $fn$
-    $sql$;
-
+    -- setting: Citus accepts only immutable functions in an upsert's DO UPDATE SET. Each
+    -- function is one statement that counts, orders and prunes at once: these run once per
+    -- rollup row, and their per-call cost is most of what the stand-in costs a rollup.
     EXECUTE $sql$
         CREATE FUNCTION topn(jsonb, integer) RETURNS TABLE (item text, frequency bigint)
         LANGUAGE sql IMMUTABLE STRICT AS $fn$
@@ -50,12 +40,14 @@ BEGIN
     EXECUTE $sql$
         CREATE FUNCTION topn_union(jsonb, jsonb) RETURNS jsonb
         LANGUAGE sql IMMUTABLE STRICT AS $fn$
-            SELECT topn_prune(coalesce(jsonb_object_agg(key, total), '{}'::jsonb))
+            SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb)
             FROM (SELECT key, sum(value::bigint) AS total
                   FROM (SELECT * FROM jsonb_each_text($1)
                         UNION ALL
                         SELECT * FROM jsonb_each_text($2)) both_sides
-                  GROUP BY key) summed
+                  GROUP BY key
+                  ORDER BY 2 DESC, 1
+                  LIMIT topn_counters()) kept
         $fn$
     $sql$;
 
@@ -73,11 +65,17 @@ BEGIN
     EXECUTE $sql$
         CREATE FUNCTION topn_pack_items(items text[]) RETURNS jsonb
         LANGUAGE sql IMMUTABLE AS $fn$
-            SELECT topn_prune(coalesce(jsonb_object_agg(item, frequency), '{}'::jsonb))
-            FROM (SELECT item, count(*) AS frequency
-                  FROM unnest(items) AS item
-                  WHERE item IS NOT NULL
-                  GROUP BY item) counted
+            SELECT CASE
+                WHEN cardinality(items) = 1 AND items[1] IS NOT NULL
+                    THEN jsonb_build_object(items[1], 1)
+                ELSE (SELECT coalesce(jsonb_object_agg(item, frequency), '{}'::jsonb)
+                      FROM (SELECT item, count(*) AS frequency
+                            FROM unnest(items) AS item
+                            WHERE item IS NOT NULL
+                            GROUP BY item
+                            ORDER BY 2 DESC, 1
+                            LIMIT topn_counters()) kept)
+            END
         $fn$
     $sql$;
     EXECUTE $sql$
@@ -88,11 +86,13 @@ BEGIN
     EXECUTE $sql$
         CREATE FUNCTION topn_pack_counters(counters jsonb[]) RETURNS jsonb
         LANGUAGE sql IMMUTABLE AS $fn$
-            SELECT topn_prune(coalesce(jsonb_object_agg(key, total), '{}'::jsonb))
+            SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb)
             FROM (SELECT e.key, sum(e.value::bigint) AS total
                   FROM unnest(counters) AS c (counter)
                   CROSS JOIN LATERAL jsonb_each_text(c.counter) AS e
-                  GROUP BY e.key) summed
+                  GROUP BY e.key
+                  ORDER BY 2 DESC, 1
+                  LIMIT topn_counters()) kept
         $fn$
     $sql$;
     EXECUTE $sql$
