@@ -2,11 +2,12 @@
 //! `/ingest` end to end (HTTP envelope, validation, dedup, binary COPY, ledger), into the same
 //! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
 
-use crate::{envelope, post, traffic::Traffic};
 use anyhow::{bail, Context};
 use chrono::{Duration, Utc};
 use remarketable_core::db;
 use remarketable_core::event::{parse_event, EventLimits, ValidEvent};
+use remarketable_loadgen::deliver::{envelope, post_ingest};
+use remarketable_loadgen::traffic::{Traffic, TrafficConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -81,14 +82,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.events, args.tenants
     );
     let now = Utc::now();
-    let mut traffic = Traffic::new(args.seed, args.tenants);
+    // Valid, timely, unique events only: the benchmark compares rows stored.
+    let mut traffic = Traffic::new(TrafficConfig::valid_only(args.seed, args.tenants));
     let enqueued: Vec<_> = (0..args.events)
         .map(|i| now - Duration::milliseconds((args.events - i) as i64))
         .collect();
-    let bodies: Vec<String> = enqueued
-        .iter()
-        .map(|t| traffic.event(*t).to_string())
-        .collect();
+    let bodies: Vec<String> = enqueued.iter().map(|t| traffic.next(*t).body).collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
 
     // The rows the handler will store, as CSV for \copy.
@@ -294,7 +293,7 @@ async fn deliver(
             let batches = batches.clone();
             tokio::spawn(async move {
                 for body in batches {
-                    let answer = post(&http, &url, body).await?;
+                    let answer = post_ingest(&http, &url, body).await?;
                     if answer["ReturnValue"]["dead_lettered"].as_u64() != Some(0) {
                         bail!("unexpected dead letters: {}", answer["Logs"]);
                     }

@@ -1,26 +1,36 @@
-//! `loadgen`: realistic storefront traffic for a running handler, and the ingest benchmark.
+//! `loadgen`: realistic storefront traffic with a truth file, the check of a database against
+//! that truth, and the ingest benchmark.
 //!
 //! ```text
-//! loadgen send --url http://127.0.0.1:7072/ingest [--events 20000] [--partitions 4] [--rate 2000]
+//! loadgen send --to ingest --url http://127.0.0.1:7072/ingest --events 20000 --truth t.json
+//! loadgen send --to hub --duration 5m --rate 2000 --truth t.json
+//! loadgen check --truth t.json --database-url postgres://...
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
+//! loadgen bench-rollup --database-url postgres://...
 //! ```
-//! `send` plays the Event Hubs trigger: it posts batches in the host's envelope to `/ingest`
-//! (until devhost exists, it is how traffic reaches a local handler).
+//! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
 mod bench;
-mod traffic;
+mod bench_rollup;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use clap::{Parser, Subcommand, ValueEnum};
+use remarketable_core::event::EventLimits;
+use remarketable_loadgen::deliver::RetryPolicy;
+use remarketable_loadgen::send::{self, SendOptions, Target};
+use remarketable_loadgen::traffic::TrafficConfig;
+use remarketable_loadgen::truth::Truth;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
     name = "loadgen",
-    about = "ReMarketable traffic generator and ingest benchmark"
+    about = "ReMarketable traffic generator, truth check and ingest benchmark"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,169 +39,284 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Send generated events to a handler's /ingest as Event Hubs batches.
+    /// Send generated events to a handler's /ingest or to devhost's hub, keeping a truth file.
     Send(SendArgs),
+    /// Compare a database with a truth file; exit status 1 on any difference.
+    Check(CheckArgs),
     /// Benchmark: the handler's /ingest end to end against `psql \copy` of the same rows.
     BenchIngest(bench::BenchArgs),
+    /// Benchmark: rollup throughput next to a plain INSERT .. SELECT .. GROUP BY, and the run
+    /// time of empty and one-batch windows with 24 and 720 partitions.
+    BenchRollup(bench_rollup::BenchRollupArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum To {
+    /// A handler's /ingest, as Event Hubs trigger invocations.
+    Ingest,
+    /// devhost's producer endpoint, as NDJSON.
+    Hub,
 }
 
 #[derive(clap::Args)]
 struct SendArgs {
-    /// The handler's ingest endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:7072/ingest")]
-    url: String,
-    #[arg(long, default_value_t = 20_000)]
-    events: usize,
-    /// Events per batch (the host's maxEventBatchSize).
-    #[arg(long, default_value_t = 1000)]
-    batch: usize,
-    /// Hub partitions, each delivering its batches in order, all in parallel.
-    #[arg(long, default_value_t = 4)]
-    partitions: usize,
-    /// Events per second across partitions (0: as fast as the handler takes them).
+    #[arg(long, value_enum, default_value = "ingest")]
+    to: To,
+    /// The endpoint. Default: http://127.0.0.1:7072/ingest, or for the hub
+    /// http://127.0.0.1:7071/admin/hubs/{hub}/events.
+    #[arg(long)]
+    url: Option<String>,
+    /// The hub's name (hub target).
+    #[arg(long, default_value = "clickstream")]
+    hub: String,
+    /// Total events to send (default 20000 unless --duration is given).
+    #[arg(long)]
+    events: Option<u64>,
+    /// How long to send, e.g. 90s, 5m, 1h (with --events, whichever comes first).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Events per second (0: as fast as the target takes them).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Number of tenants (1..=N); register them first (`remarketable tenant add`).
+    /// Most events per chunk (the host's maxEventBatchSize, or one hub request).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Ingest target: hub partitions, each delivering its batches in order, all in parallel.
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
+    /// Hub target: chunks in flight at once.
+    #[arg(long, default_value_t = 2)]
+    parallel: usize,
+    /// Tenants 1..=N, all registered (`remarketable tenant add`).
     #[arg(long, default_value_t = 20)]
     tenants: i64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// A file remembering each partition's next sequence number, so that a later run
-    /// continues the stream without a gap. Without it, sequence numbers start from the clock.
+    /// Share of late events (event time minutes to hours before enqueue).
+    #[arg(long, default_value_t = 0.03)]
+    late_share: f64,
+    /// Share of malformed events (dead-lettered, each kind with its reason code).
+    #[arg(long, default_value_t = 0.02)]
+    malformed_share: f64,
+    /// Share of producer-side duplicates (the same body sent again; stored again).
+    #[arg(long, default_value_t = 0.01)]
+    duplicate_share: f64,
+    /// The ingest path's EVENT_RETENTION_DAYS (late and outside-retention events follow it).
+    #[arg(long, default_value_t = 30)]
+    retention_days: i64,
+    /// The truth file to add this run to (created if missing).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Ingest target: a file remembering each partition's next sequence number, so a later
+    /// run continues the stream without a gap. Without it, sequence numbers start from the
+    /// clock.
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Give up on a chunk after retrying this long.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    retry_for: Duration,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[arg(long)]
+    truth: PathBuf,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Send(args) => send(args).await,
-        Command::BenchIngest(args) => bench::run(args).await,
+        Command::Send(args) => send(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => check(args).await,
+        Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// An Event Hubs trigger invocation (the plain encoding) for one partition's batch.
-pub fn envelope(
-    partition: usize,
-    first_sequence: i64,
-    enqueued: &[DateTime<Utc>],
-    bodies: &[String],
-) -> Value {
-    let sequences: Vec<i64> = (0..bodies.len() as i64)
-        .map(|i| first_sequence + i)
-        .collect();
-    json!({
-        "Data": {"events": bodies},
-        "Metadata": {
-            "PartitionContext": {
-                "FullyQualifiedNamespace": "loadgen.local",
-                "EventHubName": "clickstream",
-                "ConsumerGroup": "$Default",
-                "PartitionId": partition.to_string(),
-            },
-            "SequenceNumberArray": sequences,
-            "OffsetArray": sequences.iter().map(|s| (s * 400).to_string()).collect::<Vec<_>>(),
-            "EnqueuedTimeUtcArray": enqueued
-                .iter()
-                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string())
-                .collect::<Vec<_>>(),
-        }
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
     })
 }
 
-/// Posts one invocation; the handler answers 200 only once the batch is durable.
-pub async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-    let response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        bail!("{url} answered {status}: {text}");
-    }
-    Ok(serde_json::from_str(&text)?)
-}
-
 async fn send(args: SendArgs) -> anyhow::Result<()> {
-    if args.batch == 0 || args.partitions == 0 {
-        bail!("--batch and --partitions must be at least 1");
+    for (name, share) in [
+        ("--late-share", args.late_share),
+        ("--malformed-share", args.malformed_share),
+        ("--duplicate-share", args.duplicate_share),
+    ] {
+        if !(0.0..=1.0).contains(&share) {
+            bail!("{name} must be between 0 and 1");
+        }
     }
-    let mut next = next_sequences(args.state.as_deref(), args.partitions)?;
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    let mut traffic = traffic::Traffic::new(args.seed, args.tenants);
-    let (events, batch) = (args.events, args.batch);
-    let mut sent = 0usize;
-    let mut stored = 0u64;
-    let mut dead = 0u64;
-    let mut last_report = Instant::now();
-    while sent < events {
-        let mut tasks = Vec::new();
-        for (partition, next) in next.iter_mut().enumerate() {
-            let n = batch.min(events - sent);
-            if n == 0 {
-                break;
-            }
-            let now = Utc::now();
-            let enqueued = vec![now; n];
-            let bodies: Vec<String> = (0..n).map(|_| traffic.event(now).to_string()).collect();
-            let body = serde_json::to_vec(&envelope(partition, *next, &enqueued, &bodies))?;
-            *next += n as i64;
-            let client = client.clone();
-            let url = args.url.clone();
-            tasks.push(tokio::spawn(async move { post(&client, &url, body).await }));
-            sent += n;
+    if args.tenants < 1 || args.retention_days < 1 {
+        bail!("--tenants and --retention-days must be at least 1");
+    }
+    let args_to = args.to;
+    let target = match args.to {
+        To::Ingest => Target::Ingest {
+            url: args
+                .url
+                .unwrap_or_else(|| "http://127.0.0.1:7072/ingest".into()),
+            partitions: args.partitions,
+        },
+        To::Hub => Target::Hub {
+            url: args
+                .url
+                .unwrap_or_else(|| format!("http://127.0.0.1:7071/admin/hubs/{}/events", args.hub)),
+            parallel: args.parallel,
+        },
+    };
+    let events = match (args.events, args.duration) {
+        (None, None) => Some(20_000),
+        (events, _) => events,
+    };
+    let opts = SendOptions {
+        target,
+        traffic: TrafficConfig {
+            seed: args.seed,
+            tenants: args.tenants,
+            late_share: args.late_share,
+            malformed_share: args.malformed_share,
+            duplicate_share: args.duplicate_share,
+            limits: EventLimits {
+                retention: chrono::Duration::days(args.retention_days),
+                ..EventLimits::default()
+            },
+        },
+        events,
+        duration: args.duration,
+        rate: args.rate,
+        batch: args.batch,
+        truth: args.truth,
+        state: args.state,
+        retry: RetryPolicy {
+            give_up_after: args.retry_for,
+            ..RetryPolicy::default()
+        },
+        timeout: Duration::from_secs(60),
+        progress: !args.quiet,
+        clock: chrono::Utc::now,
+    };
+    // Ctrl-C ends the run after the round in flight, with the truth file written.
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.store(true, Ordering::Relaxed);
         }
-        for t in tasks {
-            let answer = t.await??;
-            stored += answer["ReturnValue"]["stored"].as_u64().unwrap_or(0);
-            dead += answer["ReturnValue"]["dead_lettered"].as_u64().unwrap_or(0);
-        }
-        if let Some(path) = &args.state {
-            // Written after the handler acknowledged the round, like a checkpoint.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&next)?)?;
-            std::fs::rename(&tmp, path)?;
-        }
-        if args.rate > 0 {
-            let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) || sent == events {
-            let secs = started.elapsed().as_secs_f64();
-            eprintln!(
-                "sent {sent}/{events} events ({:.0}/s): stored {stored}, dead-lettered {dead}",
-                sent as f64 / secs
-            );
-            last_report = Instant::now();
-        }
+    });
+    let s = send::run(opts, stop).await?;
+    let secs = (s.elapsed_ms as f64 / 1000.0).max(0.001);
+    eprintln!(
+        "sent {} events in {secs:.1} s ({:.0}/s): {} acknowledged, {} malformed, {} late, \
+         {} producer duplicates, {} retries, {} uncertain resends",
+        s.generated,
+        s.generated as f64 / secs,
+        s.acknowledged,
+        s.malformed,
+        s.late,
+        s.producer_duplicates,
+        s.retries,
+        s.uncertain_resends
+    );
+    if let To::Ingest = args_to {
+        let h = s.handler;
+        eprintln!(
+            "the handler reported: {} stored, {} dead-lettered, {} duplicates",
+            h.stored, h.dead_lettered, h.duplicates
+        );
+    }
+    if s.disagreements > 0 {
+        eprintln!(
+            "warning: for {} batches the handler's counts differ from the truth's (tenants not \
+             registered? EVENT_* limits other than loadgen's?); `loadgen check` shows where",
+            s.disagreements
+        );
+    }
+    if s.uncertain_resends > 0 {
+        eprintln!(
+            "note: {} chunks got no answer and were sent again; the hub may hold them twice \
+             (recorded in the truth file as uncertain resends)",
+            s.uncertain_resends
+        );
+    }
+    if s.interrupted {
+        eprintln!("interrupted: the truth file holds what the target acknowledged");
     }
     Ok(())
 }
 
-/// Each partition's next sequence number: from the state file when there is one, otherwise
-/// from the clock (so runs without state still move forward).
-fn next_sequences(state: Option<&std::path::Path>, partitions: usize) -> anyhow::Result<Vec<i64>> {
-    let mut next: Vec<i64> = match state {
-        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)
-            .with_context(|| format!("{} is not a loadgen state file", path.display()))?,
-        _ => Vec::new(),
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let truth = Truth::load(&args.truth)?;
+    let config = tokio_postgres::Config::from_str(&args.database_url)
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
+    let mut client = remarketable_core::db::connect(&config)
+        .await
+        .context("connect to DATABASE_URL")?;
+    let report = remarketable_loadgen::check::check(&mut client, &truth).await?;
+    println!("{report}");
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `90`, `90s`, `5m`, `2h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
     };
-    let fresh = Utc::now().timestamp_millis() * 1000;
-    next.resize(partitions.max(next.len()), fresh);
-    next.truncate(partitions);
-    Ok(next)
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 5m or 1h"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_or_without_a_unit() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "send",
+            "--to",
+            "hub",
+            "--duration",
+            "5m",
+            "--rate",
+            "2000",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        assert!(args.to == To::Hub && args.duration == Some(Duration::from_secs(300)));
+    }
 }

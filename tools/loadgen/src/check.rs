@@ -1,0 +1,602 @@
+//! `loadgen check`: the database against the truth file.
+//!
+//! Compared, all in one read-only snapshot:
+//! - per tenant and UTC hour of event time: stored events, purchases, revenue, distinct
+//!   devices and sessions;
+//! - per tenant: distinct devices and sessions over all hours;
+//! - dead letters per reason code and tenant (or without a tenant);
+//! - the ledger: `received = stored + duplicates + dead_lettered`, its `stored` equal to the
+//!   rows of `events`, its `dead_lettered` equal to the rows of `dead_letters`, and
+//!   `received - duplicates` equal to the events delivered.
+//!
+//! Without uncertain resends every figure must match exactly. With them, a figure may lie
+//! between the expected value and the expected value plus every possible extra copy of the
+//! uncertain chunks ([`Truth::upper_bound`]); the report says so.
+
+use crate::truth::{HourTally, Tally, Truth};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{self, Display};
+use std::str::FromStr;
+use tokio_postgres::IsolationLevel;
+
+/// One figure that is not what the truth allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub what: String,
+    pub tenant: Option<i64>,
+    pub hour: Option<DateTime<Utc>>,
+    /// The value, or the allowed range `lo..=hi`.
+    pub expected: String,
+    pub actual: String,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub differences: Vec<Difference>,
+    /// Rows of `events` and `dead_letters`.
+    pub events: i64,
+    pub dead_letters: i64,
+    pub tenants: usize,
+    pub tenant_hours: usize,
+    /// Uncertain resends and the extra events they allow.
+    pub uncertain_resends: usize,
+    pub allowed_extra_events: u64,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+impl Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.differences.is_empty() {
+            writeln!(
+                f,
+                "{:<34} {:>11} {:<17} {:>22} {:>14}",
+                "difference", "tenant", "hour (UTC)", "expected", "actual"
+            )?;
+            for d in &self.differences {
+                let tenant = d.tenant.map_or("-".into(), |t| t.to_string());
+                let hour = d
+                    .hour
+                    .map_or("-".into(), |h| h.format("%Y-%m-%dT%H:%MZ").to_string());
+                writeln!(
+                    f,
+                    "{:<34} {:>11} {:<17} {:>22} {:>14}",
+                    d.what, tenant, hour, d.expected, d.actual
+                )?;
+            }
+        }
+        if self.uncertain_resends > 0 {
+            writeln!(
+                f,
+                "note: {} uncertain resend(s): the hub may hold those chunks more than once, so \
+                 up to {} extra events (and their dead letters) are allowed",
+                self.uncertain_resends, self.allowed_extra_events
+            )?;
+        }
+        if self.is_ok() {
+            write!(
+                f,
+                "check: OK: the database matches the truth ({} events of {} tenants in {} \
+                 tenant-hours, {} dead letters, ledger consistent)",
+                self.events, self.tenants, self.tenant_hours, self.dead_letters
+            )
+        } else {
+            write!(
+                f,
+                "check: FAILED: {} difference(s) between the database and the truth",
+                self.differences.len()
+            )
+        }
+    }
+}
+
+struct Ledger {
+    received: i64,
+    stored: i64,
+    duplicates: i64,
+    dead_lettered: i64,
+    events: i64,
+    dead_letter_rows: i64,
+}
+
+/// Why a check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("querying the database failed")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("the database's revenue sum {0:?} is not a decimal this tool can hold")]
+    Revenue(String),
+}
+
+/// Compares the database `client` is connected to with `truth`.
+pub async fn check(
+    client: &mut tokio_postgres::Client,
+    truth: &Truth,
+) -> Result<CheckReport, CheckError> {
+    // One snapshot, so that an ingest running meanwhile cannot make the figures disagree.
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut hours = BTreeMap::new();
+    for row in tx
+        .query(include_str!("../sql/check_hours.sql"), &[])
+        .await?
+    {
+        let revenue: String = row.get("revenue");
+        let cell = Actual {
+            events: row.get("events"),
+            purchases: row.get("purchases"),
+            revenue: Decimal::from_str(&revenue).map_err(|_| CheckError::Revenue(revenue))?,
+            devices: row.get("devices"),
+            sessions: row.get("sessions"),
+        };
+        hours.insert((row.get::<_, i64>("tenant_id"), row.get("hour")), cell);
+    }
+    let mut tenants = BTreeMap::new();
+    for row in tx
+        .query(include_str!("../sql/check_tenants.sql"), &[])
+        .await?
+    {
+        let distinct: (i64, i64) = (row.get("devices"), row.get("sessions"));
+        tenants.insert(row.get::<_, i64>("tenant_id"), distinct);
+    }
+    let mut dead = BTreeMap::new();
+    for row in tx
+        .query(include_str!("../sql/check_dead_letters.sql"), &[])
+        .await?
+    {
+        let key: (String, Option<i64>) = (row.get("reason"), row.get("tenant_id"));
+        dead.insert(key, row.get::<_, i64>("dead_letters"));
+    }
+    let row = tx
+        .query_one(include_str!("../sql/check_ledger.sql"), &[])
+        .await?;
+    let ledger = Ledger {
+        received: row.get("received"),
+        stored: row.get("stored"),
+        duplicates: row.get("duplicates"),
+        dead_lettered: row.get("dead_lettered"),
+        events: row.get("events"),
+        dead_letter_rows: row.get("dead_letter_rows"),
+    };
+    tx.commit().await?;
+    let snapshot = Snapshot {
+        hours,
+        tenants,
+        dead_letters: dead,
+        ledger,
+    };
+    Ok(compare(truth, &snapshot))
+}
+
+/// What the database holds, as the check reads it.
+struct Snapshot {
+    /// Per (tenant, hour).
+    hours: BTreeMap<(i64, DateTime<Utc>), Actual>,
+    /// Distinct (devices, sessions) per tenant.
+    tenants: BTreeMap<i64, (i64, i64)>,
+    /// Per (reason, tenant).
+    dead_letters: BTreeMap<(String, Option<i64>), i64>,
+    ledger: Ledger,
+}
+
+/// One tenant-hour as the database has it.
+#[derive(Debug, Clone, Default)]
+struct Actual {
+    events: i64,
+    purchases: i64,
+    revenue: Decimal,
+    devices: i64,
+    sessions: i64,
+}
+
+fn compare(truth: &Truth, db: &Snapshot) -> CheckReport {
+    let (hours, tenants, dead, ledger) = (&db.hours, &db.tenants, &db.dead_letters, &db.ledger);
+    let expected = &truth.expected;
+    let upper = truth.upper_bound();
+    let mut out = Differences::default();
+    compare_hours(&mut out, expected, &upper, hours);
+    compare_tenants(&mut out, expected, &upper, tenants);
+    compare_dead_letters(&mut out, expected, &upper, dead);
+    compare_ledger(&mut out, expected, &upper, ledger);
+    CheckReport {
+        differences: out.0,
+        events: ledger.events,
+        dead_letters: ledger.dead_letter_rows,
+        tenants: tenants.len(),
+        tenant_hours: hours.len(),
+        uncertain_resends: truth.uncertain_resends.len(),
+        allowed_extra_events: upper.delivered - expected.delivered,
+    }
+}
+
+#[derive(Default)]
+struct Differences(Vec<Difference>);
+
+impl Differences {
+    /// Records a difference unless `lo <= actual <= hi`.
+    fn range<T: PartialOrd + Display>(
+        &mut self,
+        what: &str,
+        tenant: Option<i64>,
+        hour: Option<DateTime<Utc>>,
+        (lo, hi): (T, T),
+        actual: T,
+    ) {
+        if actual >= lo && actual <= hi {
+            return;
+        }
+        let expected = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}..={hi}")
+        };
+        self.0.push(Difference {
+            what: what.into(),
+            tenant,
+            hour,
+            expected,
+            actual: actual.to_string(),
+        });
+    }
+}
+
+fn compare_hours(
+    out: &mut Differences,
+    expected: &Tally,
+    upper: &Tally,
+    hours: &BTreeMap<(i64, DateTime<Utc>), Actual>,
+) {
+    let cell = |t: &Tally, tenant: i64, hour: DateTime<Utc>| {
+        t.stored
+            .get(&tenant)
+            .and_then(|h| h.get(&hour))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut keys: BTreeSet<(i64, DateTime<Utc>)> = hours.keys().copied().collect();
+    for (tenant, h) in &upper.stored {
+        keys.extend(h.keys().map(|hour| (*tenant, *hour)));
+    }
+    for (tenant, hour) in keys {
+        let (lo, hi): (HourTally, HourTally) =
+            (cell(expected, tenant, hour), cell(upper, tenant, hour));
+        let actual = hours.get(&(tenant, hour)).cloned().unwrap_or_default();
+        let (t, h) = (Some(tenant), Some(hour));
+        let count = |n: u64| n as i64;
+        out.range(
+            "events",
+            t,
+            h,
+            (count(lo.events), count(hi.events)),
+            actual.events,
+        );
+        out.range(
+            "purchases",
+            t,
+            h,
+            (count(lo.purchases), count(hi.purchases)),
+            actual.purchases,
+        );
+        // Normalized, so that 306.88 and 306.8800 print alike.
+        out.range(
+            "revenue",
+            t,
+            h,
+            (lo.revenue.normalize(), hi.revenue.normalize()),
+            actual.revenue.normalize(),
+        );
+        out.range(
+            "distinct devices",
+            t,
+            h,
+            (lo.devices.len() as i64, hi.devices.len() as i64),
+            actual.devices,
+        );
+        out.range(
+            "distinct sessions",
+            t,
+            h,
+            (lo.sessions.len() as i64, hi.sessions.len() as i64),
+            actual.sessions,
+        );
+    }
+}
+
+fn compare_tenants(
+    out: &mut Differences,
+    expected: &Tally,
+    upper: &Tally,
+    tenants: &BTreeMap<i64, (i64, i64)>,
+) {
+    let mut keys: BTreeSet<i64> = tenants.keys().copied().collect();
+    keys.extend(upper.stored.keys());
+    for tenant in keys {
+        let (lo_devices, lo_sessions) = expected.distinct_of(tenant);
+        let (hi_devices, hi_sessions) = upper.distinct_of(tenant);
+        let (devices, sessions) = tenants.get(&tenant).copied().unwrap_or_default();
+        let t = Some(tenant);
+        out.range(
+            "distinct devices of the tenant",
+            t,
+            None,
+            (lo_devices as i64, hi_devices as i64),
+            devices,
+        );
+        out.range(
+            "distinct sessions of the tenant",
+            t,
+            None,
+            (lo_sessions as i64, hi_sessions as i64),
+            sessions,
+        );
+    }
+}
+
+fn compare_dead_letters(
+    out: &mut Differences,
+    expected: &Tally,
+    upper: &Tally,
+    dead: &BTreeMap<(String, Option<i64>), i64>,
+) {
+    let count = |t: &Tally, reason: &str, tenant: Option<i64>| -> i64 {
+        let Some(c) = t.dead_letters.get(reason) else {
+            return 0;
+        };
+        (match tenant {
+            None => c.unattributed,
+            Some(id) => c.tenants.get(&id).copied().unwrap_or_default(),
+        }) as i64
+    };
+    let mut keys: BTreeSet<(String, Option<i64>)> = dead.keys().cloned().collect();
+    for (reason, c) in &upper.dead_letters {
+        if c.unattributed > 0 {
+            keys.insert((reason.clone(), None));
+        }
+        keys.extend(c.tenants.keys().map(|t| (reason.clone(), Some(*t))));
+    }
+    for (reason, tenant) in keys {
+        out.range(
+            &format!("dead letters {reason}"),
+            tenant,
+            None,
+            (
+                count(expected, &reason, tenant),
+                count(upper, &reason, tenant),
+            ),
+            dead.get(&(reason.clone(), tenant)).copied().unwrap_or(0),
+        );
+    }
+}
+
+fn compare_ledger(out: &mut Differences, expected: &Tally, upper: &Tally, l: &Ledger) {
+    let identity = l.stored + l.duplicates + l.dead_lettered;
+    out.range(
+        "ledger received = stored+dup+dead",
+        None,
+        None,
+        (identity, identity),
+        l.received,
+    );
+    out.range(
+        "ledger stored = rows of events",
+        None,
+        None,
+        (l.events, l.events),
+        l.stored,
+    );
+    out.range(
+        "ledger dead_lettered = dead rows",
+        None,
+        None,
+        (l.dead_letter_rows, l.dead_letter_rows),
+        l.dead_lettered,
+    );
+    out.range(
+        "ledger received - duplicates",
+        None,
+        None,
+        (expected.delivered as i64, upper.delivered as i64),
+        l.received - l.duplicates,
+    );
+    out.range(
+        "events stored (total)",
+        None,
+        None,
+        (expected.stored_total() as i64, upper.stored_total() as i64),
+        l.events,
+    );
+    out.range(
+        "dead letters (total)",
+        None,
+        None,
+        (
+            expected.dead_lettered_total() as i64,
+            upper.dead_lettered_total() as i64,
+        ),
+        l.dead_letter_rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::{Expected, Generated, StoredEvent};
+    use crate::truth::UncertainResend;
+    use remarketable_core::Reason;
+
+    fn hour() -> DateTime<Utc> {
+        "2026-11-26T10:00:00Z".parse().unwrap()
+    }
+
+    fn event(device: i64, revenue: Option<i64>) -> Generated {
+        Generated {
+            body: String::new(),
+            expected: Expected::Stored(StoredEvent {
+                tenant_id: 1,
+                event_time: hour() + chrono::Duration::minutes(device),
+                device_id: device,
+                session_id: device,
+                purchase: revenue.is_some(),
+                revenue: revenue.map(Decimal::from),
+            }),
+            malformed: None,
+            late: false,
+            producer_duplicate: false,
+        }
+    }
+
+    /// A database holding `events` stored events of tenant 1 (copies of at most two devices
+    /// and sessions, revenue 10 each for `purchases` of them) and `dead` bad_country dead
+    /// letters of tenant 1.
+    fn database(events: i64, purchases: i64, dead: i64) -> Snapshot {
+        let hours = BTreeMap::from([(
+            (1, hour()),
+            Actual {
+                events,
+                purchases,
+                revenue: Decimal::from(10 * purchases),
+                devices: events.min(2),
+                sessions: events.min(2),
+            },
+        )]);
+        let tenants = BTreeMap::from([(1, (events.min(2), events.min(2)))]);
+        let dead_letters = BTreeMap::from([(("bad_country".to_string(), Some(1)), dead)]);
+        let ledger = Ledger {
+            received: events + dead,
+            stored: events,
+            duplicates: 0,
+            dead_lettered: dead,
+            events,
+            dead_letter_rows: dead,
+        };
+        Snapshot {
+            hours,
+            tenants,
+            dead_letters,
+            ledger,
+        }
+    }
+
+    fn truth() -> (Truth, Tally) {
+        let mut chunk = Tally::default();
+        chunk.add(&event(1, None));
+        chunk.add(&event(2, Some(10)));
+        chunk.add(&Generated {
+            expected: Expected::DeadLettered {
+                reason: Reason::BadCountry,
+                tenant_id: Some(1),
+            },
+            ..event(0, None)
+        });
+        let mut truth = Truth::default();
+        truth.expected.merge(&chunk, 1);
+        (truth, chunk)
+    }
+
+    #[test]
+    fn exact_match_has_no_difference() {
+        let (truth, _) = truth();
+        let db = database(2, 1, 1);
+        let report = compare(&truth, &db);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.allowed_extra_events, 0);
+    }
+
+    #[test]
+    fn a_missing_purchase_shows_in_every_figure_it_touches() {
+        let (truth, _) = truth();
+        let db = database(1, 0, 1);
+        let report = compare(&truth, &db);
+        let what: Vec<&str> = report.differences.iter().map(|d| d.what.as_str()).collect();
+        assert_eq!(
+            what,
+            [
+                "events",
+                "purchases",
+                "revenue",
+                "distinct devices",
+                "distinct sessions",
+                "distinct devices of the tenant",
+                "distinct sessions of the tenant",
+                "ledger received - duplicates",
+                "events stored (total)"
+            ]
+        );
+        assert!(report
+            .to_string()
+            .ends_with("check: FAILED: 9 difference(s) between the database and the truth"));
+    }
+
+    #[test]
+    fn an_unexpected_tenant_is_a_difference() {
+        let (truth, _) = truth();
+        let mut db = database(2, 1, 1);
+        db.hours.insert(
+            (7, hour()),
+            Actual {
+                events: 1,
+                devices: 1,
+                sessions: 1,
+                ..Actual::default()
+            },
+        );
+        db.tenants.insert(7, (1, 1));
+        db.ledger.events += 1;
+        db.ledger.stored += 1;
+        db.ledger.received += 1;
+        let report = compare(&truth, &db);
+        assert!(
+            report
+                .differences
+                .iter()
+                .any(|d| d.tenant == Some(7) && d.what == "events" && d.expected == "0"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn uncertain_resends_allow_their_copies_and_no_more() {
+        let (mut truth, chunk) = truth();
+        truth.uncertain_resends.push(UncertainResend {
+            at: Utc::now(),
+            events: 3,
+            extra_copies: 1,
+            acknowledged: true,
+            tally: chunk,
+        });
+        // Once or twice in the hub: both fine.
+        for (events, purchases, dead) in [(2, 1, 1), (4, 2, 2)] {
+            let db = database(events, purchases, dead);
+            let report = compare(&truth, &db);
+            assert!(report.is_ok(), "{report}");
+            assert_eq!(report.allowed_extra_events, 3);
+            assert!(
+                report.to_string().contains("up to 3 extra events"),
+                "{report}"
+            );
+        }
+        // Three times: too many.
+        let db = database(6, 3, 3);
+        let report = compare(&truth, &db);
+        let events = report
+            .differences
+            .iter()
+            .find(|d| d.what == "events")
+            .unwrap();
+        assert_eq!(
+            (events.expected.as_str(), events.actual.as_str()),
+            ("2..=4", "6")
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! # remarketable-loadgen
+//!
+//! Realistic storefront traffic for ReMarketable's ingest path, a truth file saying what the
+//! database must hold afterwards, and the check that compares the two.
+//!
+//! - [`traffic`]: the generator (Zipf tenants, devices, multi-event sessions, campaigns, late
+//!   events, producer duplicates), deterministic per seed; every event carries its
+//!   [`traffic::Expected`] outcome.
+//! - [`malformed`]: malformed events of many kinds, each labelled with the dead-letter reason
+//!   code the ingest path gives it.
+//! - [`deliver`]: the two targets (a handler's `/ingest` as Event Hubs trigger invocations;
+//!   devhost's hub producer endpoint as NDJSON) and the retry rules.
+//! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
+//! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
+//! - [`check`]: the database against the truth.
+//!
+//! The `loadgen` binary is a thin command line over these, plus the ingest benchmark.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod deliver;
+pub mod malformed;
+pub mod send;
+pub mod traffic;
+pub mod truth;
