@@ -164,12 +164,19 @@ pub struct App {
 impl App {
     /// Reads an app root. `overrides` fill settings missing from local.settings.json (the
     /// binary passes the devhost key settings from its environment here).
-    pub fn load(root: &Path, overrides: &BTreeMap<String, String>) -> Result<App, AppError> {
+    /// `defaults` apply where local.settings.json has no value; `overrides` replace its value
+    /// (as an app setting changed on the deployed app would).
+    pub fn load(
+        root: &Path,
+        defaults: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<App, AppError> {
         let host_json = read_json(&root.join("host.json"))?;
         let mut values = read_values(&root.join("local.settings.json"))?;
-        for (k, v) in overrides {
+        for (k, v) in defaults {
             values.entry(k.clone()).or_insert_with(|| v.clone());
         }
+        values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         let host = parse_host(&host_json)?;
         let mut functions = Vec::new();
         for dir in function_dirs(&root.join("functions"))? {
@@ -687,7 +694,7 @@ mod tests {
         // The repository's own app root: the spec devhost must accept as is.
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let keys = BTreeMap::from([(FUNCTION_KEY_SETTING.to_string(), "k".to_string())]);
-        let app = App::load(&root, &keys).unwrap();
+        let app = App::load(&root, &keys, &BTreeMap::new()).unwrap();
         let names: Vec<&str> = app.functions.iter().map(|f| f.name.as_str()).collect();
         assert!(
             names.contains(&"collect")
@@ -703,5 +710,24 @@ mod tests {
         let ingest = app.function("ingest").unwrap();
         assert_eq!(ingest.retry.as_ref().map(|r| r.max_retry_count), Some(-1));
         assert!(app.check_keys().is_ok());
+        assert!(names.contains(&"rollup"));
+    }
+
+    #[test]
+    fn defaults_fill_gaps_and_overrides_replace_values() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let defaults = BTreeMap::from([
+            (
+                "DATABASE_URL".to_string(),
+                "postgres://default/db".to_string(),
+            ),
+            ("ONLY_A_DEFAULT".to_string(), "d".to_string()),
+        ]);
+        let overrides = BTreeMap::from([("EVENTHUB_NAME".to_string(), "other-hub".to_string())]);
+        let app = App::load(&root, &defaults, &overrides).unwrap();
+        assert_ne!(app.values["DATABASE_URL"], "postgres://default/db");
+        assert_eq!(app.values["ONLY_A_DEFAULT"], "d");
+        // %EVENTHUB_NAME% in the bindings resolves to the overriding value.
+        assert_eq!(app.hub_names(), vec!["other-hub".to_string()]);
     }
 }

@@ -30,6 +30,8 @@ pub struct Options {
     pub encoding: Encoding,
     /// Settings used when local.settings.json does not define them (e.g. the devhost keys).
     pub extra_settings: BTreeMap<String, String>,
+    /// Settings that replace local.settings.json's values (`--setting KEY=VALUE`).
+    pub setting_overrides: BTreeMap<String, String>,
     /// How often the summary line may print; `None` never.
     pub summary_every: Option<Duration>,
 }
@@ -44,6 +46,7 @@ impl Options {
             partitions: 4,
             encoding: Encoding::Double,
             extra_settings: BTreeMap::new(),
+            setting_overrides: BTreeMap::new(),
             summary_every: Some(Duration::from_secs(5)),
         }
     }
@@ -76,8 +79,12 @@ impl Devhost {
         // Absolute paths: the handler runs in the app root, where relative ones would move.
         options.app_root = std::path::absolute(&options.app_root)?;
         options.handler = options.handler.map(std::path::absolute).transpose()?;
-        let app = App::load(&options.app_root, &options.extra_settings)
-            .with_context(|| format!("loading the app at {}", options.app_root.display()))?;
+        let app = App::load(
+            &options.app_root,
+            &options.extra_settings,
+            &options.setting_overrides,
+        )
+        .with_context(|| format!("loading the app at {}", options.app_root.display()))?;
         app.check_keys()?;
         let state_dir = options
             .state_dir

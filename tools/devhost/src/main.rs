@@ -30,6 +30,17 @@ struct Cli {
     /// Send Metadata arrays and Data.events as JSON, not as strings holding JSON.
     #[arg(long)]
     plain_encoding: bool,
+    /// KEY=VALUE replacing a value of local.settings.json (repeatable), e.g. the
+    /// DATABASE_URL of a cluster on another port.
+    #[arg(long = "setting", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[tokio::main]
@@ -52,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Encoding::Double
     };
     options.summary_every = Some(Duration::from_secs(5));
+    options.setting_overrides = cli.settings.into_iter().collect();
     // The keys may come from the environment so they need not sit in local.settings.json.
     options.extra_settings = [FUNCTION_KEY_SETTING, MASTER_KEY_SETTING]
         .into_iter()
