@@ -37,17 +37,29 @@ BEGIN
         $fn$
     $sql$;
 
+    -- Keeps the most frequent items (ties broken by item, so the result is deterministic).
+    EXECUTE $sql$
+        CREATE FUNCTION topn_prune(counts jsonb) RETURNS jsonb
+        LANGUAGE sql IMMUTABLE AS $fn$
+            SELECT coalesce(jsonb_object_agg(key, frequency), '{}'::jsonb)
+            FROM (SELECT key, value::bigint AS frequency
+                  FROM jsonb_each_text(counts)
+                  ORDER BY 2 DESC, 1
+                  LIMIT topn_counters()) kept
+        $fn$
+    $sql$;
+
+    -- Adds the second counter's items into the first (a lookup each: rollup rows hold up to
+    -- topn.number_of_counters items, and an upsert usually brings a few), and prunes only
+    -- when the result holds more items than a counter keeps.
     EXECUTE $sql$
         CREATE FUNCTION topn_union(jsonb, jsonb) RETURNS jsonb
         LANGUAGE sql IMMUTABLE STRICT AS $fn$
-            SELECT coalesce(jsonb_object_agg(key, total), '{}'::jsonb)
-            FROM (SELECT key, sum(value::bigint) AS total
-                  FROM (SELECT * FROM jsonb_each_text($1)
-                        UNION ALL
-                        SELECT * FROM jsonb_each_text($2)) both_sides
-                  GROUP BY key
-                  ORDER BY 2 DESC, 1
-                  LIMIT topn_counters()) kept
+            SELECT CASE WHEN (SELECT count(*) FROM jsonb_object_keys(merged)) <= topn_counters()
+                        THEN merged ELSE topn_prune(merged) END
+            FROM (SELECT $1 || coalesce((SELECT jsonb_object_agg(key, coalesce(($1 ->> key)::bigint, 0)
+                                                                    + value::bigint)
+                                         FROM jsonb_each_text($2)), '{}'::jsonb) AS merged) m
         $fn$
     $sql$;
 

@@ -33,7 +33,7 @@ const RESET: &str = "
         -- The SQL stand-in for TopN, unless the extension provides the names.
         IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'topn') THEN
             DROP AGGREGATE IF EXISTS topn_add_agg(text), topn_union_agg(jsonb);
-            DROP FUNCTION IF EXISTS topn_counters(), topn(jsonb, integer),
+            DROP FUNCTION IF EXISTS topn_counters(), topn_prune(jsonb), topn(jsonb, integer),
                 topn_union(jsonb, jsonb), topn_add(jsonb, text), topn_pack_items(text[]),
                 topn_pack_counters(jsonb[]);
         END IF;

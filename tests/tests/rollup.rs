@@ -526,6 +526,14 @@ async fn pg_cron_runs_the_rollups_inside_the_database() {
     )
     .await;
 
+    let launchers = db
+        .count("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'")
+        .await;
+    assert_eq!(
+        launchers, 1,
+        "pg_cron's scheduler is not running (it stops when its database, cron.database_name, is \
+         dropped): restart the cluster with scripts/pg stop && scripts/pg start"
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/sql/pg_cron.sql");
     let output = std::process::Command::new("psql")
         .arg(url_for(&cron_url))
