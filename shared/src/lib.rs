@@ -17,6 +17,7 @@ pub mod event;
 pub mod ingest;
 pub mod partitions;
 pub mod reason;
+pub mod reports;
 pub mod rollup;
 pub mod tenants;
 

@@ -5,7 +5,7 @@
 //! with a message saying how to run them, rather than passing without having run.
 
 use chrono::{DateTime, Duration, Utc};
-use remarketable_core::{db, Batch, IncomingEvent, Settings};
+use remarketable_core::{db, Batch, IncomingEvent, Ingestor, Settings};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -321,5 +321,108 @@ async fn pipe(
                 if changed.is_err() || *watcher.borrow() == ProxyMode::Down { return; }
             }
         }
+    }
+}
+
+// Generated storefront traffic, shared by the rollup and report tests.
+
+/// An ingestor with the test settings' limits.
+pub fn ingestor() -> Ingestor {
+    let settings = settings_for("postgres://unused/db");
+    Ingestor::new(settings.limits, std::time::Duration::from_secs(30))
+}
+
+/// A small deterministic generator (splitmix64), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A page number from 0..n, heavily skewed towards small numbers.
+    pub fn skewed(&mut self, n: u64) -> u64 {
+        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        (u.powi(3) * n as f64) as u64
+    }
+}
+
+/// Storefront events of tenants 1..=3 over the last few minutes; `late_share` percent of them
+/// happened up to five hours earlier.
+pub fn shop_events(rng: &mut Rng, now: DateTime<Utc>, n: usize, late_share: u64) -> Vec<Value> {
+    (0..n)
+        .map(|_| {
+            let tenant = [1, 1, 1, 1, 2, 2, 3][rng.below(7) as usize];
+            let age = if rng.below(100) < late_share {
+                Duration::seconds(600 + rng.below(5 * 3600) as i64)
+            } else {
+                Duration::milliseconds(rng.below(600_000) as i64)
+            };
+            let event_type = rng.pick(&[
+                "page_view",
+                "page_view",
+                "page_view",
+                "ad_click",
+                "add_to_cart",
+                "purchase",
+            ]);
+            let device = rng.below(400);
+            let mut e = json!({
+                "tenant_id": tenant,
+                "event_type": event_type,
+                "event_time": (now - age).to_rfc3339(),
+                "device_id": if device % 2 == 0 { json!(device) } else { json!(format!("d-{device}")) },
+                "session_id": device * 10 + rng.below(3),
+                "page_url": format!("https://shop{tenant}.example/p/{}?ref={}", rng.skewed(200), rng.below(5)),
+            });
+            match rng.below(4) {
+                0 => {}
+                k => e["country"] = json!(["US", "DE", "NP"][k as usize - 1]),
+            }
+            if rng.below(3) > 0 {
+                e["browser"] = json!(rng.pick(&["Chrome", "Safari", "Firefox"]));
+            }
+            if event_type == "ad_click" {
+                e["campaign"] = json!(rng.pick(&["winter-sale", "brand-search"]));
+            }
+            if event_type == "purchase" {
+                e["revenue"] = json!(format!("{}.{:02}", rng.below(300), rng.below(100)));
+            }
+            e
+        })
+        .collect()
+}
+
+/// Tenants 2 and 3 live in zones whose days are not UTC days (Kathmandu is UTC+05:45).
+pub async fn set_time_zones(db: &TestDb) {
+    db.client()
+        .await
+        .batch_execute(
+            "UPDATE tenants SET time_zone = 'America/New_York' WHERE tenant_id = 2;
+             UPDATE tenants SET time_zone = 'Asia/Kathmandu' WHERE tenant_id = 3;",
+        )
+        .await
+        .unwrap();
+}
+
+/// Ingests `bodies` as consecutive batches of `size` on `partition`, from sequence `first`.
+pub async fn ingest(db: &TestDb, partition: &str, first: i64, bodies: &[Value], size: usize) {
+    let ingestor = ingestor();
+    let mut client = db.client().await;
+    for (i, chunk) in bodies.chunks(size).enumerate() {
+        let b = batch(partition, first + (i * size) as i64, Utc::now(), chunk);
+        ingestor.ingest(&mut client, &b, Utc::now()).await.unwrap();
     }
 }

@@ -1,0 +1,822 @@
+//! Tenant reports over the rollups, in real time.
+//!
+//! Every figure merges two parts read in one statement, so in one snapshot: the rollup rows
+//! (events up to the rollup's watermark) and the raw events above that watermark, aggregated
+//! the same way. A committed event is therefore visible at once, and the seam counts nothing
+//! twice: the watermark and the rollup rows move in the same transaction.
+//!
+//! Everything a caller chooses is a closed type ([`Granularity`], [`Dimension`], [`Filters`] of
+//! bounded strings, [`Range`] of bounded length); values reach SQL only as bind parameters, and
+//! the SQL text is assembled from `&'static str` pieces chosen by those enums.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use postgres_types::Type;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use tokio_postgres::{Client, Row};
+
+/// log2m of every sketch (V4): the 95 % relative error bound of a distinct count is
+/// 2 × 1.04 / sqrt(2^14).
+pub const DISTINCT_ERROR_BOUND_95: f64 = 0.0163;
+
+/// Longest report range, and most buckets one time series may hold.
+pub const MAX_RANGE_DAYS: i64 = 400;
+pub const MAX_BUCKETS: i64 = 2_000;
+/// Longest filter value (the event contract's text limit).
+pub const MAX_FILTER_BYTES: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Granularity {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "1d")]
+    Day,
+}
+
+impl Granularity {
+    pub const ALL: [Granularity; 3] = [
+        Granularity::FiveMinutes,
+        Granularity::Hour,
+        Granularity::Day,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::FiveMinutes => "5m",
+            Granularity::Hour => "1h",
+            Granularity::Day => "1d",
+        }
+    }
+
+    /// The finest granularity that keeps a range within [`MAX_BUCKETS`] and readable: up to a
+    /// day in 5-minute buckets, up to two weeks in hours, days beyond.
+    pub fn for_range(range: &Range) -> Granularity {
+        let span = range.to - range.from;
+        if span <= TimeDelta::days(1) {
+            Granularity::FiveMinutes
+        } else if span <= TimeDelta::days(14) {
+            Granularity::Hour
+        } else {
+            Granularity::Day
+        }
+    }
+
+    fn nominal(self) -> TimeDelta {
+        match self {
+            Granularity::FiveMinutes => TimeDelta::minutes(5),
+            Granularity::Hour => TimeDelta::hours(1),
+            Granularity::Day => TimeDelta::days(1),
+        }
+    }
+
+    fn rollup(self) -> &'static str {
+        match self {
+            Granularity::FiveMinutes => "5min",
+            Granularity::Hour => "1hour",
+            Granularity::Day => "1day",
+        }
+    }
+
+    /// SQL pieces: rollup table, its bucket as a timestamptz, the bound on its key, and the
+    /// same bucket computed from a raw event. `$2`/`$3` are the aligned range, `$8` the zone.
+    fn sql(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Granularity::FiveMinutes => (
+                "rollup_events_5min",
+                "r.bucket",
+                "r.bucket >= $2 AND r.bucket < $3",
+                "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')",
+            ),
+            Granularity::Hour => (
+                "rollup_events_1hour",
+                "r.bucket",
+                "r.bucket >= $2 AND r.bucket < $3",
+                "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')",
+            ),
+            Granularity::Day => (
+                "rollup_events_1day",
+                "(r.day::timestamp AT TIME ZONE $8)",
+                "r.day >= ($2 AT TIME ZONE $8)::date AND r.day < ($3 AT TIME ZONE $8)::date",
+                "((e.event_time AT TIME ZONE $8)::date::timestamp AT TIME ZONE $8)",
+            ),
+        }
+    }
+}
+
+impl FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Granularity::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| "granularity must be 5m, 1h or 1d".to_string())
+    }
+}
+
+/// The dimensions analysts slice by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    EventType,
+    Country,
+    Browser,
+    Campaign,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [
+        Dimension::EventType,
+        Dimension::Country,
+        Dimension::Browser,
+        Dimension::Campaign,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::EventType => "event_type",
+            Dimension::Country => "country",
+            Dimension::Browser => "browser",
+            Dimension::Campaign => "campaign",
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Dimension {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Dimension::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| "dimension must be event_type, country, browser or campaign".into())
+    }
+}
+
+/// Equality filters, one optional value per dimension; `""` selects events without the
+/// dimension.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Filters(pub BTreeMap<Dimension, String>);
+
+impl Filters {
+    /// Adds a filter, refusing over-long values and a second, different value for a dimension
+    /// (e.g. a request contradicting a share token's fixed filter).
+    pub fn set(&mut self, dimension: Dimension, value: &str) -> Result<(), String> {
+        if value.len() > MAX_FILTER_BYTES {
+            return Err(format!(
+                "filter {dimension} is longer than {MAX_FILTER_BYTES} bytes"
+            ));
+        }
+        match self.0.get(&dimension) {
+            Some(existing) if existing != value => Err(format!(
+                "filter {dimension} is fixed to {existing:?} for this credential"
+            )),
+            _ => {
+                self.0.insert(dimension, value.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn value(&self, d: Dimension) -> Option<&str> {
+        self.0.get(&d).map(String::as_str)
+    }
+}
+
+/// A half-open time range `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Range {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Range {
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Range, String> {
+        if to <= from {
+            return Err("the range must end after it starts".into());
+        }
+        if to - from > TimeDelta::days(MAX_RANGE_DAYS) {
+            return Err(format!("the range may span at most {MAX_RANGE_DAYS} days"));
+        }
+        Ok(Range { from, to })
+    }
+
+    /// The range of the same length just before this one.
+    pub fn previous(&self) -> Range {
+        let span = self.to - self.from;
+        Range {
+            from: self.from - span,
+            to: self.from,
+        }
+    }
+}
+
+/// The metrics of one bucket or total.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub events: i64,
+    /// HyperLogLog estimates; see [`DISTINCT_ERROR_BOUND_95`].
+    pub unique_devices: i64,
+    pub unique_sessions: i64,
+    pub revenue: Decimal,
+    pub purchases: i64,
+    /// Purchases per unique session (0 when there were no sessions).
+    pub conversion_rate: f64,
+}
+
+impl Metrics {
+    fn from_row(row: &Row, first: usize) -> Metrics {
+        let events: Option<i64> = row.get(first);
+        let revenue: Option<Decimal> = row.get(first + 1);
+        let purchases: Option<i64> = row.get(first + 2);
+        let devices: Option<f64> = row.get(first + 3);
+        let sessions: Option<f64> = row.get(first + 4);
+        let unique_sessions = sessions.unwrap_or(0.0).round() as i64;
+        let purchases = purchases.unwrap_or(0);
+        Metrics {
+            events: events.unwrap_or(0),
+            unique_devices: devices.unwrap_or(0.0).round() as i64,
+            unique_sessions,
+            revenue: revenue.unwrap_or_default().round_dp(4),
+            purchases,
+            conversion_rate: if unique_sessions > 0 {
+                purchases as f64 / unique_sessions as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub bucket: DateTime<Utc>,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// How fresh a report is.
+#[derive(Debug, Clone, Serialize)]
+pub struct Freshness {
+    /// The database's clock when the report was read: every event committed before it counts.
+    pub as_of: DateTime<Utc>,
+    /// Events up to this id were read from the rollup, later ones from the raw events.
+    pub rolled_up_to_event: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimeSeries {
+    pub granularity: Granularity,
+    /// The range, widened to whole buckets (local days for `1d`).
+    pub range: Range,
+    pub points: Vec<Point>,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakdownRow {
+    pub value: String,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    pub dimension: Dimension,
+    pub granularity: Granularity,
+    pub range: Range,
+    pub rows: Vec<BreakdownRow>,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub granularity: Granularity,
+    pub range: Range,
+    pub current: Metrics,
+    pub previous_range: Range,
+    pub previous: Metrics,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopList {
+    Devices,
+    Pages,
+}
+
+impl TopList {
+    fn column(self) -> (&'static str, &'static str) {
+        match self {
+            TopList::Devices => ("top_devices", "e.device_id::text"),
+            TopList::Pages => (
+                "top_pages",
+                "CASE WHEN octet_length(left(split_part(e.page_url, '?', 1), 255)) <= 255 \
+                 THEN left(split_part(e.page_url, '?', 1), 255) \
+                 ELSE left(split_part(e.page_url, '?', 1), 63) END",
+            ),
+        }
+    }
+}
+
+impl FromStr for TopList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "devices" => Ok(TopList::Devices),
+            "pages" => Ok(TopList::Pages),
+            _ => Err("list must be devices or pages".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopItem {
+    pub item: String,
+    /// A TopN estimate.
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Top {
+    pub list: TopList,
+    pub granularity: Granularity,
+    pub range: Range,
+    pub items: Vec<TopItem>,
+    /// Always true: TopN counters are estimates after merges.
+    pub estimated: bool,
+    pub freshness: Freshness,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// A tenant's zone and the range aligned to whole buckets of `granularity`.
+struct Scope {
+    time_zone: String,
+    range: Range,
+    freshness: Freshness,
+}
+
+async fn scope(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+) -> Result<Scope, ReportError> {
+    // 5-minute and hourly buckets are UTC; days are the tenant's local days.
+    let row = client
+        .query_opt(
+            "SELECT t.time_zone,
+                    CASE $4::text WHEN '1d' THEN
+                        date_trunc('day', $2::timestamptz AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone
+                    ELSE date_bin($5::text::interval, $2::timestamptz, TIMESTAMPTZ 'epoch') END,
+                    CASE $4::text WHEN '1d' THEN
+                        (date_trunc('day', ($3::timestamptz - interval '1 microsecond') AT TIME ZONE t.time_zone)
+                         + interval '1 day') AT TIME ZONE t.time_zone
+                    ELSE date_bin($5::text::interval, $3::timestamptz - interval '1 microsecond', TIMESTAMPTZ 'epoch')
+                         + $5::text::interval END,
+                    now(),
+                    (SELECT last_event_id FROM rollup_state WHERE rollup = $6::text)
+             FROM tenants t WHERE t.tenant_id = $1",
+            &[
+                &tenant_id,
+                &range.from,
+                &range.to,
+                &granularity.name(),
+                &interval_text(granularity),
+                &granularity.rollup(),
+            ],
+        )
+        .await?
+        .ok_or(ReportError::UnknownTenant)?;
+    let aligned = Range {
+        from: row.get(1),
+        to: row.get(2),
+    };
+    let buckets = (aligned.to - aligned.from).num_seconds() / granularity.nominal().num_seconds();
+    if buckets > MAX_BUCKETS {
+        return Err(ReportError::BadRequest(format!(
+            "{buckets} buckets of {} exceed the limit of {MAX_BUCKETS}: choose a coarser \
+             granularity or a shorter range",
+            granularity.name()
+        )));
+    }
+    Ok(Scope {
+        time_zone: row.get(0),
+        range: aligned,
+        freshness: Freshness {
+            as_of: row.get(3),
+            rolled_up_to_event: row.get(4),
+        },
+    })
+}
+
+fn interval_text(g: Granularity) -> &'static str {
+    match g {
+        Granularity::FiveMinutes => "5 minutes",
+        Granularity::Hour => "1 hour",
+        Granularity::Day => "1 day",
+    }
+}
+
+/// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,
+/// event_count, revenue, purchases, devices, sessions), rollup part plus raw part.
+/// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
+/// campaign; NULL = any), $8 time zone, $9 the rollup's watermark.
+fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
+    let (table, bucket, bound, raw_bucket) = g.sql();
+    let (rolled_dim, raw_dim) = match dimension {
+        Some(d) => (
+            format!("r.{}", d.name()),
+            format!("coalesce(e.{}, '')", d.name()),
+        ),
+        None => ("''".to_string(), "''".to_string()),
+    };
+    format!(
+        "merged AS (
+            SELECT {bucket} AS bucket, {rolled_dim} AS value, r.event_count, r.revenue,
+                   r.purchases, r.devices, r.sessions
+            FROM {table} r
+            WHERE r.tenant_id = $1 AND {bound}
+              AND ($4::text IS NULL OR r.event_type = $4)
+              AND ($5::text IS NULL OR r.country = $5)
+              AND ($6::text IS NULL OR r.browser = $6)
+              AND ($7::text IS NULL OR r.campaign = $7)
+            UNION ALL
+            SELECT {raw_bucket}, {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
+                   count(*) FILTER (WHERE e.event_type = 'purchase'),
+                   hll_add_agg(hll_hash_bigint(e.device_id), 14, 5),
+                   hll_add_agg(hll_hash_bigint(e.session_id), 14, 5)
+            FROM events e
+            WHERE e.tenant_id = $1 AND e.event_id > $9
+              AND e.event_time >= $2 AND e.event_time < $3
+              AND ($4::text IS NULL OR e.event_type = $4)
+              AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
+              AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
+              AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
+            GROUP BY 1, 2
+        )"
+    )
+}
+
+const METRICS: &str = "sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
+       hll_cardinality(hll_union_agg(devices)), hll_cardinality(hll_union_agg(sessions))";
+
+const PARAM_TYPES: [Type; 9] = [
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+];
+
+async fn query(
+    client: &Client,
+    sql: &str,
+    tenant_id: i64,
+    scope: &Scope,
+    filters: &Filters,
+) -> Result<Vec<Row>, ReportError> {
+    let f = |d| filters.value(d).map(str::to_string);
+    let (event_type, country, browser, campaign) = (
+        f(Dimension::EventType),
+        f(Dimension::Country),
+        f(Dimension::Browser),
+        f(Dimension::Campaign),
+    );
+    let params: [&(dyn postgres_types::ToSql + Sync); 9] = [
+        &tenant_id,
+        &scope.range.from,
+        &scope.range.to,
+        &event_type,
+        &country,
+        &browser,
+        &campaign,
+        &scope.time_zone,
+        &scope.freshness.rolled_up_to_event,
+    ];
+    let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = params
+        .iter()
+        .zip(PARAM_TYPES.iter())
+        .map(|(p, t)| (*p, t.clone()))
+        .collect();
+    Ok(client.query_typed(sql, &typed).await?)
+}
+
+/// Metrics per bucket over `range`.
+pub async fn timeseries(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    filters: &Filters,
+) -> Result<TimeSeries, ReportError> {
+    let scope = scope(client, tenant_id, range, granularity).await?;
+    let sql = format!(
+        "WITH {} SELECT bucket, {METRICS} FROM merged GROUP BY bucket ORDER BY bucket",
+        merged_cte(granularity, None)
+    );
+    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    Ok(TimeSeries {
+        granularity,
+        range: scope.range,
+        points: rows
+            .iter()
+            .map(|r| Point {
+                bucket: r.get(0),
+                metrics: Metrics::from_row(r, 1),
+            })
+            .collect(),
+        freshness: scope.freshness,
+    })
+}
+
+/// One dimension's values with their metrics, most events first.
+pub async fn breakdown(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    dimension: Dimension,
+    filters: &Filters,
+    limit: i64,
+) -> Result<Breakdown, ReportError> {
+    let scope = scope(client, tenant_id, range, granularity).await?;
+    let sql = format!(
+        "WITH {} SELECT value, {METRICS} FROM merged GROUP BY value
+         ORDER BY 2 DESC, value LIMIT {}",
+        merged_cte(granularity, Some(dimension)),
+        limit.clamp(1, 100)
+    );
+    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    Ok(Breakdown {
+        dimension,
+        granularity,
+        range: scope.range,
+        rows: rows
+            .iter()
+            .map(|r| BreakdownRow {
+                value: r.get(0),
+                metrics: Metrics::from_row(r, 1),
+            })
+            .collect(),
+        freshness: scope.freshness,
+    })
+}
+
+async fn totals(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    filters: &Filters,
+) -> Result<(Metrics, Scope), ReportError> {
+    let scope = scope(client, tenant_id, range, granularity).await?;
+    let sql = format!(
+        "WITH {} SELECT {METRICS} FROM merged",
+        merged_cte(granularity, None)
+    );
+    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    Ok((Metrics::from_row(&rows[0], 0), scope))
+}
+
+/// KPI totals of a range and of the range of the same length before it.
+pub async fn summary(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    filters: &Filters,
+) -> Result<Summary, ReportError> {
+    let (current, scope) = totals(client, tenant_id, range, granularity, filters).await?;
+    let (previous, previous_scope) = totals(
+        client,
+        tenant_id,
+        &scope.range.previous(),
+        granularity,
+        filters,
+    )
+    .await?;
+    Ok(Summary {
+        granularity,
+        range: scope.range,
+        current,
+        previous_range: previous_scope.range,
+        previous,
+        freshness: scope.freshness,
+    })
+}
+
+/// The most frequent devices or pages (TopN estimates).
+pub async fn top(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    list: TopList,
+    filters: &Filters,
+    n: i32,
+) -> Result<Top, ReportError> {
+    let scope = scope(client, tenant_id, range, granularity).await?;
+    let (table, _, bound, _) = granularity.sql();
+    let (column, item) = list.column();
+    let sql = format!(
+        "WITH rolled AS (
+             SELECT topn_union_agg(r.{column}) AS counter FROM {table} r
+             WHERE r.tenant_id = $1 AND {bound}
+               AND ($4::text IS NULL OR r.event_type = $4)
+               AND ($5::text IS NULL OR r.country = $5)
+               AND ($6::text IS NULL OR r.browser = $6)
+               AND ($7::text IS NULL OR r.campaign = $7)),
+         fresh AS (
+             SELECT topn_add_agg({item}) AS counter FROM events e
+             WHERE e.tenant_id = $1 AND e.event_id > $9
+               AND e.event_time >= $2 AND e.event_time < $3
+               AND ($4::text IS NULL OR e.event_type = $4)
+               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
+               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
+               AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7))
+         SELECT t.item, t.frequency
+         FROM rolled, fresh,
+              LATERAL topn(topn_union(coalesce(rolled.counter, '{{}}'::jsonb),
+                                      coalesce(fresh.counter, '{{}}'::jsonb)), {}) t
+         ORDER BY 2 DESC, 1",
+        n.clamp(1, 100)
+    );
+    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    Ok(Top {
+        list,
+        granularity,
+        range: scope.range,
+        items: rows
+            .iter()
+            .map(|r| TopItem {
+                item: r.get(0),
+                count: r.get(1),
+            })
+            .collect(),
+        estimated: true,
+        freshness: scope.freshness,
+    })
+}
+
+/// One hour of the tenant's delivery ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerHour {
+    pub hour: DateTime<Utc>,
+    pub received: i64,
+    pub stored: i64,
+    pub duplicates: i64,
+    pub dead_lettered: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub dead_letter_id: i64,
+    pub reason: String,
+    pub message: String,
+    pub stream_partition: String,
+    pub stream_sequence: i64,
+    pub enqueued_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub replay_status: String,
+    /// The start of the raw payload as text (invalid UTF-8 replaced), at most 512 bytes.
+    pub payload_preview: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub range: Range,
+    pub hours: Vec<LedgerHour>,
+    pub recent_dead_letters: Vec<DeadLetter>,
+    pub freshness: Freshness,
+}
+
+/// The tenant's ledger per hour of enqueue time in `range`, and its latest dead letters.
+pub async fn ingest(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    dead_letters: i64,
+) -> Result<IngestReport, ReportError> {
+    let scope = scope(client, tenant_id, range, Granularity::Hour).await?;
+    let hours = client
+        .query(
+            "SELECT hour, received, stored, duplicates, dead_lettered FROM ingest_ledger
+             WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour",
+            &[&tenant_id, &scope.range.from, &scope.range.to],
+        )
+        .await?
+        .iter()
+        .map(|r| LedgerHour {
+            hour: r.get(0),
+            received: r.get(1),
+            stored: r.get(2),
+            duplicates: r.get(3),
+            dead_lettered: r.get(4),
+        })
+        .collect();
+    let recent_dead_letters = client
+        .query(
+            "SELECT dead_letter_id, reason, message, stream_partition, stream_sequence,
+                    enqueued_at, received_at, replay_status, substring(payload FROM 1 FOR 512)
+             FROM dead_letters WHERE tenant_id = $1
+             ORDER BY received_at DESC, dead_letter_id DESC LIMIT $2",
+            &[&tenant_id, &dead_letters.clamp(1, 500)],
+        )
+        .await?
+        .iter()
+        .map(|r| DeadLetter {
+            dead_letter_id: r.get(0),
+            reason: r.get(1),
+            message: r.get(2),
+            stream_partition: r.get(3),
+            stream_sequence: r.get(4),
+            enqueued_at: r.get(5),
+            received_at: r.get(6),
+            replay_status: r.get(7),
+            payload_preview: String::from_utf8_lossy(r.get::<_, &[u8]>(8)).into_owned(),
+        })
+        .collect();
+    Ok(IngestReport {
+        range: scope.range,
+        hours,
+        recent_dead_letters,
+        freshness: scope.freshness,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn granularity_follows_the_range_length() {
+        let r = |h: i64| {
+            Range::new(
+                at("2026-01-01T00:00:00Z"),
+                at("2026-01-01T00:00:00Z") + TimeDelta::hours(h),
+            )
+            .unwrap()
+        };
+        assert_eq!(Granularity::for_range(&r(1)), Granularity::FiveMinutes);
+        assert_eq!(Granularity::for_range(&r(24)), Granularity::FiveMinutes);
+        assert_eq!(Granularity::for_range(&r(25)), Granularity::Hour);
+        assert_eq!(Granularity::for_range(&r(14 * 24)), Granularity::Hour);
+        assert_eq!(Granularity::for_range(&r(15 * 24)), Granularity::Day);
+    }
+
+    #[test]
+    fn closed_types_refuse_what_they_do_not_know() {
+        assert_eq!("1h".parse::<Granularity>(), Ok(Granularity::Hour));
+        assert!("1w".parse::<Granularity>().is_err());
+        assert_eq!("country".parse::<Dimension>(), Ok(Dimension::Country));
+        assert!("country; DROP TABLE events".parse::<Dimension>().is_err());
+        assert!("revenue".parse::<TopList>().is_err());
+        let t = at("2026-01-01T00:00:00Z");
+        assert!(Range::new(t, t).is_err());
+        assert!(Range::new(t, t + TimeDelta::days(MAX_RANGE_DAYS + 1)).is_err());
+        assert_eq!(
+            Range::new(t, t + TimeDelta::hours(2)).unwrap().previous(),
+            Range::new(t - TimeDelta::hours(2), t).unwrap()
+        );
+    }
+
+    #[test]
+    fn fixed_filters_cannot_be_overridden() {
+        let mut f = Filters::default();
+        f.set(Dimension::Country, "DE").unwrap();
+        f.set(Dimension::Country, "DE").unwrap();
+        assert!(f
+            .set(Dimension::Country, "FR")
+            .unwrap_err()
+            .contains("fixed"));
+        assert!(f.set(Dimension::Browser, &"x".repeat(300)).is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The report queries against a real PostgreSQL: every figure equals what the raw events say
+//! (distinct counts within their bound), at every granularity, with filters, in a tenant's
+//! local days, and in real time across the seam between rolled-up and fresh events.
+
+use chrono::{Duration, DurationRound, Utc};
+use remarketable_core::reports::{
+    self, Dimension, Filters, Granularity, Range, TopList, DISTINCT_ERROR_BOUND_95,
+};
+use remarketable_core::rollup;
+use remarketable_tests::*;
+use serde_json::{json, Value};
+
+/// Raw figures per bucket of `g` for `tenant` in `range`, as JSON rows:
+/// {bucket, events, revenue, purchases, devices, sessions}.
+async fn raw_series(
+    db: &TestDb,
+    tenant: i64,
+    range: &Range,
+    g: Granularity,
+    filter: &str,
+) -> Vec<Value> {
+    let bucket = match g {
+        Granularity::FiveMinutes => "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')",
+        Granularity::Hour => "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')",
+        Granularity::Day => {
+            "((e.event_time AT TIME ZONE t.time_zone)::date::timestamp AT TIME ZONE t.time_zone)"
+        }
+    };
+    db.json_rows(&format!(
+        "SELECT {bucket} AS bucket, count(*) AS events, coalesce(sum(e.revenue), 0)::numeric(18,4)::text AS revenue,
+                count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+                count(DISTINCT e.device_id) AS devices, count(DISTINCT e.session_id) AS sessions
+         FROM events e JOIN tenants t USING (tenant_id)
+         WHERE e.tenant_id = {tenant} AND e.event_time >= '{}' AND e.event_time < '{}' {filter}
+         GROUP BY 1 ORDER BY 1",
+        range.from.to_rfc3339(),
+        range.to.to_rfc3339()
+    ))
+    .await
+}
+
+fn within_bound(estimate: i64, exact: i64) -> bool {
+    (estimate - exact).abs() as f64 <= (exact as f64 * DISTINCT_ERROR_BOUND_95).max(1.0)
+}
+
+/// Compares a report's series with the raw events, bucket by bucket.
+fn assert_series_equal(series: &reports::TimeSeries, raw: &[Value]) {
+    assert!(!raw.is_empty(), "no raw buckets to compare");
+    assert_eq!(
+        series.points.len(),
+        raw.len(),
+        "buckets of {:?}",
+        series.granularity
+    );
+    for (p, r) in series.points.iter().zip(raw) {
+        let bucket: chrono::DateTime<Utc> = r["bucket"].as_str().unwrap().parse().unwrap();
+        assert_eq!(p.bucket, bucket);
+        assert_eq!(p.metrics.events, r["events"].as_i64().unwrap(), "{r}");
+        assert_eq!(
+            p.metrics.revenue,
+            r["revenue"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap(),
+            "{r}"
+        );
+        assert_eq!(p.metrics.purchases, r["purchases"].as_i64().unwrap(), "{r}");
+        assert!(
+            within_bound(p.metrics.unique_devices, r["devices"].as_i64().unwrap()),
+            "{p:?} {r}"
+        );
+        assert!(
+            within_bound(p.metrics.unique_sessions, r["sessions"].as_i64().unwrap()),
+            "{p:?} {r}"
+        );
+    }
+}
+
+/// Traffic of the last hours for tenants 1..3 (2 in New York, 3 in Kathmandu); half rolled
+/// up, half still raw, so every report merges both parts.
+async fn half_rolled_up(db: &TestDb) {
+    set_time_zones(db).await;
+    let mut rng = Rng(21);
+    let first = shop_events(&mut rng, Utc::now(), 2000, 30);
+    ingest(db, "0", 0, &first, 500).await;
+    rollup::run(&mut db.client().await).await.unwrap();
+    let second = shop_events(&mut rng, Utc::now(), 2000, 30);
+    ingest(db, "1", 0, &second, 500).await;
+}
+
+#[tokio::test]
+async fn timeseries_equals_the_raw_events_at_every_granularity_with_filters() {
+    let db = TestDb::create().await;
+    half_rolled_up(&db).await;
+    let client = db.client().await;
+    let now = Utc::now();
+    for tenant in [1, 2, 3] {
+        for g in Granularity::ALL {
+            let range = Range::new(now - Duration::hours(8), now + Duration::minutes(1)).unwrap();
+            let series = reports::timeseries(&client, tenant, &range, g, &Filters::default())
+                .await
+                .unwrap();
+            // The report widens the range to whole buckets; compare over the same range.
+            assert!(series.range.from <= range.from && series.range.to >= range.to);
+            let raw = raw_series(&db, tenant, &series.range, g, "").await;
+            assert_series_equal(&series, &raw);
+
+            let mut filters = Filters::default();
+            filters.set(Dimension::Country, "DE").unwrap();
+            filters.set(Dimension::EventType, "page_view").unwrap();
+            let filtered = reports::timeseries(&client, tenant, &range, g, &filters)
+                .await
+                .unwrap();
+            let raw = raw_series(
+                &db,
+                tenant,
+                &filtered.range,
+                g,
+                "AND e.country = 'DE' AND e.event_type = 'page_view'",
+            )
+            .await;
+            assert_series_equal(&filtered, &raw);
+        }
+    }
+    // Events without a country are selected by the empty value.
+    let mut none = Filters::default();
+    none.set(Dimension::Country, "").unwrap();
+    let range = Range::new(now - Duration::hours(8), now + Duration::minutes(1)).unwrap();
+    let s = reports::timeseries(&client, 1, &range, Granularity::Hour, &none)
+        .await
+        .unwrap();
+    let raw = raw_series(&db, 1, &s.range, Granularity::Hour, "AND e.country IS NULL").await;
+    assert_series_equal(&s, &raw);
+}
+
+#[tokio::test]
+async fn days_are_the_tenants_local_days() {
+    let db = TestDb::create().await;
+    set_time_zones(&db).await;
+    // 20:00 UTC yesterday: 15:00 yesterday in New York, 01:45 today in Kathmandu.
+    let today = Utc::now().duration_trunc(Duration::days(1)).unwrap();
+    let t = today - Duration::hours(4);
+    let bodies: Vec<Value> = [2, 3]
+        .iter()
+        .map(|tenant| {
+            json!({"tenant_id": tenant, "event_type": "purchase", "device_id": 1,
+                             "session_id": 1, "event_time": t.to_rfc3339(), "revenue": "5"})
+        })
+        .collect();
+    ingest(&db, "0", 0, &bodies, 10).await;
+    let client = db.client().await;
+    let range = Range::new(today - Duration::days(2), today + Duration::days(1)).unwrap();
+    for rolled in [false, true] {
+        if rolled {
+            rollup::run(&mut db.client().await).await.unwrap();
+        }
+        let ny = reports::timeseries(&client, 2, &range, Granularity::Day, &Filters::default())
+            .await
+            .unwrap();
+        assert_eq!(ny.points.len(), 1);
+        // Yesterday's local midnight in New York (UTC-5 in winter, UTC-4 in summer).
+        let p = &ny.points[0];
+        assert!(p.bucket < t && t - p.bucket < Duration::days(1), "{p:?}");
+        assert_eq!(
+            p.bucket.date_naive(),
+            (today - Duration::days(1)).date_naive()
+        );
+        let kathmandu =
+            reports::timeseries(&client, 3, &range, Granularity::Day, &Filters::default())
+                .await
+                .unwrap();
+        // Today's local midnight in Kathmandu is 18:15 UTC yesterday.
+        assert_eq!(kathmandu.points.len(), 1);
+        assert_eq!(
+            kathmandu.points[0].bucket,
+            today - Duration::minutes(5 * 60 + 45)
+        );
+        assert_eq!(kathmandu.points[0].metrics.revenue.to_string(), "5.0000");
+    }
+}
+
+#[tokio::test]
+async fn a_committed_event_is_visible_at_once_and_counted_once_after_the_rollup() {
+    let db = TestDb::create().await;
+    half_rolled_up(&db).await;
+    let client = db.client().await;
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(1), now + Duration::minutes(5)).unwrap();
+    let before = reports::summary(
+        &client,
+        1,
+        &range,
+        Granularity::FiveMinutes,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    let mut e = event(1, 9999);
+    e["event_type"] = json!("purchase");
+    e["revenue"] = json!("12.5");
+    ingest(&db, "2", 0, &[e], 10).await;
+    let after = reports::summary(
+        &client,
+        1,
+        &range,
+        Granularity::FiveMinutes,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.current.events, before.current.events + 1);
+    assert_eq!(after.current.purchases, before.current.purchases + 1);
+    assert_eq!(
+        after.current.revenue - before.current.revenue,
+        "12.5".parse().unwrap()
+    );
+    let series = reports::timeseries(
+        &client,
+        1,
+        &range,
+        Granularity::FiveMinutes,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        series.points.iter().map(|p| p.metrics.events).sum::<i64>(),
+        after.current.events
+    );
+
+    // The rollup takes the fresh events in; the figures do not move.
+    rollup::run(&mut db.client().await).await.unwrap();
+    let rolled = reports::summary(
+        &client,
+        1,
+        &range,
+        Granularity::FiveMinutes,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    assert!(rolled.freshness.rolled_up_to_event > after.freshness.rolled_up_to_event);
+    assert_eq!(rolled.current, after.current);
+    // The previous period is the hour before, counted from the raw events.
+    let previous = raw_series(&db, 1, &rolled.previous_range, Granularity::Day, "").await;
+    let previous_events: i64 = previous.iter().map(|r| r["events"].as_i64().unwrap()).sum();
+    assert_eq!(rolled.previous.events, previous_events);
+}
+
+#[tokio::test]
+async fn breakdown_and_top_lists_match_the_raw_events() {
+    let db = TestDb::create().await;
+    half_rolled_up(&db).await;
+    let client = db.client().await;
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(8), now + Duration::minutes(1)).unwrap();
+    let b = reports::breakdown(
+        &client,
+        1,
+        &range,
+        Granularity::Hour,
+        Dimension::Country,
+        &Filters::default(),
+        10,
+    )
+    .await
+    .unwrap();
+    let raw = db
+        .json_rows(&format!(
+            "SELECT coalesce(country, '') AS value, count(*) AS events,
+                    count(DISTINCT device_id) AS devices
+             FROM events WHERE tenant_id = 1 AND event_time >= '{}' AND event_time < '{}'
+             GROUP BY 1 ORDER BY 2 DESC, 1",
+            b.range.from.to_rfc3339(),
+            b.range.to.to_rfc3339()
+        ))
+        .await;
+    assert_eq!(b.rows.len(), raw.len());
+    for (row, r) in b.rows.iter().zip(&raw) {
+        assert_eq!(row.value, r["value"].as_str().unwrap());
+        assert_eq!(row.metrics.events, r["events"].as_i64().unwrap());
+        assert!(within_bound(
+            row.metrics.unique_devices,
+            r["devices"].as_i64().unwrap()
+        ));
+    }
+
+    let top = reports::top(
+        &client,
+        1,
+        &range,
+        Granularity::Hour,
+        TopList::Pages,
+        &Filters::default(),
+        5,
+    )
+    .await
+    .unwrap();
+    let exact = db
+        .json_rows(&format!(
+            "SELECT split_part(page_url, '?', 1) AS item, count(*) AS count FROM events
+             WHERE tenant_id = 1 AND event_time >= '{}' AND event_time < '{}'
+             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5",
+            top.range.from.to_rfc3339(),
+            top.range.to.to_rfc3339()
+        ))
+        .await;
+    assert!(top.estimated);
+    assert_eq!(
+        serde_json::to_value(&top.items).unwrap(),
+        Value::Array(exact)
+    );
+}
+
+#[tokio::test]
+async fn the_ingest_report_is_the_tenants_ledger_and_dead_letters() {
+    let db = TestDb::create().await;
+    let now = Utc::now();
+    let mut bad = event(1, 7);
+    bad["country"] = json!("XX");
+    ingest(
+        &db,
+        "0",
+        0,
+        &[event(1, 1), event(1, 2), bad, event(2, 3)],
+        10,
+    )
+    .await;
+    ingest(&db, "0", 0, &[event(1, 1)], 10).await;
+    let client = db.client().await;
+    let range = Range::new(now - Duration::hours(1), now + Duration::hours(1)).unwrap();
+    let r = reports::ingest(&client, 1, &range, 10).await.unwrap();
+    let totals = r.hours.iter().fold((0, 0, 0, 0), |t, h| {
+        (
+            t.0 + h.received,
+            t.1 + h.stored,
+            t.2 + h.duplicates,
+            t.3 + h.dead_lettered,
+        )
+    });
+    assert_eq!(totals, (4, 2, 1, 1));
+    assert_eq!(r.recent_dead_letters.len(), 1);
+    let d = &r.recent_dead_letters[0];
+    assert_eq!((d.reason.as_str(), d.stream_sequence), ("bad_country", 2));
+    assert!(d.payload_preview.contains("\"XX\""));
+    // Another tenant's report does not show it.
+    assert!(reports::ingest(&client, 2, &range, 10)
+        .await
+        .unwrap()
+        .recent_dead_letters
+        .is_empty());
+    assert!(matches!(
+        reports::ingest(&client, 99, &range, 10).await,
+        Err(reports::ReportError::UnknownTenant)
+    ));
+}
