@@ -27,6 +27,50 @@ pub struct Settings {
     pub collect_max_events: usize,
     /// `TENANT_CACHE_TTL_SECONDS` (default 30): how long the registered tenant set is trusted.
     pub tenant_cache_ttl: std::time::Duration,
+    /// `SHARE_TOKEN_SECRET` (optional, at least 32 bytes): signs share tokens. Without it share
+    /// tokens are refused (`share_tokens_disabled`). Never printed.
+    pub share_token_secret: Option<ShareSecret>,
+    /// `ACCESS_CACHE_TTL_SECONDS` (default 10): how long a verified API key or share token is
+    /// trusted before it is looked up again, so a revocation reaches every instance within it.
+    pub access_cache_ttl: std::time::Duration,
+    /// `REPORTS_CORS_ORIGINS` (comma-separated origins such as `https://app.example.com`;
+    /// default none): browser origins allowed to call the reports API.
+    pub reports_cors_origins: Vec<String>,
+    /// `EMBED_FRAME_ANCESTORS` (default `'self'`): the CSP `frame-ancestors` value of embeddable
+    /// pages.
+    pub embed_frame_ancestors: String,
+}
+
+/// The key that signs share tokens. Its bytes never leave this type except to the HMAC.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShareSecret(Vec<u8>);
+
+impl ShareSecret {
+    pub const MIN_BYTES: usize = 32;
+
+    /// A secret of at least [`ShareSecret::MIN_BYTES`] bytes (the text's UTF-8 bytes, as set).
+    pub fn new(text: &str) -> Result<ShareSecret, ConfigError> {
+        if text.len() < Self::MIN_BYTES {
+            return Err(ConfigError::Invalid {
+                name: "SHARE_TOKEN_SECRET",
+                why: format!(
+                    "must be at least {} bytes (e.g. `openssl rand -base64 48`)",
+                    Self::MIN_BYTES
+                ),
+            });
+        }
+        Ok(ShareSecret(text.as_bytes().to_vec()))
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ShareSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShareSecret(..)")
+    }
 }
 
 impl fmt::Debug for Settings {
@@ -40,6 +84,10 @@ impl fmt::Debug for Settings {
             .field("collect_max_body_bytes", &self.collect_max_body_bytes)
             .field("collect_max_events", &self.collect_max_events)
             .field("tenant_cache_ttl", &self.tenant_cache_ttl)
+            .field("share_tokens_enabled", &self.share_token_secret.is_some())
+            .field("access_cache_ttl", &self.access_cache_ttl)
+            .field("reports_cors_origins", &self.reports_cors_origins)
+            .field("embed_frame_ancestors", &self.embed_frame_ancestors)
             .finish()
     }
 }
@@ -138,6 +186,26 @@ impl Settings {
                 0,
                 86_400,
             )?),
+            share_token_secret: reader
+                .get("SHARE_TOKEN_SECRET")
+                .map(ShareSecret::new)
+                .transpose()?,
+            access_cache_ttl: std::time::Duration::from_secs(reader.number(
+                "ACCESS_CACHE_TTL_SECONDS",
+                10,
+                0,
+                300,
+            )?),
+            reports_cors_origins: reader
+                .get("REPORTS_CORS_ORIGINS")
+                .map(cors_origins)
+                .transpose()?
+                .unwrap_or_default(),
+            embed_frame_ancestors: reader
+                .get("EMBED_FRAME_ANCESTORS")
+                .map(frame_ancestors)
+                .transpose()?
+                .unwrap_or_else(|| "'self'".into()),
         })
     }
 
@@ -145,6 +213,48 @@ impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {
         Settings::from_map(&std::env::vars().collect())
     }
+}
+
+/// `https://app.example.com[:port]`, comma-separated: scheme and host only, as browsers send
+/// them in `Origin`.
+fn cors_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid {
+        name: "REPORTS_CORS_ORIGINS",
+        why,
+    };
+    let mut origins = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let rest = item
+            .strip_prefix("https://")
+            .or_else(|| item.strip_prefix("http://"))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "origin {item:?} must start with https:// or http://"
+                ))
+            })?;
+        let host_ok = !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        if !host_ok {
+            return Err(invalid(format!(
+                "origin {item:?} must be a scheme and a host (and port), without path or wildcard"
+            )));
+        }
+        origins.push(item.to_ascii_lowercase());
+    }
+    Ok(origins)
+}
+
+/// A CSP source list: no characters that would end the directive or the header.
+fn frame_ancestors(raw: &str) -> Result<String, ConfigError> {
+    if raw.chars().any(|c| c == ';' || c == ',' || c.is_control()) {
+        return Err(ConfigError::Invalid {
+            name: "EMBED_FRAME_ANCESTORS",
+            why: "a space-separated CSP source list such as 'self' https://cms.example.com".into(),
+        });
+    }
+    Ok(raw.to_string())
 }
 
 struct Reader<'a>(&'a HashMap<String, String>);
@@ -194,6 +304,73 @@ mod tests {
         assert_eq!(s.limits, EventLimits::default());
         assert_eq!(s.collect_max_events, 500);
         assert!(!format!("{s:?}").contains("secret"));
+        assert!(s.share_token_secret.is_none());
+        assert_eq!(s.access_cache_ttl, std::time::Duration::from_secs(10));
+        assert!(s.reports_cors_origins.is_empty());
+        assert_eq!(s.embed_frame_ancestors, "'self'");
+    }
+
+    #[test]
+    fn share_token_secret_is_checked_and_never_printed() {
+        let secret = "k3y-material-that-is-long-enough-0123456789";
+        let s = Settings::from_map(&map(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("SHARE_TOKEN_SECRET", secret),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.share_token_secret.as_ref().unwrap().bytes(),
+            secret.as_bytes()
+        );
+        let printed = format!("{s:?} {:?}", s.share_token_secret);
+        assert!(!printed.contains("k3y-material"), "{printed}");
+        assert!(printed.contains("share_tokens_enabled: true"), "{printed}");
+
+        let err = Settings::from_map(&map(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            ("SHARE_TOKEN_SECRET", "short-secret"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "SHARE_TOKEN_SECRET",
+                ..
+            }
+        ));
+        assert!(!err.to_string().contains("short-secret"), "{err}");
+    }
+
+    #[test]
+    fn cors_origins_and_frame_ancestors() {
+        let s = Settings::from_map(&map(&[
+            ("DATABASE_URL", "postgres://h/db"),
+            (
+                "REPORTS_CORS_ORIGINS",
+                " https://App.example.com, http://localhost:5173 ,",
+            ),
+            ("EMBED_FRAME_ANCESTORS", "'self' https://cms.example.com"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.reports_cors_origins,
+            vec!["https://app.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(s.embed_frame_ancestors, "'self' https://cms.example.com");
+        for (name, value) in [
+            ("REPORTS_CORS_ORIGINS", "app.example.com"),
+            ("REPORTS_CORS_ORIGINS", "https://app.example.com/path"),
+            ("REPORTS_CORS_ORIGINS", "https://*"),
+            ("EMBED_FRAME_ANCESTORS", "'self'; script-src *"),
+        ] {
+            let err =
+                Settings::from_map(&map(&[("DATABASE_URL", "postgres://h/db"), (name, value)]))
+                    .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}={value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -706,6 +706,28 @@ async fn copy_rows(tx: &Transaction<'_>, rows: &[Row<'_>]) -> Result<(), tokio_p
     copy.finish().await
 }
 
+/// Writes valid events of one stream partition to `events` in the caller's transaction, as
+/// ingest writes them (the same binary COPY rows; refusals narrowed down to the offending rows
+/// under savepoints, the rest written), and answers the events not written, by the caller's
+/// index, with why. For dead-letter replay ([`crate::replay`]).
+pub(crate) async fn write_events<'a>(
+    tx: &Transaction<'_>,
+    partition: &str,
+    events: impl IntoIterator<Item = (usize, ValidEvent, &'a IncomingEvent)>,
+) -> Result<Vec<(usize, Rejection)>, tokio_postgres::Error> {
+    let mut rejected = Vec::new();
+    let mut rows = Vec::new();
+    for (index, event, incoming) in events {
+        match Row::new(index, event, incoming, partition) {
+            Ok(row) => rows.push(row),
+            Err(rejection) => rejected.push((index, rejection)),
+        }
+    }
+    let refused = copy_narrowing(tx, partition, &rows).await?;
+    rejected.extend(refused.into_iter().map(|(index, _, r)| (index, r)));
+    Ok(rejected)
+}
+
 /// One row by INSERT: the last step of narrowing, which also reports the row's own SQLSTATE
 /// where a distributed COPY would not.
 async fn insert_row(

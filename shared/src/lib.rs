@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod db;
@@ -17,6 +18,7 @@ pub mod event;
 pub mod ingest;
 pub mod partitions;
 pub mod reason;
+pub mod replay;
 pub mod reports;
 pub mod rollup;
 pub mod tenants;

@@ -336,7 +336,7 @@ pub fn ingestor() -> Ingestor {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -345,7 +345,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
@@ -354,7 +354,7 @@ impl Rng {
 
     /// A page number from 0..n, heavily skewed towards small numbers.
     pub fn skewed(&mut self, n: u64) -> u64 {
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         (u.powi(3) * n as f64) as u64
     }
 }

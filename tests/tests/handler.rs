@@ -173,8 +173,22 @@ async fn both_encodings_ingest_identically_and_answer_only_outputs_and_logs() {
 
 #[tokio::test]
 async fn collect_answers_202_and_outputs_each_event_as_a_json_string() {
-    let app = handler(closed_port_settings());
-    let request = fixture("http_collect.json");
+    let db = TestDb::create().await;
+    let app = handler(db.settings(None));
+    // The fixture's write key is made up; put a real one of tenant 1 in its place.
+    let key = remarketable_core::access::create_key(
+        &db.client().await,
+        Some(1),
+        remarketable_core::access::KeyKind::Write,
+        "storefront",
+    )
+    .await
+    .unwrap()
+    .key;
+    let mut request = fixture("http_collect.json");
+    let header = &mut request["Data"]["req"]["Headers"]["X-Rmk-Write-Key"];
+    assert!(header[0].as_str().unwrap().starts_with("rmk_write_"));
+    *header = json!([key]);
     let (status, body) = call(&app, "POST", "/collect", request.clone()).await;
     assert_eq!(status, StatusCode::OK);
     let res = &body["Outputs"]["res"];
@@ -386,6 +400,22 @@ fn function_definitions_match_the_handler() {
     assert_eq!(rollup["bindings"][0]["type"], "timerTrigger");
     assert_eq!(rollup["bindings"][0]["name"], "timer");
     assert_eq!(rollup["bindings"][0]["schedule"], "%ROLLUP_SCHEDULE%");
+    // reports: forwarded as is (only an HTTP trigger and an http out binding), anonymous at the
+    // host because the API checks its own per-tenant credentials.
+    let reports = read("functions/reports/function.json");
+    let bindings = reports["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 2);
+    assert_eq!(bindings[0]["type"], "httpTrigger");
+    assert_eq!(bindings[0]["authLevel"], "anonymous");
+    assert_eq!(bindings[0]["route"], "v1/{*path}");
+    assert_eq!(
+        bindings[0]["methods"],
+        json!(["get", "post", "delete", "options"])
+    );
+    assert_eq!(
+        bindings[1],
+        json!({"type": "http", "direction": "out", "name": "res"})
+    );
     let settings = read("local.settings.json");
     assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
     for schedule in ["MAINTENANCE_SCHEDULE", "ROLLUP_SCHEDULE"] {

@@ -1,14 +1,18 @@
 //! `collect`: events from trackers and servers, sent on to the hub.
 //!
-//! Accepts one JSON object, a JSON array of objects, or NDJSON (one object per line). The checks
-//! are deliberately light (shape, size, a positive integer `tenant_id`) and all-or-nothing: a
-//! request with one bad element is refused whole with the element's index, and nothing of it is
-//! sent. Full validation happens in `ingest`, where failures become dead letters.
+//! Accepts one JSON object, a JSON array of objects, or NDJSON (one object per line). A request
+//! needs a tenant's write key (header `x-rmk-write-key`, or query `write_key` because
+//! `navigator.sendBeacon` cannot set headers): 401 without a valid one, 403 for a key of another
+//! kind. The checks are deliberately light (shape, size, a `tenant_id` equal to the key's tenant)
+//! and all-or-nothing: a request with one bad element is refused whole with the element's index,
+//! and nothing of it is sent. Full validation happens in `ingest`, where failures become dead
+//! letters.
 //!
 //! Each accepted event goes to the Event Hubs output as its original JSON text, one string per
 //! array element (an array of strings fans out to one hub event each; the host would otherwise
 //! write objects as indented JSON).
 
+use crate::access;
 use crate::envelope::{self, InvocationResponse};
 use crate::error::{ApiError, Envelope};
 use crate::{AppState, COLLECT_OUTPUT_BINDING, COLLECT_REQUEST_BINDING, COLLECT_RESPONSE_BINDING};
@@ -27,11 +31,17 @@ pub struct CollectLimits {
     pub max_event_bytes: usize,
 }
 
-/// Splits and checks a request body; answers the events' JSON texts.
+/// Header and query parameter that carry the write key.
+pub const WRITE_KEY_HEADER: &str = "x-rmk-write-key";
+pub const WRITE_KEY_PARAM: &str = "write_key";
+
+/// Splits and checks a request body whose events must all be of `tenant` (the write key's);
+/// answers the events' JSON texts.
 pub fn accept(
     body: &str,
     content_type: Option<&str>,
     limits: CollectLimits,
+    tenant: i64,
 ) -> Result<Vec<String>, ApiError> {
     let media = content_type
         .and_then(|c| c.split(';').next())
@@ -93,7 +103,7 @@ pub fn accept(
     elements
         .iter()
         .enumerate()
-        .map(|(i, raw)| check_event(i, raw, limits.max_event_bytes))
+        .map(|(i, raw)| check_event(i, raw, limits.max_event_bytes, tenant))
         .collect()
 }
 
@@ -117,7 +127,12 @@ fn invalid_json(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", message)
 }
 
-fn check_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<String, ApiError> {
+fn check_event(
+    index: usize,
+    raw: &RawValue,
+    max_bytes: usize,
+    tenant: i64,
+) -> Result<String, ApiError> {
     let text = raw.get();
     if text.len() > max_bytes {
         return Err(ApiError::new(
@@ -141,7 +156,12 @@ fn check_event(index: usize, raw: &RawValue, max_bytes: usize) -> Result<String,
             "missing_tenant_id",
             format!("event {index} has no tenant_id"),
         )),
-        Some(v) if v.as_i64().is_some_and(|id| id > 0) => Ok(text.to_owned()),
+        Some(v) if v.as_i64() == Some(tenant) => Ok(text.to_owned()),
+        Some(v) if v.as_i64().is_some_and(|id| id > 0) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong_tenant",
+            format!("event {index}: tenant_id is not the tenant of the write key"),
+        )),
         Some(_) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_tenant_id",
@@ -162,8 +182,15 @@ pub async fn collect(
         max_events: state.settings.collect_max_events,
         max_event_bytes: state.settings.limits.max_event_bytes,
     };
+    let key = http
+        .header(WRITE_KEY_HEADER)
+        .or_else(|| http.query_param(WRITE_KEY_PARAM));
+    let accepted = match access::write_key_tenant(&state, key).await {
+        Ok(tenant) => accept(&http.body, http.header("content-type"), limits, tenant),
+        Err(e) => Err(e),
+    };
     let mut outputs = serde_json::Map::new();
-    let logs = match accept(&http.body, http.header("content-type"), limits) {
+    let logs = match accepted {
         Ok(events) => {
             let n = events.len();
             outputs.insert(
@@ -200,28 +227,28 @@ mod tests {
     };
 
     fn code(body: &str, content_type: Option<&str>) -> &'static str {
-        accept(body, content_type, LIMITS).unwrap_err().code
+        accept(body, content_type, LIMITS, 1).unwrap_err().code
     }
 
     #[test]
     fn single_array_and_ndjson_forms() {
         let one = r#"{"tenant_id": 1, "event_type": "page_view"}"#;
-        assert_eq!(accept(one, None, LIMITS).unwrap(), vec![one.to_string()]);
-        let arr = r#"[{"tenant_id":1},{"tenant_id":2}]"#;
+        assert_eq!(accept(one, None, LIMITS, 1).unwrap(), vec![one.to_string()]);
+        let arr = r#"[{"tenant_id":1},{"tenant_id":1,"x":2}]"#;
         assert_eq!(
-            accept(arr, Some("application/json"), LIMITS).unwrap(),
-            vec![r#"{"tenant_id":1}"#, r#"{"tenant_id":2}"#]
+            accept(arr, Some("application/json"), LIMITS, 1).unwrap(),
+            vec![r#"{"tenant_id":1}"#, r#"{"tenant_id":1,"x":2}"#]
         );
-        let nd = "{\"tenant_id\":1}\n\n{\"tenant_id\":2}\n";
+        let nd = "{\"tenant_id\":1}\n\n{\"tenant_id\":1}\n";
         assert_eq!(
-            accept(nd, Some("application/x-ndjson"), LIMITS)
+            accept(nd, Some("application/x-ndjson"), LIMITS, 1)
                 .unwrap()
                 .len(),
             2
         );
         // NDJSON is recognised without its content type too (sendBeacon sends text/plain).
         assert_eq!(
-            accept(nd, Some("text/plain;charset=UTF-8"), LIMITS)
+            accept(nd, Some("text/plain;charset=UTF-8"), LIMITS, 1)
                 .unwrap()
                 .len(),
             2
@@ -237,6 +264,13 @@ mod tests {
         assert_eq!(code("[1]", None), "not_an_object");
         assert_eq!(code("{\"event_type\":\"x\"}", None), "missing_tenant_id");
         assert_eq!(code("{\"tenant_id\":\"1\"}", None), "bad_tenant_id");
+        assert_eq!(code("{\"tenant_id\":0}", None), "bad_tenant_id");
+        let err = accept("[{\"tenant_id\":1},{\"tenant_id\":2}]", None, LIMITS, 1).unwrap_err();
+        assert_eq!(
+            (err.status, err.code),
+            (StatusCode::FORBIDDEN, "wrong_tenant")
+        );
+        assert!(err.message.starts_with("event 1:"), "{}", err.message);
         assert_eq!(
             code(
                 "[{\"tenant_id\":1},{\"tenant_id\":1},{\"tenant_id\":1},{\"tenant_id\":1}]",

@@ -253,6 +253,8 @@ pub struct HttpRequestData {
     pub url: String,
     /// Lower-cased header names.
     pub headers: Vec<(String, String)>,
+    /// Query parameters (`Query`, or else parsed from `Url`), as sent.
+    pub query: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -263,6 +265,31 @@ impl HttpRequestData {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// A query parameter, matched exactly.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Query parameters of a URL, split on `&` and `=`. Values are not percent-decoded: the
+/// parameters this handler reads (keys and tokens) are URL-safe as they are.
+fn query_of_url(url: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 /// Decodes `Data.<binding>` of an HTTP trigger. `Body` is the raw text; a host that parsed a
@@ -289,6 +316,20 @@ pub fn http_request(
             headers.push((name.to_ascii_lowercase(), value));
         }
     }
+    let url = text_of(get(&req, "Url")).unwrap_or_default();
+    let query = match get(&req, "Query").map(unwrap_encoded) {
+        Some(Value::Object(q)) if !q.is_empty() => q
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let v = match v {
+                    Value::Array(vs) => text_of(vs.first()),
+                    other => text_of(Some(&other)),
+                }?;
+                Some((k, v))
+            })
+            .collect(),
+        _ => query_of_url(&url),
+    };
     let body = match get(&req, "Body") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -296,8 +337,9 @@ pub fn http_request(
     };
     Ok(HttpRequestData {
         method: text_of(get(&req, "Method")).unwrap_or_default(),
-        url: text_of(get(&req, "Url")).unwrap_or_default(),
+        url,
         headers,
+        query,
         body,
     })
 }
@@ -341,6 +383,28 @@ mod tests {
         assert_eq!(body_of(json!("\"{\\\"a\\\":1}\"")), b"{\"a\":1}");
         assert_eq!(body_of(json!("\"just text\"")), b"\"just text\"");
         assert_eq!(body_of(json!({"a": 1})), b"{\"a\":1}");
+    }
+
+    #[test]
+    fn query_comes_from_query_or_else_the_url() {
+        let request = |req: Value| InvocationRequest {
+            data: json!({"req": req}).as_object().unwrap().clone(),
+            metadata: Default::default(),
+        };
+        let from_query = http_request(
+            &request(json!({"Url": "https://h/api/collect?x=1", "Query": {"write_key": "k"}})),
+            "req",
+        )
+        .unwrap();
+        assert_eq!(from_query.query_param("write_key"), Some("k"));
+        assert_eq!(from_query.query_param("x"), None);
+        let from_url = http_request(
+            &request(json!({"Url": "https://h/api/collect?a=&write_key=rmk_w_1#f", "Query": {}})),
+            "req",
+        )
+        .unwrap();
+        assert_eq!(from_url.query_param("write_key"), Some("rmk_w_1"));
+        assert_eq!(from_url.query_param("a"), Some(""));
     }
 
     #[test]

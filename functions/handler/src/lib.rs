@@ -7,14 +7,19 @@
 //! | `POST /collect` | `collect` | HTTP in (envelope mode) + Event Hubs out |
 //! | `POST /rollup` | `rollup` | timer |
 //! | `POST /maintenance` | `maintenance` | timer |
+//! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}` | `reports` | HTTP, forwarded ([`access`]) |
 //!
 //! Invocations answer 200 with `Outputs`/`Logs` only after their work is durable; any failure
 //! answers non-2xx with `{"error": {"code", "message"}}` so the host fails the invocation (and,
 //! for `ingest`, its retry policy holds the checkpoint back).
 
+pub mod access;
 pub mod collect;
 pub mod envelope;
 pub mod error;
+pub mod openapi;
+pub mod replay;
+pub mod reports;
 
 use crate::envelope::InvocationResponse;
 use crate::error::{ApiError, Envelope};
@@ -39,6 +44,8 @@ pub struct AppState {
     pub settings: Settings,
     pub pool: deadpool_postgres::Pool,
     pub ingestor: Ingestor,
+    /// Verifies API keys and share tokens, with a short cache.
+    pub verifier: remarketable_core::access::Verifier,
 }
 
 impl AppState {
@@ -46,10 +53,12 @@ impl AppState {
     pub fn new(settings: Settings) -> Self {
         let pool = db::pool(&settings);
         let ingestor = Ingestor::new(settings.limits.clone(), settings.tenant_cache_ttl);
+        let verifier = remarketable_core::access::Verifier::new(settings.access_cache_ttl);
         AppState {
             settings,
             pool,
             ingestor,
+            verifier,
         }
     }
 }
@@ -74,6 +83,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/rollup", post(rollup))
         .route("/maintenance", post(maintenance))
+        .merge(access::routes())
+        .merge(reports::routes())
+        .merge(openapi::routes())
+        .merge(replay::routes())
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)

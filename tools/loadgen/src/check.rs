@@ -6,7 +6,8 @@
 //! - per tenant: distinct devices and sessions over all hours;
 //! - dead letters per reason code and tenant (or without a tenant);
 //! - the ledger: `received = stored + duplicates + dead_lettered`, its `stored` equal to the
-//!   rows of `events`, its `dead_lettered` equal to the rows of `dead_letters`, and
+//!   rows of `events`, its `dead_lettered` equal to the rows of `dead_letters` not replayed
+//!   (a replay moves an event from dead-lettered to stored, in the ledger as in the tables), and
 //!   `received - duplicates` equal to the events delivered.
 //!
 //! Without uncertain resends every figure must match exactly. With them, a figure may lie
@@ -36,7 +37,7 @@ pub struct Difference {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     pub differences: Vec<Difference>,
-    /// Rows of `events` and `dead_letters`.
+    /// Rows of `events`, and of `dead_letters` not replayed.
     pub events: i64,
     pub dead_letters: i64,
     pub tenants: usize,

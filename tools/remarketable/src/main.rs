@@ -7,11 +7,21 @@
 //! remarketable tenant list
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
+//! remarketable dead-letters replay <tenant_id> [--batch N]
+//! remarketable key create <tenant_id> [--write] [--label L]   # prints the key once, on stdout
+//! remarketable key create --admin [--label L]
+//! remarketable key list [<tenant_id>]
+//! remarketable key revoke <key_id>
+//! remarketable share create <tenant_id> --expires 7d [--filter country=DE]... [--label L]
+//! remarketable share list <tenant_id>
+//! remarketable share revoke <token_id>
 //! ```
-//! Every command reads `DATABASE_URL`.
+//! Every command reads `DATABASE_URL`; `share create` also `SHARE_TOKEN_SECRET` (the handler's).
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use remarketable_core::access::{self, KeyKind};
+use remarketable_core::config::ShareSecret;
 use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use std::str::FromStr;
@@ -54,6 +64,81 @@ enum Command {
         #[command(subcommand)]
         command: RollupCommand,
     },
+    /// API keys: read and write keys of tenants, admin keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Share tokens: signed, expiring, read-only links to a tenant's reports.
+    Share {
+        #[command(subcommand)]
+        command: ShareCommand,
+    },
+    /// Dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Re-validate a tenant's pending dead letters with today's rules (e.g. after registering
+    /// the tenant), store those that pass and mark them replayed. Running it again changes
+    /// nothing.
+    Replay {
+        tenant_id: i64,
+        /// Dead letters per transaction.
+        #[arg(long, default_value_t = remarketable_core::replay::DEFAULT_MAX)]
+        batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key and print it once on stdout (only its hash is stored). A tenant key is a
+    /// read key unless --write is given (write keys are for `collect`).
+    Create {
+        /// The tenant of a read or write key.
+        #[arg(required_unless_present = "admin", conflicts_with = "admin")]
+        tenant_id: Option<i64>,
+        /// A write key, for sending events to `collect`.
+        #[arg(long)]
+        write: bool,
+        /// An admin key (tenants and keys through the admin API); belongs to no tenant.
+        #[arg(long, conflicts_with = "write")]
+        admin: bool,
+        /// What the key is for, shown in lists.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (of one tenant, or all), without secrets.
+    List { tenant_id: Option<i64> },
+    /// Revoke a key by its id (the 16 hex digits after the kind). Takes effect within
+    /// ACCESS_CACHE_TTL_SECONDS on every handler instance.
+    Revoke { key_id: String },
+}
+
+#[derive(Subcommand)]
+enum ShareCommand {
+    /// Create a share token and print it once on stdout. Needs SHARE_TOKEN_SECRET, the same as
+    /// the handler's.
+    Create {
+        tenant_id: i64,
+        /// Lifetime: a number with s, m, h or d (e.g. 7d), at most 90 days.
+        #[arg(long)]
+        expires: String,
+        /// A dimension fixed for every report the token reads: event_type, country, browser or
+        /// campaign (e.g. country=DE). Repeatable.
+        #[arg(long = "filter", value_name = "DIMENSION=VALUE")]
+        filters: Vec<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List a tenant's share tokens (the tokens themselves are not stored).
+    List { tenant_id: i64 },
+    /// Revoke a share token by its id.
+    Revoke { token_id: String },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +216,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Partitions => maintain(&client).await?,
         Command::Tenant { command } => tenant(&client, command).await?,
         Command::Rollup { command } => rollups(&mut client, command).await?,
+        Command::Key { command } => keys(&client, command).await?,
+        Command::Share { command } => shares(&client, command).await?,
+        Command::DeadLetters {
+            command: DeadLetterCommand::Replay { tenant_id, batch },
+        } => {
+            // The limits the handler would apply: the EVENT_* settings of this environment.
+            let mut map: std::collections::HashMap<String, String> = std::env::vars().collect();
+            map.insert("DATABASE_URL".into(), cli.database_url.clone());
+            let settings = remarketable_core::Settings::from_map(&map)
+                .context("the settings in the environment are invalid")?;
+            replay(&mut client, tenant_id, batch, &settings.limits).await?
+        }
     }
     Ok(())
 }
@@ -247,4 +344,248 @@ async fn rollups(
         }
     }
     Ok(())
+}
+
+fn access_error(e: access::AccessError) -> anyhow::Error {
+    match e {
+        access::AccessError::Database(e) => anyhow::Error::new(e).context("database error"),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+fn time_text(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+}
+
+async fn keys(client: &tokio_postgres::Client, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create {
+            tenant_id,
+            write,
+            admin,
+            label,
+        } => {
+            let kind = match (admin, write) {
+                (true, _) => KeyKind::Admin,
+                (false, true) => KeyKind::Write,
+                (false, false) => KeyKind::Read,
+            };
+            let key = access::create_key(client, tenant_id, kind, &label)
+                .await
+                .map_err(access_error)?;
+            match key.tenant_id {
+                Some(t) => eprintln!(
+                    "created {} key {} of tenant {t}; it is shown only now:",
+                    key.kind, key.key_id
+                ),
+                None => eprintln!("created admin key {}; it is shown only now:", key.key_id),
+            }
+            println!("{}", key.key);
+        }
+        KeyCommand::List { tenant_id } => {
+            println!("key_id\ttenant_id\tkind\tlabel\tcreated_at\trevoked_at\tlast_used_at");
+            for k in access::list_keys(client, tenant_id)
+                .await
+                .map_err(access_error)?
+            {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    k.key_id,
+                    k.tenant_id
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    k.kind,
+                    k.label,
+                    k.created_at.to_rfc3339(),
+                    time_text(k.revoked_at),
+                    time_text(k.last_used_at)
+                );
+            }
+        }
+        KeyCommand::Revoke { key_id } => {
+            let key_id = access::parse_id(&key_id, "bad_key_id").map_err(access_error)?;
+            match access::revoke_key(client, &key_id)
+                .await
+                .map_err(access_error)?
+            {
+                Some(_) => eprintln!("key {key_id} revoked"),
+                None => bail!("no key {key_id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `7d`, `12h`, `30m`, `3600s`.
+fn parse_lifetime(text: &str) -> anyhow::Result<chrono::Duration> {
+    let text = text.trim();
+    let split = text.len().saturating_sub(1);
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0).with_context(|| {
+        format!("--expires {text:?}: expected a number with s, m, h or d, e.g. 7d")
+    })?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("--expires {text:?}: expected a number with s, m, h or d, e.g. 7d"),
+    };
+    access::check_share_ttl(seconds).map_err(access_error)
+}
+
+async fn shares(client: &tokio_postgres::Client, command: ShareCommand) -> anyhow::Result<()> {
+    match command {
+        ShareCommand::Create {
+            tenant_id,
+            expires,
+            filters,
+            label,
+        } => {
+            let ttl = parse_lifetime(&expires)?;
+            let pairs = filters
+                .iter()
+                .map(|f| {
+                    f.split_once('=')
+                        .with_context(|| format!("--filter {f:?}: expected DIMENSION=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let filters = access::parse_filters(pairs).map_err(access_error)?;
+            let secret_text = std::env::var("SHARE_TOKEN_SECRET").map_err(|_| {
+                anyhow::anyhow!("SHARE_TOKEN_SECRET is not set: share tokens are signed with the handler's secret")
+            })?;
+            let secret = ShareSecret::new(secret_text.trim())?;
+            let token =
+                access::create_share_token(client, Some(&secret), tenant_id, ttl, filters, &label)
+                    .await
+                    .map_err(access_error)?;
+            eprintln!(
+                "created share token {} of tenant {tenant_id}, expires {}; it is shown only now:",
+                token.token_id,
+                token.expires_at.to_rfc3339()
+            );
+            println!("{}", token.token);
+        }
+        ShareCommand::List { tenant_id } => {
+            println!("token_id\tfilters\tlabel\tcreated_at\texpires_at\trevoked_at");
+            for t in access::list_share_tokens(client, tenant_id)
+                .await
+                .map_err(access_error)?
+            {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    t.token_id,
+                    filters_text(&t.filters),
+                    t.label,
+                    t.created_at.to_rfc3339(),
+                    t.expires_at.to_rfc3339(),
+                    time_text(t.revoked_at)
+                );
+            }
+        }
+        ShareCommand::Revoke { token_id } => {
+            let token_id = access::parse_id(&token_id, "bad_token_id").map_err(access_error)?;
+            if access::revoke_share_token(client, None, &token_id)
+                .await
+                .map_err(access_error)?
+            {
+                eprintln!("share token {token_id} revoked");
+            } else {
+                bail!("no share token {token_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn filters_text(filters: &std::collections::BTreeMap<String, String>) -> String {
+    filters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Replays in transactions of `batch` dead letters, resuming after the last one examined, so
+/// dead letters that still fail do not hold the rest back.
+async fn replay(
+    client: &mut tokio_postgres::Client,
+    tenant_id: i64,
+    batch: usize,
+    limits: &remarketable_core::event::EventLimits,
+) -> anyhow::Result<()> {
+    if !(1..=remarketable_core::replay::DEFAULT_MAX).contains(&batch) {
+        bail!(
+            "--batch must be between 1 and {}",
+            remarketable_core::replay::DEFAULT_MAX
+        );
+    }
+    let (mut examined, mut replayed) = (0, 0);
+    let mut still_failing = std::collections::BTreeMap::new();
+    let mut after = None;
+    loop {
+        let report = remarketable_core::replay::replay_dead_letters_after(
+            client,
+            tenant_id,
+            after,
+            limits,
+            chrono::Utc::now(),
+            batch,
+        )
+        .await
+        .context("replay failed")?;
+        examined += report.examined;
+        replayed += report.replayed;
+        for (reason, n) in &report.still_failing {
+            *still_failing.entry(reason.code()).or_insert(0) += n;
+        }
+        eprintln!(
+            "tenant {tenant_id}: {examined} dead letters examined, {replayed} stored and marked replayed"
+        );
+        if !report.more {
+            break;
+        }
+        after = report.resume_after;
+    }
+    for (reason, n) in still_failing {
+        eprintln!("  still failing: {reason} {n}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(parse_lifetime("7d").unwrap(), chrono::Duration::days(7));
+        assert_eq!(
+            parse_lifetime("90m").unwrap(),
+            chrono::Duration::minutes(90)
+        );
+        assert!(parse_lifetime("91d").is_err());
+        assert!(parse_lifetime("10s").is_err());
+        assert!(parse_lifetime("7w").is_err());
+        assert!(parse_lifetime("d").is_err());
+        assert!(parse_lifetime("").is_err());
+    }
+
+    #[test]
+    fn key_create_arguments() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["remarketable", "--database-url", "postgres://h/db"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        assert!(parse(&["key", "create", "3", "--write"]).is_ok());
+        assert!(parse(&["key", "create", "--admin"]).is_ok());
+        assert!(parse(&["key", "create"]).is_err());
+        assert!(parse(&["key", "create", "3", "--admin"]).is_err());
+        assert!(parse(&["key", "create", "--admin", "--write"]).is_err());
+    }
 }

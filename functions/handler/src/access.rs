@@ -1,0 +1,646 @@
+//! Access control of the HTTP API: credential extractors and the key, tenant and share-token
+//! endpoints.
+//!
+//! Credentials:
+//! - `Authorization: Bearer rmk_read_…` — a tenant's read key: its reports, its share tokens;
+//! - `Authorization: Share rms_…` or `?share=rms_…` (for iframes) — a share token: read-only
+//!   reports of one tenant, possibly with fixed filters;
+//! - `Authorization: Bearer rmk_admin_…` — an admin key: tenants and keys;
+//! - `x-rmk-write-key: rmk_write_…` or `?write_key=` — a tenant's write key, for `collect` only.
+//!
+//! | route | credential | answers |
+//! |---|---|---|
+//! | `POST /api/v1/admin/tenants` | admin | 201; 400, 409 `tenant_exists` |
+//! | `POST /api/v1/admin/tenants/{tenant_id}/keys` | admin | 201 with the key, shown once |
+//! | `GET /api/v1/admin/tenants/{tenant_id}/keys` | admin | 200, no secrets |
+//! | `DELETE /api/v1/admin/keys/{key_id}` | admin | 204; 404 |
+//! | `POST /api/v1/tenants/{tenant_id}/share-tokens` | read key | 201 with the token, shown once |
+//! | `GET /api/v1/tenants/{tenant_id}/share-tokens` | read key | 200 |
+//! | `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}` | read key | 204; 404 |
+//! | `GET /api/v1/tenants/{tenant_id}/whoami` | read key or share token | 200 |
+//!
+//! Refusals: 401 `unauthorized` (missing, unknown or revoked credential), 401 `share_expired`,
+//! 401 `share_revoked`, 403 `forbidden` (a credential of the wrong kind), 403
+//! `share_tokens_disabled`, 404 `not_found` for a credential of another tenant (tenant ids are
+//! not probed). Credentials are never echoed or logged.
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use remarketable_core::access::{self, AccessError, KeyKind, VerifiedKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Largest body of an access-control request.
+const MAX_BODY_BYTES: usize = 16 << 10;
+
+/// The routes of this module, merged into [`crate::app`].
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/admin/tenants", post(create_tenant))
+        .route(
+            "/api/v1/admin/tenants/{tenant_id}/keys",
+            post(create_key).get(list_keys),
+        )
+        .route("/api/v1/admin/keys/{key_id}", delete(revoke_key))
+        .route(
+            "/api/v1/tenants/{tenant_id}/share-tokens",
+            post(create_share_token).get(list_share_tokens),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/share-tokens/{token_id}",
+            delete(revoke_share_token),
+        )
+        .route("/api/v1/tenants/{tenant_id}/whoami", get(whoami))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Maps a refusal of the core to the HTTP surface.
+pub fn access_error(e: AccessError) -> ApiError {
+    match e {
+        AccessError::Unauthorized => unauthorized("missing, unknown or revoked credential"),
+        AccessError::ShareExpired => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "share_expired",
+            "the share link has expired; ask for a new one",
+        ),
+        AccessError::ShareRevoked => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "share_revoked",
+            "the share link was revoked",
+        ),
+        AccessError::ShareTokensDisabled => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "share_tokens_disabled",
+            "share links are not enabled on this service",
+        ),
+        AccessError::UnknownTenant(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+            format!("tenant {id} is not registered"),
+        ),
+        AccessError::Invalid { code, message } => {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        }
+        AccessError::Random => {
+            tracing::error!("the operating system's random source failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "random_unavailable",
+                "cannot make a credential now; retry later",
+            )
+        }
+        AccessError::Database(e) => ApiError::database(e),
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// The credential a request presents.
+enum Credential {
+    Key(String),
+    Share(String),
+}
+
+/// A query parameter of a URI; keys and tokens are URL-safe, so no percent-decoding is needed.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn credential(parts: &Parts) -> Result<Credential, ApiError> {
+    let header = parts.headers.get(header::AUTHORIZATION);
+    let share_query = query_param(parts.uri.query(), "share");
+    match (header, share_query) {
+        (Some(_), Some(_)) => Err(bad_request(
+            "ambiguous_credentials",
+            "send either an Authorization header or a share parameter, not both",
+        )),
+        (None, Some(token)) => Ok(Credential::Share(token.to_string())),
+        (None, None) => Err(unauthorized(
+            "send Authorization: Bearer <key> or Share <token>",
+        )),
+        (Some(value), None) => {
+            let value = value
+                .to_str()
+                .map_err(|_| unauthorized("malformed Authorization header"))?;
+            let (scheme, rest) = value
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| unauthorized("malformed Authorization header"))?;
+            let rest = rest.trim().to_string();
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Ok(Credential::Key(rest))
+            } else if scheme.eq_ignore_ascii_case("share") {
+                Ok(Credential::Share(rest))
+            } else {
+                Err(unauthorized(
+                    "Authorization scheme must be Bearer (API key) or Share (share token)",
+                ))
+            }
+        }
+    }
+}
+
+async fn verify_key(state: &AppState, key: &str) -> Result<VerifiedKey, ApiError> {
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    state
+        .verifier
+        .verify_key(&**client, key)
+        .await
+        .map_err(access_error)
+}
+
+/// How a [`TenantAccess`] was granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Via {
+    ApiKey {
+        key_id: String,
+    },
+    ShareToken {
+        token_id: String,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// Read access to one tenant: a read key, or a share token (read-only, maybe with fixed
+/// filters that every report must apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantAccess {
+    pub tenant_id: i64,
+    /// Dimension (`event_type`, `country`, `browser`, `campaign`) to the value every report of
+    /// this request is restricted to.
+    pub fixed_filters: BTreeMap<String, String>,
+    /// True for share tokens: they may read reports and nothing else.
+    pub read_only: bool,
+    pub via: Via,
+}
+
+impl TenantAccess {
+    /// The tenant in the path must be the credential's; another tenant's is answered as if it
+    /// did not exist, so tenant ids cannot be probed.
+    pub fn require_tenant(&self, path_tenant: i64) -> Result<(), ApiError> {
+        if self.tenant_id == path_tenant {
+            Ok(())
+        } else {
+            Err(ApiError::not_found())
+        }
+    }
+
+    /// Refuses share tokens (for endpoints that change something).
+    pub fn require_key(&self) -> Result<(), ApiError> {
+        if self.read_only {
+            Err(forbidden("a share link cannot do this; use a read key"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for TenantAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        match credential(parts)? {
+            Credential::Key(key) => {
+                let verified = verify_key(state, &key).await?;
+                match (verified.kind, verified.tenant_id) {
+                    (KeyKind::Read, Some(tenant_id)) => Ok(TenantAccess {
+                        tenant_id,
+                        fixed_filters: BTreeMap::new(),
+                        read_only: false,
+                        via: Via::ApiKey {
+                            key_id: verified.key_id,
+                        },
+                    }),
+                    _ => Err(forbidden("this endpoint needs a tenant's read key")),
+                }
+            }
+            Credential::Share(token) => {
+                let client = state.pool.get().await.map_err(ApiError::pool)?;
+                let claims = state
+                    .verifier
+                    .verify_share(
+                        &**client,
+                        state.settings.share_token_secret.as_ref(),
+                        &token,
+                        Utc::now(),
+                    )
+                    .await
+                    .map_err(access_error)?;
+                Ok(TenantAccess {
+                    tenant_id: claims.tenant_id,
+                    fixed_filters: access::filter_names(&claims.filters),
+                    read_only: true,
+                    via: Via::ShareToken {
+                        token_id: claims.token_id,
+                        expires_at: claims.expires_at,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// An operator: `Authorization: Bearer <admin key>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAccess {
+    pub key_id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for AdminAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        match credential(parts)? {
+            Credential::Key(key) => {
+                let verified = verify_key(state, &key).await?;
+                if verified.kind == KeyKind::Admin {
+                    Ok(AdminAccess {
+                        key_id: verified.key_id,
+                    })
+                } else {
+                    Err(forbidden("this endpoint needs an admin key"))
+                }
+            }
+            Credential::Share(_) => Err(forbidden("this endpoint needs an admin key")),
+        }
+    }
+}
+
+/// The tenant of a write key presented to `collect` (header `x-rmk-write-key` or query
+/// `write_key`): 401 without a valid key, 403 for a key of another kind.
+pub async fn write_key_tenant(state: &AppState, presented: Option<&str>) -> Result<i64, ApiError> {
+    let key = presented
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            unauthorized(
+                "send the tenant's write key in x-rmk-write-key or the write_key parameter",
+            )
+        })?;
+    let verified = verify_key(state, key).await?;
+    match (verified.kind, verified.tenant_id) {
+        (KeyKind::Write, Some(tenant_id)) => Ok(tenant_id),
+        _ => Err(forbidden("collect needs a tenant's write key")),
+    }
+}
+
+/// A JSON body, refused with our error shape. An empty body reads as `{}`.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                bad_request("bad_request", "request body could not be read")
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes)
+            .map(ApiJson)
+            .map_err(|e| bad_request("bad_request", format!("request body: {e}")))
+    }
+}
+
+fn tenant_id_of(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| bad_request("bad_tenant_id", "tenant ids are integers greater than 0"))
+}
+
+/// A response that carries a secret shown once: never cached anywhere.
+fn created_secret(body: serde_json::Value) -> Response {
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    tenant_id: i64,
+    name: String,
+    #[serde(default = "utc")]
+    time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// `POST /api/v1/admin/tenants`
+async fn create_tenant(
+    State(state): State<Arc<AppState>>,
+    admin: AdminAccess,
+    ApiJson(body): ApiJson<NewTenant>,
+) -> Result<Response, ApiError> {
+    if body.tenant_id <= 0 {
+        return Err(bad_request(
+            "bad_tenant_id",
+            "tenant ids are integers greater than 0",
+        ));
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(bad_request(
+            "bad_name",
+            "name must be 1 to 200 characters without control characters",
+        ));
+    }
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let known_zone = client
+        .query_opt(
+            "SELECT 1 FROM pg_timezone_names WHERE name = $1",
+            &[&body.time_zone],
+        )
+        .await
+        .map_err(ApiError::database)?
+        .is_some();
+    if !known_zone {
+        return Err(bad_request(
+            "bad_time_zone",
+            "time_zone must be an IANA time zone name such as Europe/Berlin",
+        ));
+    }
+    let row = client
+        .query_opt(
+            "INSERT INTO tenants (tenant_id, name, time_zone) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO NOTHING RETURNING created_at",
+            &[&body.tenant_id, &name, &body.time_zone],
+        )
+        .await
+        .map_err(ApiError::database)?;
+    let Some(row) = row else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_exists",
+            format!("tenant {} is already registered", body.tenant_id),
+        ));
+    };
+    let created_at: DateTime<Utc> = row.get(0);
+    tracing::info!(tenant_id = body.tenant_id, admin_key = %admin.key_id, "tenant registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "tenant_id": body.tenant_id,
+            "name": name,
+            "time_zone": body.time_zone,
+            "created_at": created_at,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyRequest {
+    kind: Option<String>,
+    #[serde(default)]
+    label: String,
+}
+
+/// `POST /api/v1/admin/tenants/{tenant_id}/keys`
+async fn create_key(
+    State(state): State<Arc<AppState>>,
+    admin: AdminAccess,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<NewKeyRequest>,
+) -> Result<Response, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let kind: KeyKind = body
+        .kind
+        .as_deref()
+        .unwrap_or("read")
+        .parse()
+        .map_err(access_error)?;
+    if kind == KeyKind::Admin {
+        return Err(bad_request(
+            "bad_kind",
+            "admin keys belong to no tenant: create them with `remarketable key create --admin`",
+        ));
+    }
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let key = access::create_key(&**client, Some(tenant_id), kind, &body.label)
+        .await
+        .map_err(access_error)?;
+    tracing::info!(
+        tenant_id,
+        key_id = %key.key_id,
+        kind = %key.kind,
+        admin_key = %admin.key_id,
+        "API key created"
+    );
+    Ok(created_secret(json!({
+        "key_id": key.key_id,
+        "key": key.key,
+        "kind": key.kind,
+        "tenant_id": key.tenant_id,
+        "label": key.label,
+        "created_at": key.created_at,
+    })))
+}
+
+/// `GET /api/v1/admin/tenants/{tenant_id}/keys`
+async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminAccess,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let registered = client
+        .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
+        .await
+        .map_err(ApiError::database)?
+        .is_some();
+    if !registered {
+        return Err(access_error(AccessError::UnknownTenant(tenant_id)));
+    }
+    let keys = access::list_keys(&**client, Some(tenant_id))
+        .await
+        .map_err(access_error)?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// `DELETE /api/v1/admin/keys/{key_id}`
+async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    admin: AdminAccess,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key_id = access::parse_id(&key_id, "bad_key_id").map_err(access_error)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let found = access::revoke_key(&**client, &key_id)
+        .await
+        .map_err(access_error)?;
+    state.verifier.forget_key(&key_id);
+    if found.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such key",
+        ));
+    }
+    tracing::info!(key_id = %key_id, admin_key = %admin.key_id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewShareRequest {
+    expires_in_seconds: i64,
+    #[serde(default)]
+    filters: BTreeMap<String, String>,
+    #[serde(default)]
+    label: String,
+}
+
+/// The tenant of the path, checked against a read key (not a share token).
+fn key_holder_of(access: &TenantAccess, tenant: &str) -> Result<i64, ApiError> {
+    let tenant_id = tenant_id_of(tenant)?;
+    access.require_tenant(tenant_id)?;
+    access.require_key()?;
+    Ok(tenant_id)
+}
+
+/// `POST /api/v1/tenants/{tenant_id}/share-tokens`
+async fn create_share_token(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant): Path<String>,
+    ApiJson(body): ApiJson<NewShareRequest>,
+) -> Result<Response, ApiError> {
+    let tenant_id = key_holder_of(&access, &tenant)?;
+    let secret = state
+        .settings
+        .share_token_secret
+        .as_ref()
+        .ok_or(AccessError::ShareTokensDisabled)
+        .map_err(access_error)?;
+    let ttl = access::check_share_ttl(body.expires_in_seconds).map_err(access_error)?;
+    let filters = access::parse_filters(body.filters.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(access_error)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let token = access::create_share_token(
+        &**client,
+        Some(secret),
+        tenant_id,
+        ttl,
+        filters,
+        &body.label,
+    )
+    .await
+    .map_err(access_error)?;
+    tracing::info!(tenant_id, token_id = %token.token_id, expires_at = %token.expires_at, "share token created");
+    Ok(created_secret(json!({
+        "token_id": token.token_id,
+        "token": token.token,
+        "expires_at": token.expires_at,
+        "filters": token.filters,
+        "label": token.label,
+    })))
+}
+
+/// `GET /api/v1/tenants/{tenant_id}/share-tokens`
+async fn list_share_tokens(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = key_holder_of(&access, &tenant)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let tokens = access::list_share_tokens(&**client, tenant_id)
+        .await
+        .map_err(access_error)?;
+    Ok(Json(json!({ "share_tokens": tokens })))
+}
+
+/// `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}`
+async fn revoke_share_token(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path((tenant, token_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = key_holder_of(&access, &tenant)?;
+    let token_id = access::parse_id(&token_id, "bad_token_id").map_err(access_error)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let found = access::revoke_share_token(&**client, Some(tenant_id), &token_id)
+        .await
+        .map_err(access_error)?;
+    state.verifier.forget_share(&token_id);
+    if !found {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such share token",
+        ));
+    }
+    tracing::info!(tenant_id, token_id = %token_id, "share token revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/tenants/{tenant_id}/whoami`: what the presented credential grants, for the
+/// dashboard (which filters are fixed, whether it may manage share links, when a link expires).
+async fn whoami(
+    access: TenantAccess,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    access.require_tenant(tenant_id_of(&tenant)?)?;
+    let expires_at = match &access.via {
+        Via::ShareToken { expires_at, .. } => Some(*expires_at),
+        Via::ApiKey { .. } => None,
+    };
+    Ok(Json(json!({
+        "tenant_id": access.tenant_id,
+        "read_only": access.read_only,
+        "fixed_filters": access.fixed_filters,
+        "expires_at": expires_at,
+        "via": access.via,
+    })))
+}

@@ -1,0 +1,73 @@
+//! `POST /api/v1/admin/tenants/{tenant_id}/dead-letters/replay` (admin key): re-validates a
+//! tenant's pending dead letters with today's rules (after the tenant was registered, or a
+//! limit raised), stores those that pass and marks them replayed. Replaying again changes
+//! nothing. Body (optional): `{"max": 1..=10000, "after": <dead_letter_id>}`; the answer says
+//! whether more remain and where to resume.
+
+use crate::access::AdminAccess;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use remarketable_core::replay::{self, ReplayError, DEFAULT_MAX};
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route(
+        "/api/v1/admin/tenants/{tenant_id}/dead-letters/replay",
+        post(replay_dead_letters),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    max: Option<usize>,
+    after: Option<i64>,
+}
+
+async fn replay_dead_letters(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminAccess,
+    Path(tenant_id): Path<i64>,
+    body: Option<Json<ReplayRequest>>,
+) -> Result<Json<replay::ReplayReport>, ApiError> {
+    let request = body.map(|Json(r)| r).unwrap_or_default();
+    let max = request.max.unwrap_or(DEFAULT_MAX);
+    if !(1..=DEFAULT_MAX).contains(&max) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_parameter",
+            format!("max must be between 1 and {DEFAULT_MAX}"),
+        ));
+    }
+    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
+    let report = replay::replay_dead_letters_after(
+        &mut client,
+        tenant_id,
+        request.after,
+        &state.settings.limits,
+        chrono::Utc::now(),
+        max,
+    )
+    .await
+    .map_err(|e| match e {
+        ReplayError::Database(e) => ApiError::ingest(e),
+        ReplayError::Changed => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replay_conflict",
+            "dead letters changed during the replay; run it again",
+        ),
+    })?;
+    tracing::info!(
+        tenant_id,
+        examined = report.examined,
+        replayed = report.replayed,
+        more = report.more,
+        "dead letters replayed"
+    );
+    Ok(Json(report))
+}

@@ -1,0 +1,443 @@
+//! The tenant reports API (`reports` function, forwarded HTTP), over
+//! [`remarketable_core::reports`].
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /api/v1/tenants/{tenant_id}/timeseries` | metrics per bucket |
+//! | `GET /api/v1/tenants/{tenant_id}/breakdown?dimension=country` | one dimension's top values |
+//! | `GET /api/v1/tenants/{tenant_id}/summary` | KPI totals with the previous period |
+//! | `GET /api/v1/tenants/{tenant_id}/top?list=pages` | top pages or devices (TopN estimates) |
+//! | `GET /api/v1/tenants/{tenant_id}/ingest` | the delivery ledger per hour and recent dead letters |
+//!
+//! Common parameters: `from`/`to` (RFC 3339) or `range` (`1h`, `24h`, `7d`, `30d`; default
+//! `24h`, ending now), `granularity` (`5m`, `1h`, `1d`; default from the range length),
+//! filters `event_type`, `country`, `browser`, `campaign` (`""` = events without it), and
+//! `format=csv` (or `Accept: text/csv`) for Excel and Power BI. Credentials: a tenant read key
+//! or a share token (whose fixed filters always apply). Every answer says how fresh it is
+//! (`freshness.as_of`) and carries the error bound of its distinct counts.
+
+use crate::access::TenantAccess;
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, TimeDelta, Utc};
+use remarketable_core::reports::{
+    self, Dimension, Filters, Granularity, Metrics, Range, ReportError, TopList,
+    DISTINCT_ERROR_BOUND_95,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/tenants/{tenant_id}/timeseries", get(timeseries))
+        .route("/api/v1/tenants/{tenant_id}/breakdown", get(breakdown))
+        .route("/api/v1/tenants/{tenant_id}/summary", get(summary))
+        .route("/api/v1/tenants/{tenant_id}/top", get(top))
+        .route("/api/v1/tenants/{tenant_id}/ingest", get(ingest))
+}
+
+/// Query parameters, as sent; parsed into closed types by [`Request::parse`].
+#[derive(Debug, Default, Deserialize)]
+pub struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    range: Option<String>,
+    granularity: Option<String>,
+    event_type: Option<String>,
+    country: Option<String>,
+    browser: Option<String>,
+    campaign: Option<String>,
+    format: Option<String>,
+    dimension: Option<String>,
+    limit: Option<i64>,
+    list: Option<String>,
+    n: Option<i32>,
+    dead_letters: Option<i64>,
+}
+
+/// A parsed report request.
+struct Request {
+    range: Range,
+    granularity: Granularity,
+    filters: Filters,
+    csv: bool,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message)
+}
+
+fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            bad(format!(
+                "{name} must be an RFC 3339 time, e.g. 2026-11-26T00:00:00Z"
+            ))
+        })
+}
+
+impl ReportQuery {
+    fn parse(&self, access: &TenantAccess, headers: &HeaderMap) -> Result<Request, ApiError> {
+        let now = Utc::now();
+        let to = match &self.to {
+            Some(t) => parse_time("to", t)?,
+            None => now,
+        };
+        let from = match (&self.from, self.range.as_deref()) {
+            (Some(_), Some(_)) => return Err(bad("give either from/to or range, not both")),
+            (Some(f), None) => parse_time("from", f)?,
+            (None, preset) => {
+                let span = match preset.unwrap_or("24h") {
+                    "1h" => TimeDelta::hours(1),
+                    "24h" => TimeDelta::hours(24),
+                    "7d" => TimeDelta::days(7),
+                    "30d" => TimeDelta::days(30),
+                    _ => return Err(bad("range must be 1h, 24h, 7d or 30d")),
+                };
+                to - span
+            }
+        };
+        let range = Range::new(from, to).map_err(bad)?;
+        let granularity = match &self.granularity {
+            Some(g) => g.parse().map_err(bad)?,
+            None => Granularity::for_range(&range),
+        };
+        let mut filters = Filters::default();
+        for (name, value) in &access.fixed_filters {
+            let dimension: Dimension = name.parse().map_err(bad)?;
+            filters.set(dimension, value).map_err(bad)?;
+        }
+        for (dimension, value) in [
+            (Dimension::EventType, &self.event_type),
+            (Dimension::Country, &self.country),
+            (Dimension::Browser, &self.browser),
+            (Dimension::Campaign, &self.campaign),
+        ] {
+            if let Some(value) = value {
+                filters.set(dimension, value).map_err(|message| {
+                    ApiError::new(StatusCode::FORBIDDEN, "filter_fixed", message)
+                })?;
+            }
+        }
+        let csv = match self.format.as_deref() {
+            Some("csv") => true,
+            Some("json") => false,
+            Some(_) => return Err(bad("format must be json or csv")),
+            None => headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/csv")),
+        };
+        Ok(Request {
+            range,
+            granularity,
+            filters,
+            csv,
+        })
+    }
+}
+
+fn report_error(e: ReportError) -> ApiError {
+    match e {
+        // The credential names an existing tenant; only a deleted one gets here.
+        ReportError::UnknownTenant => ApiError::not_found(),
+        ReportError::BadRequest(message) => bad(message),
+        ReportError::Database(e) => ApiError::database(e),
+    }
+}
+
+/// The JSON of a report, with the error bound of its distinct counts.
+fn json_answer(report: &impl serde::Serialize) -> Response {
+    let mut value = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "distinct_counts".into(),
+            json!({"method": "hyperloglog", "relative_error_95": DISTINCT_ERROR_BOUND_95}),
+        );
+    }
+    let mut response = axum::Json(value).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// A CSV answer: a header line and one line per row, fields quoted when they need it.
+fn csv_answer(name: &str, header_line: &[&str], rows: Vec<Vec<String>>) -> Response {
+    let mut out = String::new();
+    let mut push = |fields: &mut dyn Iterator<Item = &str>| {
+        let line: Vec<String> = fields.map(csv_field).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    };
+    push(&mut header_line.iter().copied());
+    for row in &rows {
+        push(&mut row.iter().map(String::as_str));
+    }
+    let mut response = out.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.csv\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    no_store(&mut response);
+    response
+}
+
+fn csv_field(s: &str) -> String {
+    // A leading =, +, - or @ would make a spreadsheet evaluate the field as a formula.
+    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+const METRIC_COLUMNS: [&str; 6] = [
+    "events",
+    "unique_devices",
+    "unique_sessions",
+    "revenue",
+    "purchases",
+    "conversion_rate",
+];
+
+fn metric_fields(m: &Metrics) -> Vec<String> {
+    vec![
+        m.events.to_string(),
+        m.unique_devices.to_string(),
+        m.unique_sessions.to_string(),
+        m.revenue.to_string(),
+        m.purchases.to_string(),
+        format!("{:.6}", m.conversion_rate),
+    ]
+}
+
+fn with_metrics<'a>(first: &[&'a str]) -> Vec<&'a str> {
+    first.iter().copied().chain(METRIC_COLUMNS).collect()
+}
+
+async fn timeseries(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    let r = q.parse(&access, &headers)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let series = reports::timeseries(&client, tenant_id, &r.range, r.granularity, &r.filters)
+        .await
+        .map_err(report_error)?;
+    if r.csv {
+        let rows = series
+            .points
+            .iter()
+            .map(|p| {
+                let mut row = vec![p.bucket.to_rfc3339()];
+                row.extend(metric_fields(&p.metrics));
+                row
+            })
+            .collect();
+        return Ok(csv_answer("timeseries", &with_metrics(&["bucket"]), rows));
+    }
+    Ok(json_answer(&series))
+}
+
+async fn breakdown(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    let r = q.parse(&access, &headers)?;
+    let dimension: Dimension = q
+        .dimension
+        .as_deref()
+        .ok_or_else(|| bad("dimension is required"))?
+        .parse()
+        .map_err(bad)?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(bad("limit must be between 1 and 100"));
+    }
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let b = reports::breakdown(
+        &client,
+        tenant_id,
+        &r.range,
+        r.granularity,
+        dimension,
+        &r.filters,
+        limit,
+    )
+    .await
+    .map_err(report_error)?;
+    if r.csv {
+        let rows = b
+            .rows
+            .iter()
+            .map(|row| {
+                let mut fields = vec![row.value.clone()];
+                fields.extend(metric_fields(&row.metrics));
+                fields
+            })
+            .collect();
+        return Ok(csv_answer(
+            "breakdown",
+            &with_metrics(&[dimension.name()]),
+            rows,
+        ));
+    }
+    Ok(json_answer(&b))
+}
+
+async fn summary(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    let r = q.parse(&access, &headers)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let s = reports::summary(&client, tenant_id, &r.range, r.granularity, &r.filters)
+        .await
+        .map_err(report_error)?;
+    if r.csv {
+        let row = |period: &str, range: &Range, m: &Metrics| {
+            let mut fields = vec![
+                period.to_string(),
+                range.from.to_rfc3339(),
+                range.to.to_rfc3339(),
+            ];
+            fields.extend(metric_fields(m));
+            fields
+        };
+        let rows = vec![
+            row("current", &s.range, &s.current),
+            row("previous", &s.previous_range, &s.previous),
+        ];
+        return Ok(csv_answer(
+            "summary",
+            &with_metrics(&["period", "from", "to"]),
+            rows,
+        ));
+    }
+    Ok(json_answer(&s))
+}
+
+async fn top(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    let r = q.parse(&access, &headers)?;
+    let list: TopList = q.list.as_deref().unwrap_or("pages").parse().map_err(bad)?;
+    let n = q.n.unwrap_or(10);
+    if !(1..=100).contains(&n) {
+        return Err(bad("n must be between 1 and 100"));
+    }
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let t = reports::top(
+        &client,
+        tenant_id,
+        &r.range,
+        r.granularity,
+        list,
+        &r.filters,
+        n,
+    )
+    .await
+    .map_err(report_error)?;
+    if r.csv {
+        let rows = t
+            .items
+            .iter()
+            .map(|i| vec![i.item.clone(), i.count.to_string()])
+            .collect();
+        return Ok(csv_answer("top", &["item", "estimated_count"], rows));
+    }
+    Ok(json_answer(&t))
+}
+
+async fn ingest(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    let r = q.parse(&access, &headers)?;
+    let dead_letters = q.dead_letters.unwrap_or(50);
+    if !(1..=500).contains(&dead_letters) {
+        return Err(bad("dead_letters must be between 1 and 500"));
+    }
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let report = reports::ingest(&client, tenant_id, &r.range, dead_letters)
+        .await
+        .map_err(report_error)?;
+    if r.csv {
+        let rows = report
+            .hours
+            .iter()
+            .map(|h| {
+                vec![
+                    h.hour.to_rfc3339(),
+                    h.received.to_string(),
+                    h.stored.to_string(),
+                    h.duplicates.to_string(),
+                    h.dead_lettered.to_string(),
+                ]
+            })
+            .collect();
+        return Ok(csv_answer(
+            "ingest",
+            &["hour", "received", "stored", "duplicates", "dead_lettered"],
+            rows,
+        ));
+    }
+    Ok(json_answer(&report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-12.5"), "-12.5");
+        assert_eq!(csv_field("@cmd"), "'@cmd");
+    }
+}

@@ -1,0 +1,357 @@
+//! Replay of a tenant's dead letters after a fix (the tenant registered since, limits raised):
+//! each pending dead letter is validated again with today's rules; the ones that pass are
+//! stored in `events` and marked `replayed`, the others stay `pending`.
+//!
+//! One call is one transaction:
+//! 1. take the tenant's replay lock (a second replay of the tenant waits, then finds nothing of
+//!    what the first replayed still pending), read the event id floor;
+//! 2. lock up to `max` pending dead letters of the tenant, oldest first;
+//! 3. validate each payload as ingest does ([`parse_event`], the dead letter's enqueue time as
+//!    the fallback event time, the tenant registry, the partition bounds);
+//! 4. write the valid ones with ingest's own row encoding and narrowing
+//!    ([`crate::ingest::write_events`]): a row the database refuses stays pending;
+//! 5. record the id range in `event_id_ranges` (for the rollups), move the replayed events from
+//!    dead-lettered to stored in the ledger (one `ingest_ledger_batches` entry), mark them
+//!    `replayed`, commit.
+//!
+//! A dead letter that still fails keeps its original reason and message (the record of what
+//! happened at ingest; the ledger attribution below depends on it); today's verdict is in the
+//! [`ReplayReport`]. Dead letters without a tenant (the tenant could not be read) are not
+//! replayed by tenant.
+//!
+//! ## The ledger
+//!
+//! Ingest counted each dead letter under its tenant and hour of enqueue time, or under tenant
+//! 0 when the tenant was not registered then. A replayed event is moved, within its hour, from
+//! dead-lettered under that ledger tenant to stored under its tenant: `received - 1,
+//! dead_lettered - 1` for the first and `received + 1, stored + 1` for the second (one change of
+//! `stored + 1, dead_lettered - 1` when they are the same). Every element keeps `received =
+//! stored + duplicates + dead_lettered`, so the hourly table's CHECK holds whenever
+//! `compact_ingest_ledger()` folds such entries, together with the batches they correct or
+//! after them. The ledger tenant is 0 for `unknown_tenant` dead letters, and for others when
+//! the tenant was registered after the event was dead-lettered (`tenants.created_at` later than
+//! `dead_letters.received_at`); otherwise it is the tenant.
+
+use crate::event::{parse_event, EventLimits, Rejection, ValidEvent};
+use crate::ingest::{write_events, IncomingEvent, IngestError};
+use crate::partitions::PartitionCache;
+use crate::reason::Reason;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+/// Dead letters examined per call unless the caller says otherwise.
+pub const DEFAULT_MAX: usize = 10_000;
+
+/// The `source` of the ledger entries replays write (their `stream_partition` is the tenant).
+pub const LEDGER_SOURCE: &str = "dead-letter-replay";
+
+/// A replay that was not done. Nothing of it was committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Database(#[from] IngestError),
+    /// Dead letters locked by the replay were changed by someone else meanwhile (which the
+    /// locks should make impossible); the replay was rolled back, and may be run again.
+    #[error("dead letters changed while locked for replay")]
+    Changed,
+}
+
+impl ReplayError {
+    /// Whether running the same replay again later is expected to succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReplayError::Database(e) => e.is_retryable(),
+            ReplayError::Changed => true,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ReplayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ReplayError::Database(e.into())
+    }
+}
+
+/// What one replay call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    pub tenant_id: i64,
+    /// Pending dead letters examined (at most `max`).
+    pub examined: usize,
+    /// Of those, stored in `events` and marked `replayed`.
+    pub replayed: usize,
+    /// Of those, still failing (left `pending`), per today's reason code.
+    pub still_failing: BTreeMap<Reason, usize>,
+    /// Whether pending dead letters of the tenant remain after the last one examined: call
+    /// again with `after = resume_after` to go on.
+    pub more: bool,
+    /// The last dead letter examined (`dead_letter_id`), for the next call's `after`.
+    pub resume_after: Option<i64>,
+}
+
+/// Replays up to `max` of the tenant's pending dead letters, oldest first. See the module
+/// documentation. `now` judges clock skew and retention, and is written as `replayed_at`.
+pub async fn replay_dead_letters(
+    client: &mut Client,
+    tenant_id: i64,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<ReplayReport, ReplayError> {
+    replay_dead_letters_after(client, tenant_id, None, limits, now, max).await
+}
+
+/// Like [`replay_dead_letters`], starting after the dead letter `after` (a previous report's
+/// `resume_after`), so that a loop over a tenant's backlog makes progress past dead letters
+/// that still fail.
+pub async fn replay_dead_letters_after(
+    client: &mut Client,
+    tenant_id: i64,
+    after: Option<i64>,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<ReplayReport, ReplayError> {
+    let tx = client.transaction().await?;
+    let start = tx
+        .query_typed_one(
+            include_str!("../sql/replay_lock_tenant.sql"),
+            &[(&tenant_id, Type::INT8)],
+        )
+        .await?;
+    let registered_at: Option<DateTime<Utc>> = start.get("registered_at");
+    let id_floor: i64 = start.get("id_floor");
+
+    // One more than asked for tells whether more remain.
+    let limit = i64::try_from(max).unwrap_or(i64::MAX - 1).saturating_add(1);
+    let rows = tx
+        .query_typed(
+            include_str!("../sql/replay_pending.sql"),
+            &[
+                (&tenant_id, Type::INT8),
+                (&after.unwrap_or(0), Type::INT8),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await?;
+    let more = rows.len() > max;
+    let letters: Vec<DeadLetter> = rows.iter().take(max).map(DeadLetter::from_row).collect();
+
+    let mut report = ReplayReport {
+        tenant_id,
+        examined: letters.len(),
+        more,
+        resume_after: letters.last().map(|d| d.id),
+        ..ReplayReport::default()
+    };
+    if letters.is_empty() {
+        tx.commit().await?;
+        return Ok(report);
+    }
+
+    // Judged as ingest judges them, against the state of now.
+    let partitions = PartitionCache::default().reload(&tx).await?;
+    let mut failing: Vec<(usize, Rejection)> = Vec::new();
+    let mut valid: BTreeMap<&str, Vec<(usize, ValidEvent, &IncomingEvent)>> = BTreeMap::new();
+    for (index, letter) in letters.iter().enumerate() {
+        match judge(letter, tenant_id, registered_at.is_some(), limits, now) {
+            Err(rejection) => failing.push((index, rejection)),
+            Ok(event) if !partitions.covers(event.event_time) => failing.push((
+                index,
+                Rejection {
+                    reason: Reason::NoPartition,
+                    message: "no partition of events covers event_time".into(),
+                    tenant_id: Some(tenant_id),
+                },
+            )),
+            Ok(event) => valid.entry(letter.partition.as_str()).or_default().push((
+                index,
+                event,
+                &letter.incoming,
+            )),
+        }
+    }
+
+    let mut stored: Vec<(usize, DateTime<Utc>)> = Vec::new();
+    for (partition, events) in valid {
+        let times: Vec<(usize, DateTime<Utc>)> =
+            events.iter().map(|(i, e, _)| (*i, e.event_time)).collect();
+        let refused = write_events(&tx, partition, events).await?;
+        let refused_at: HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+        stored.extend(times.into_iter().filter(|(i, _)| !refused_at.contains(i)));
+        failing.extend(refused);
+    }
+
+    for (_, rejection) in &failing {
+        *report.still_failing.entry(rejection.reason).or_default() += 1;
+    }
+    report.replayed = stored.len();
+    if !stored.is_empty() {
+        let replayed: Vec<&DeadLetter> = stored.iter().map(|(i, _)| &letters[*i]).collect();
+        let min_time = stored.iter().map(|(_, t)| *t).min().expect("not empty");
+        let max_time = stored.iter().map(|(_, t)| *t).max().expect("not empty");
+        let ids: Vec<i64> = replayed.iter().map(|d| d.id).collect();
+        let mark: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&ids, Type::INT8_ARRAY), (&now, Type::TIMESTAMPTZ)];
+        let range: [(&(dyn ToSql + Sync), Type); 3] = [
+            (&id_floor, Type::INT8),
+            (&min_time, Type::TIMESTAMPTZ),
+            (&max_time, Type::TIMESTAMPTZ),
+        ];
+        // Independent statements, sent together.
+        let (marked, _, _) = tokio::try_join!(
+            tx.execute_typed(include_str!("../sql/replay_mark_replayed.sql"), &mark),
+            tx.query_typed(include_str!("../sql/record_event_range.sql"), &range),
+            record_ledger(&tx, tenant_id, registered_at, &replayed),
+        )?;
+        // The rows are locked by this transaction and were pending: all must be marked. If
+        // not, something else changed them: write nothing (dropping `tx` rolls back) rather
+        // than risk storing an event twice.
+        if marked != ids.len() as u64 {
+            return Err(ReplayError::Changed);
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(
+        tenant_id,
+        examined = report.examined,
+        replayed = report.replayed,
+        more = report.more,
+        "dead letters replayed"
+    );
+    Ok(report)
+}
+
+/// One pending dead letter, as an event delivered again.
+struct DeadLetter {
+    id: i64,
+    partition: String,
+    /// When it was dead-lettered.
+    received_at: DateTime<Utc>,
+    /// Its reason at ingest.
+    reason: String,
+    incoming: IncomingEvent,
+}
+
+impl DeadLetter {
+    fn from_row(row: &tokio_postgres::Row) -> Self {
+        DeadLetter {
+            id: row.get("dead_letter_id"),
+            partition: row.get("stream_partition"),
+            received_at: row.get("received_at"),
+            reason: row.get("reason"),
+            incoming: IncomingEvent {
+                sequence: row.get("stream_sequence"),
+                offset: row.get("stream_offset"),
+                enqueued_at: row.get("enqueued_at"),
+                body: row.get("payload"),
+            },
+        }
+    }
+}
+
+/// Today's verdict on a dead letter of `tenant_id`, as ingest would give it (a panic while
+/// validating is an `internal_error`).
+fn judge(
+    letter: &DeadLetter,
+    tenant_id: i64,
+    registered: bool,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+) -> Result<ValidEvent, Rejection> {
+    let incoming = &letter.incoming;
+    let event = catch_unwind(AssertUnwindSafe(|| {
+        parse_event(&incoming.body, incoming.enqueued_at, now, limits)
+    }))
+    .unwrap_or_else(|_| {
+        Err(Rejection {
+            reason: Reason::InternalError,
+            message: "validation panicked; see the handler log".into(),
+            tenant_id: Some(tenant_id),
+        })
+    })?;
+    if event.tenant_id != tenant_id {
+        // Only if the rules for reading tenant_id changed since: not this tenant's to replay.
+        return Err(Rejection {
+            reason: Reason::BadTenantId,
+            message: format!(
+                "the payload now reads as tenant {}, not {tenant_id}",
+                event.tenant_id
+            ),
+            tenant_id: Some(tenant_id),
+        });
+    }
+    if !registered {
+        return Err(Rejection::unknown_tenant(tenant_id));
+    }
+    Ok(event)
+}
+
+/// Per (tenant, hour): received, stored, dead-lettered.
+type LedgerDelta = BTreeMap<(i64, DateTime<Utc>), (i64, i64, i64)>;
+
+/// Moves the replayed events from dead-lettered to stored in the ledger (see the module
+/// documentation), as one entry of `ingest_ledger_batches`.
+async fn record_ledger(
+    tx: &Transaction<'_>,
+    tenant_id: i64,
+    registered_at: Option<DateTime<Utc>>,
+    replayed: &[&DeadLetter],
+) -> Result<(), tokio_postgres::Error> {
+    let mut delta = LedgerDelta::new();
+    for letter in replayed {
+        let enqueued_at = letter.incoming.enqueued_at;
+        let hour = enqueued_at
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(enqueued_at);
+        let counted_under = ledger_tenant(tenant_id, registered_at, letter);
+        let from = delta.entry((counted_under, hour)).or_default();
+        from.0 -= 1;
+        from.2 -= 1;
+        let to = delta.entry((tenant_id, hour)).or_default();
+        to.0 += 1;
+        to.1 += 1;
+    }
+    let mut tenants = Vec::with_capacity(delta.len());
+    let mut hours = Vec::with_capacity(delta.len());
+    let mut received = Vec::with_capacity(delta.len());
+    let mut stored = Vec::with_capacity(delta.len());
+    let mut dead_lettered = Vec::with_capacity(delta.len());
+    for ((tenant, hour), (r, s, d)) in delta {
+        tenants.push(tenant);
+        hours.push(hour);
+        received.push(r);
+        stored.push(s);
+        dead_lettered.push(d);
+    }
+    let duplicates = vec![0i64; tenants.len()];
+    tx.query_typed(
+        include_str!("../sql/insert_ledger_entry.sql"),
+        &[
+            (&LEDGER_SOURCE, Type::TEXT),
+            (&tenant_id.to_string(), Type::TEXT),
+            (&tenants, Type::INT8_ARRAY),
+            (&hours, Type::TIMESTAMPTZ_ARRAY),
+            (&received, Type::INT8_ARRAY),
+            (&stored, Type::INT8_ARRAY),
+            (&duplicates, Type::INT8_ARRAY),
+            (&dead_lettered, Type::INT8_ARRAY),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tenant ingest counted a dead letter under: 0 when the tenant was not registered then.
+fn ledger_tenant(tenant_id: i64, registered_at: Option<DateTime<Utc>>, letter: &DeadLetter) -> i64 {
+    let registered_then = registered_at.is_some_and(|at| at <= letter.received_at);
+    if letter.reason == Reason::UnknownTenant.code() || !registered_then {
+        0
+    } else {
+        tenant_id
+    }
+}

@@ -1,0 +1,296 @@
+//! The reports API over HTTP (`app(state)` through `oneshot`, real PostgreSQL): tenant scoping,
+//! closed parameters, JSON and CSV answers, the OpenAPI document, and numbers equal to the
+//! core's.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use chrono::Utc;
+use http_body_util::BodyExt;
+use remarketable_core::access::{self, KeyKind};
+use remarketable_core::reports::{self, Filters, Granularity, Range};
+use remarketable_handler::{app, AppState};
+use remarketable_tests::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+async fn get(
+    app: &Router,
+    path: &str,
+    auth: Option<&str>,
+    accept: Option<&str>,
+) -> (StatusCode, String, String) {
+    let mut request = Request::get(path);
+    if let Some(key) = auth {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    if let Some(a) = accept {
+        request = request.header("accept", a);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+async fn setup() -> (TestDb, Router, String, String) {
+    let db = TestDb::create().await;
+    set_time_zones(&db).await;
+    ingest(
+        &db,
+        "0",
+        0,
+        &shop_events(&mut Rng(4), Utc::now(), 1500, 10),
+        500,
+    )
+    .await;
+    let client = db.client().await;
+    let key1 = access::create_key(&client, Some(1), KeyKind::Read, "t1")
+        .await
+        .unwrap()
+        .key;
+    let key2 = access::create_key(&client, Some(2), KeyKind::Read, "t2")
+        .await
+        .unwrap()
+        .key;
+    let app = app(Arc::new(AppState::new(db.settings(None))));
+    (db, app, key1, key2)
+}
+
+#[tokio::test]
+async fn reports_answer_the_core_figures_in_json_and_csv() {
+    let (db, app, key1, _) = setup().await;
+    let (status, content_type, body) = get(
+        &app,
+        "/api/v1/tenants/1/timeseries?range=24h&granularity=1h",
+        Some(&key1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(content_type.starts_with("application/json"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["granularity"], "1h");
+    assert_eq!(v["distinct_counts"]["relative_error_95"], json!(0.0163));
+    assert!(v["freshness"]["as_of"].is_string());
+    let range = Range::new(
+        v["range"]["from"].as_str().unwrap().parse().unwrap(),
+        v["range"]["to"].as_str().unwrap().parse().unwrap(),
+    )
+    .unwrap();
+    let core = reports::timeseries(
+        &db.client().await,
+        1,
+        &range,
+        Granularity::Hour,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    let events: Vec<i64> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["events"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        core.points
+            .iter()
+            .map(|p| p.metrics.events)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events.iter().sum::<i64>(),
+        db.count("SELECT count(*) FROM events WHERE tenant_id = 1")
+            .await
+    );
+
+    let (status, content_type, csv) = get(
+        &app,
+        "/api/v1/tenants/1/breakdown?range=24h&dimension=country&format=csv",
+        Some(&key1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/csv"));
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "country,events,unique_devices,unique_sessions,revenue,purchases,conversion_rate"
+    );
+    let csv_events: i64 = lines
+        .map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(csv_events, events.iter().sum::<i64>());
+
+    let (status, _, csv) = get(
+        &app,
+        "/api/v1/tenants/1/summary?range=24h",
+        Some(&key1),
+        Some("text/csv"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(csv.starts_with("period,from,to,events,"));
+    for path in [
+        "/api/v1/tenants/1/top?range=24h&list=devices&n=3",
+        "/api/v1/tenants/1/ingest?range=24h",
+    ] {
+        let (status, _, body) = get(&app, path, Some(&key1), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_parameters_are_closed() {
+    let (_db, app, key1, key2) = setup().await;
+    // Without a credential, or with another tenant's: nothing, and no hint that tenant 1 exists.
+    let (status, _, body) = get(&app, "/api/v1/tenants/1/summary", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, body) = get(&app, "/api/v1/tenants/1/summary", Some(&key2), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _, _) = get(&app, "/api/v1/tenants/2/summary", Some(&key2), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (query, code) in [
+        ("granularity=1w", "bad_parameter"),
+        ("range=1y", "bad_parameter"),
+        ("from=yesterday", "bad_parameter"),
+        ("from=2026-01-01T00:00:00Z&range=24h", "bad_parameter"),
+        (
+            "from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "bad_parameter",
+        ),
+        ("range=30d&granularity=5m", "bad_parameter"),
+        ("format=xml", "bad_parameter"),
+    ] {
+        let (status, _, body) = get(
+            &app,
+            &format!("/api/v1/tenants/1/timeseries?{query}"),
+            Some(&key1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], code, "{query}");
+    }
+    let (status, _, body) = get(
+        &app,
+        "/api/v1/tenants/1/breakdown?dimension=page_url",
+        Some(&key1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // A filter value reaches SQL only as a parameter: a quote is just a value with no events.
+    let (status, _, body) = get(
+        &app,
+        "/api/v1/tenants/1/summary?country=DE%27%20OR%20%271%27=%271",
+        Some(&key1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["current"]["events"], 0);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_served_paths_and_the_closed_values() {
+    let (_db, app, _, _) = setup().await;
+    let (status, _, body) = get(&app, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 8);
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            // Served: without a credential the answer is a refusal, not the router's 404.
+            let request = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(path.replace("{tenant_id}", "1"))
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+        }
+    }
+    let granularity = &paths["/api/v1/tenants/{tenant_id}/timeseries"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "granularity")
+        .unwrap()["schema"]["enum"];
+    assert_eq!(granularity, &json!(["5m", "1h", "1d"]));
+}
+
+#[tokio::test]
+async fn an_admin_replays_a_tenants_dead_letters_once() {
+    let (db, app, key1, _) = setup().await;
+    // Tenant 7 sends before it is registered: its events are dead-lettered as unknown_tenant.
+    ingest(&db, "9", 0, &[event(7, 1), event(7, 2), event(7, 3)], 10).await;
+    let client = db.client().await;
+    client
+        .execute(
+            "INSERT INTO tenants (tenant_id, name) VALUES (7, 'late shop')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let admin = access::create_key(&client, None, KeyKind::Admin, "ops")
+        .await
+        .unwrap()
+        .key;
+    let post = |key: String| {
+        let app = app.clone();
+        async move {
+            let request = Request::post("/api/v1/admin/tenants/7/dead-letters/replay")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"max": 100}"#))
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    let (status, body) = post(key1.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = post(admin.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["examined"].as_i64(), body["replayed"].as_i64()),
+        (Some(3), Some(3))
+    );
+    let (_, again) = post(admin).await;
+    assert_eq!(again["replayed"], 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE tenant_id = 7")
+            .await,
+        3
+    );
+}
