@@ -465,6 +465,23 @@ async fn pg_cron_runs_the_rollups_inside_the_database() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     let cron = remarketable_core::db::connect(&cron_url).await.unwrap();
+    // Unschedule only once no run of these jobs is still in progress: removing a job in the
+    // middle of a run has been seen to leave pg_cron 1.4's scheduler skipping later jobs.
+    for _ in 0..60 {
+        let running: i64 = cron
+            .query_one(
+                "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+                 WHERE j.database = $1 AND d.end_time IS NULL",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let failures: Vec<String> = cron
         .query(
             "SELECT d.status || ': ' || coalesce(d.return_message, '')
