@@ -137,7 +137,12 @@ fn url_of(config: &tokio_postgres::Config, via: Option<SocketAddr>) -> String {
 
 /// Settings for a handler talking to `database_url`, with test-sized limits.
 pub fn settings_for(database_url: &str) -> Settings {
-    let map: HashMap<String, String> = [
+    settings_with(database_url, &[])
+}
+
+/// [`settings_for`] with more settings.
+pub fn settings_with(database_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut map: HashMap<String, String> = [
         ("DATABASE_URL", database_url.to_string()),
         ("DB_POOL_SIZE", "4".into()),
         ("DB_CONNECT_TIMEOUT_SECONDS", "2".into()),
@@ -146,6 +151,7 @@ pub fn settings_for(database_url: &str) -> Settings {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::from_map(&map).expect("test settings are valid")
 }
 

@@ -294,3 +294,36 @@ async fn an_admin_replays_a_tenants_dead_letters_once() {
         3
     );
 }
+
+#[tokio::test]
+async fn only_configured_origins_may_call_the_api_from_a_browser() {
+    let db = TestDb::create().await;
+    let settings = settings_with(
+        &db.url(),
+        &[("REPORTS_CORS_ORIGINS", "https://analytics.example")],
+    );
+    let app = app(Arc::new(AppState::new(settings)));
+    let preflight = |origin: &'static str| {
+        let app = app.clone();
+        async move {
+            let request = Request::builder()
+                .method("OPTIONS")
+                .uri("/api/v1/tenants/1/summary")
+                .header("origin", origin)
+                .header("access-control-request-method", "GET")
+                .header("access-control-request-headers", "authorization")
+                .body(Body::empty())
+                .unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(
+        preflight("https://analytics.example").await.as_deref(),
+        Some("https://analytics.example")
+    );
+    assert_eq!(preflight("https://evil.example").await, None);
+}

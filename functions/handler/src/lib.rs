@@ -24,6 +24,7 @@ pub mod reports;
 use crate::envelope::InvocationResponse;
 use crate::error::{ApiError, Envelope};
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use remarketable_core::{db, rollup as rollups};
@@ -32,6 +33,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Binding names, as in `functions/*/function.json` (checked by a test).
 pub const INGEST_BINDING: &str = "events";
@@ -68,6 +70,13 @@ pub fn app(state: Arc<AppState>) -> Router {
     // The collect envelope carries the request body JSON-encoded once more: escaping can grow
     // it several-fold, and the exact body limit is checked after decoding.
     let collect_envelope_limit = state.settings.collect_max_body_bytes * 8 + (64 << 10);
+    // The HTTP API, reachable from the origins REPORTS_CORS_ORIGINS names (none by default).
+    let api = Router::new()
+        .merge(access::routes())
+        .merge(reports::routes())
+        .merge(openapi::routes())
+        .merge(replay::routes())
+        .layer(cors(&state.settings.reports_cors_origins));
     Router::new()
         .route("/", get(ready))
         .route(
@@ -83,13 +92,24 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/rollup", post(rollup))
         .route("/maintenance", post(maintenance))
-        .merge(access::routes())
-        .merge(reports::routes())
-        .merge(openapi::routes())
-        .merge(replay::routes())
+        .merge(api)
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
+}
+
+/// CORS for the HTTP API: the configured origins may call it with a bearer key (no cookies
+/// are involved, so credentials mode stays off).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn ready() -> &'static str {
