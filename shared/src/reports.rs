@@ -269,7 +269,8 @@ pub struct Point {
 pub struct Freshness {
     /// The database's clock when the report was read: every event committed before it counts.
     pub as_of: DateTime<Utc>,
-    /// Events up to this id were read from the rollup, later ones from the raw events.
+    /// The rollup's watermark as the report began: events up to it come from the rollup, later
+    /// ones from the raw events (the report reads the watermark again in its own snapshot).
     pub rolled_up_to_event: i64,
 }
 
@@ -440,9 +441,11 @@ fn interval_text(g: Granularity) -> &'static str {
 /// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,
 /// event_count, revenue, purchases, devices, sessions), rollup part plus raw part.
 /// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
-/// campaign; NULL = any), $8 time zone, $9 the rollup's watermark.
+/// campaign; NULL = any), $8 time zone. The rollup's watermark is read inside the statement,
+/// so that it and the rollup rows come from the same snapshot.
 fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
     let (table, bucket, bound, raw_bucket) = g.sql();
+    let rollup = g.rollup();
     let (rolled_dim, raw_dim) = match dimension {
         Some(d) => (
             format!("r.{}", d.name()),
@@ -466,7 +469,8 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
                    hll_add_agg(hll_hash_bigint(e.device_id), 14, 5),
                    hll_add_agg(hll_hash_bigint(e.session_id), 14, 5)
             FROM events e
-            WHERE e.tenant_id = $1 AND e.event_id > $9
+            WHERE e.tenant_id = $1
+              AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
               AND e.event_time >= $2 AND e.event_time < $3
               AND ($4::text IS NULL OR e.event_type = $4)
               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
@@ -480,7 +484,7 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
 const METRICS: &str = "sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
        hll_cardinality(hll_union_agg(devices)), hll_cardinality(hll_union_agg(sessions))";
 
-const PARAM_TYPES: [Type; 9] = [
+const PARAM_TYPES: [Type; 8] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
@@ -489,7 +493,6 @@ const PARAM_TYPES: [Type; 9] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
-    Type::INT8,
 ];
 
 async fn query(
@@ -506,7 +509,7 @@ async fn query(
         f(Dimension::Browser),
         f(Dimension::Campaign),
     );
-    let params: [&(dyn postgres_types::ToSql + Sync); 9] = [
+    let params: [&(dyn postgres_types::ToSql + Sync); 8] = [
         &tenant_id,
         &scope.range.from,
         &scope.range.to,
@@ -515,7 +518,6 @@ async fn query(
         &browser,
         &campaign,
         &scope.time_zone,
-        &scope.freshness.rolled_up_to_event,
     ];
     let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = params
         .iter()
@@ -641,6 +643,7 @@ pub async fn top(
 ) -> Result<Top, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
     let (table, _, bound, _) = granularity.sql();
+    let rollup = granularity.rollup();
     let (column, item) = list.column();
     let sql = format!(
         "WITH rolled AS (
@@ -652,7 +655,8 @@ pub async fn top(
                AND ($7::text IS NULL OR r.campaign = $7)),
          fresh AS (
              SELECT topn_add_agg({item}) AS counter FROM events e
-             WHERE e.tenant_id = $1 AND e.event_id > $9
+             WHERE e.tenant_id = $1
+               AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
                AND e.event_time >= $2 AND e.event_time < $3
                AND ($4::text IS NULL OR e.event_type = $4)
                AND ($5::text IS NULL OR coalesce(e.country, '') = $5)

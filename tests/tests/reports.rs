@@ -355,3 +355,57 @@ async fn the_ingest_report_is_the_tenants_ledger_and_dead_letters() {
         Err(reports::ReportError::UnknownTenant)
     ));
 }
+
+#[tokio::test]
+async fn reports_read_while_events_arrive_and_rollups_commit_count_every_event_once() {
+    let db = TestDb::create().await;
+    set_time_zones(&db).await;
+    let bodies = shop_events(&mut Rng(8), Utc::now(), 3000, 0);
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(2), now + Duration::minutes(5)).unwrap();
+    // Batch after batch, each followed by a rollup run: windows keep committing while the
+    // reader reads.
+    let writer = async {
+        let mut client = db.client().await;
+        for (i, chunk) in bodies.chunks(50).enumerate() {
+            ingest(&db, "0", (i * 50) as i64, chunk, 50).await;
+            rollup::run(&mut client).await.unwrap();
+        }
+    };
+    let reader = async {
+        let client = db.client().await;
+        let count = "SELECT count(*) FROM events WHERE tenant_id = 1";
+        let mut reads = 0;
+        for _ in 0..40 {
+            for g in Granularity::ALL {
+                let before = db.count(count).await;
+                let s = reports::summary(&client, 1, &range, g, &Filters::default())
+                    .await
+                    .unwrap();
+                let after = db.count(count).await;
+                assert!(
+                    before <= s.current.events && s.current.events <= after,
+                    "{g:?}: {} events reported, {before}..{after} stored",
+                    s.current.events
+                );
+                reads += 1;
+            }
+        }
+        reads
+    };
+    let ((), reads) = tokio::join!(writer, reader);
+    assert_eq!(reads, 120);
+    let total = db
+        .count("SELECT count(*) FROM events WHERE tenant_id = 1")
+        .await;
+    let s = reports::summary(
+        &db.client().await,
+        1,
+        &range,
+        Granularity::Day,
+        &Filters::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.current.events, total);
+}
