@@ -392,6 +392,9 @@ fn function_definitions_match_the_handler() {
         ]
     );
     assert_eq!(collect["bindings"][2]["type"], "eventHub");
+    // collect is anonymous at the host: a tenant's write key (safe in a web page, unlike the
+    // app's function key) is what the handler requires.
+    assert_eq!(collect["bindings"][0]["authLevel"], "anonymous");
 
     let maintenance = read("functions/maintenance/function.json");
     assert_eq!(maintenance["bindings"][0]["type"], "timerTrigger");
