@@ -86,37 +86,8 @@ impl FromStr for KeyKind {
     }
 }
 
-/// Dimensions a share token may fix. A closed set: nothing from the caller names a column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FilterDimension {
-    EventType,
-    Country,
-    Browser,
-    Campaign,
-}
-
-impl FilterDimension {
-    pub const ALL: [FilterDimension; 4] = [
-        FilterDimension::EventType,
-        FilterDimension::Country,
-        FilterDimension::Browser,
-        FilterDimension::Campaign,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FilterDimension::EventType => "event_type",
-            FilterDimension::Country => "country",
-            FilterDimension::Browser => "browser",
-            FilterDimension::Campaign => "campaign",
-        }
-    }
-
-    fn parse(s: &str) -> Option<FilterDimension> {
-        FilterDimension::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-}
+/// Dimensions a share token may fix: the reports' closed set of dimensions.
+pub use crate::reports::Dimension as FilterDimension;
 
 /// Fixed filters of a share token, validated: dimension name to value.
 pub type Filters = BTreeMap<FilterDimension, String>;
@@ -131,7 +102,7 @@ pub fn parse_filters<'a>(
     };
     let mut filters = Filters::new();
     for (name, value) in pairs {
-        let dimension = FilterDimension::parse(name).ok_or_else(|| {
+        let dimension = name.parse::<FilterDimension>().ok().ok_or_else(|| {
             bad("filter dimensions are event_type, country, browser and campaign".into())
         })?;
         let ok = match dimension {
@@ -155,11 +126,11 @@ pub fn parse_filters<'a>(
             return Err(bad(format!(
                 "invalid value for filter {}: country is an ISO 3166-1 alpha-2 code (DE), \
                  event_type a lowercase token, others 1 to {MAX_FILTER_VALUE_BYTES} bytes of text",
-                dimension.as_str()
+                dimension.name()
             )));
         }
         if filters.insert(dimension, value.to_string()).is_some() {
-            return Err(bad(format!("filter {} is given twice", dimension.as_str())));
+            return Err(bad(format!("filter {} is given twice", dimension.name())));
         }
     }
     Ok(filters)
@@ -169,7 +140,7 @@ pub fn parse_filters<'a>(
 pub fn filter_names(filters: &Filters) -> BTreeMap<String, String> {
     filters
         .iter()
-        .map(|(d, v)| (d.as_str().to_string(), v.clone()))
+        .map(|(d, v)| (d.name().to_string(), v.clone()))
         .collect()
 }
 
