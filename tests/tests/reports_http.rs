@@ -327,3 +327,215 @@ async fn only_configured_origins_may_call_the_api_from_a_browser() {
     );
     assert_eq!(preflight("https://evil.example").await, None);
 }
+
+const REPORTS: [&str; 5] = [
+    "timeseries?range=24h",
+    "breakdown?range=24h&dimension=browser",
+    "summary?range=24h",
+    "top?range=24h&list=pages",
+    "ingest?range=24h",
+];
+
+/// Status and error code of a GET with an `Authorization` header value.
+async fn refusal(app: &Router, path: &str, authorization: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get(path);
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null)["error"]["code"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn every_report_refuses_every_wrong_credential() {
+    let db = TestDb::create().await;
+    let secret = "a share-token secret of at least thirty-two bytes";
+    let settings = settings_with(&db.url(), &[("SHARE_TOKEN_SECRET", secret)]);
+    let app = app(Arc::new(AppState::new(settings.clone())));
+    let client = db.client().await;
+    let own = access::create_key(&client, Some(1), KeyKind::Read, "own")
+        .await
+        .unwrap();
+    let other = access::create_key(&client, Some(2), KeyKind::Read, "other")
+        .await
+        .unwrap();
+    let write = access::create_key(&client, Some(1), KeyKind::Write, "w")
+        .await
+        .unwrap();
+    let revoked = access::create_key(&client, Some(1), KeyKind::Read, "old")
+        .await
+        .unwrap();
+    access::revoke_key(&client, &revoked.key_id).await.unwrap();
+    let secret = settings.share_token_secret.as_ref().unwrap();
+    let share = |filters: &[(&'static str, &'static str)]| {
+        let client = &client;
+        let filters = access::parse_filters(filters.iter().copied()).unwrap();
+        async move {
+            access::create_share_token(
+                client,
+                Some(secret),
+                1,
+                chrono::Duration::hours(1),
+                filters,
+                "s",
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let valid = share(&[]).await;
+    let german = share(&[("country", "DE")]).await;
+    let to_revoke = share(&[]).await;
+    access::revoke_share_token(&client, Some(1), &to_revoke.token_id)
+        .await
+        .unwrap();
+    let mut tampered = valid.token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+
+    for report in REPORTS {
+        let path = format!("/api/v1/tenants/1/{report}");
+        let bearer = |k: &str| format!("Bearer {k}");
+        let share = |t: &str| format!("Share {t}");
+        for (case, authorization, status, code) in [
+            ("no key", None, StatusCode::UNAUTHORIZED, "unauthorized"),
+            (
+                "another tenant's key",
+                Some(bearer(&other.key)),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                "a revoked key",
+                Some(bearer(&revoked.key)),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                "a write key",
+                Some(bearer(&write.key)),
+                StatusCode::FORBIDDEN,
+                "forbidden",
+            ),
+            (
+                "a tampered share token",
+                Some(share(&tampered)),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                "a revoked share token",
+                Some(share(&to_revoke.token)),
+                StatusCode::UNAUTHORIZED,
+                "share_revoked",
+            ),
+        ] {
+            let (got, got_code) = refusal(&app, &path, authorization.as_deref()).await;
+            assert_eq!(
+                (got, got_code.as_str()),
+                (status, Some(code)),
+                "{report}: {case}"
+            );
+        }
+        let (ok, _) = refusal(&app, &path, Some(&share(&valid.token))).await;
+        assert_eq!(ok, StatusCode::OK, "{report}: a valid share token");
+        let (ok, _) = refusal(&app, &path, Some(&bearer(&own.key))).await;
+        assert_eq!(ok, StatusCode::OK, "{report}: the tenant's own key");
+        // A share token fixed to Germany cannot ask for France, but may repeat its own filter.
+        if report != "ingest?range=24h" {
+            let (got, code) = refusal(
+                &app,
+                &format!("{path}&country=FR"),
+                Some(&share(&german.token)),
+            )
+            .await;
+            assert_eq!(
+                (got, code.as_str()),
+                (StatusCode::FORBIDDEN, Some("filter_fixed")),
+                "{report}"
+            );
+            let (got, _) = refusal(
+                &app,
+                &format!("{path}&country=DE"),
+                Some(&share(&german.token)),
+            )
+            .await;
+            assert_eq!(got, StatusCode::OK, "{report}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_limits_and_sizes_are_refused() {
+    let (_db, app, key1, _) = setup().await;
+    let auth = format!("Bearer {key1}");
+    let long = "x".repeat(300);
+    for path in [
+        "/api/v1/tenants/1/breakdown?dimension=country&limit=100000".to_string(),
+        "/api/v1/tenants/1/breakdown?dimension=country&limit=-1".to_string(),
+        "/api/v1/tenants/1/top?n=5000".to_string(),
+        "/api/v1/tenants/1/top?list=users".to_string(),
+        "/api/v1/tenants/1/ingest?dead_letters=100000".to_string(),
+        "/api/v1/tenants/1/timeseries?to=2026-13-45T00:00:00Z".to_string(),
+        "/api/v1/tenants/1/timeseries?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z"
+            .to_string(),
+        format!("/api/v1/tenants/1/summary?campaign={long}"),
+        "/api/v1/tenants/1/breakdown?dimension=country%20OR%201=1".to_string(),
+    ] {
+        let (status, code) = refusal(&app, &path, Some(&auth)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(code, "bad_parameter", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn csv_parses_back_to_the_json_numbers() {
+    let (_db, app, key1, _) = setup().await;
+    for (report, key_column) in [
+        ("timeseries?range=24h&granularity=5m", "bucket"),
+        ("breakdown?range=24h&dimension=event_type", "value"),
+    ] {
+        let path = format!("/api/v1/tenants/1/{report}");
+        let (_, _, json_text) = get(&app, &path, Some(&key1), None).await;
+        let (_, _, csv) = get(&app, &format!("{path}&format=csv"), Some(&key1), None).await;
+        let v: Value = serde_json::from_str(&json_text).unwrap();
+        let rows = v
+            .get("points")
+            .or_else(|| v.get("rows"))
+            .unwrap()
+            .as_array()
+            .unwrap();
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let csv_rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(csv_rows.len(), rows.len(), "{report}");
+        assert!(!rows.is_empty());
+        for (fields, row) in csv_rows.iter().zip(rows) {
+            for (name, field) in header.iter().zip(fields) {
+                let json_name = if *name == header[0] { key_column } else { name };
+                let expected = &row[json_name];
+                match expected {
+                    Value::String(s) if json_name == "bucket" => assert_eq!(
+                        field.parse::<chrono::DateTime<Utc>>().unwrap(),
+                        s.parse::<chrono::DateTime<Utc>>().unwrap()
+                    ),
+                    Value::String(s) => assert_eq!(field, s, "{report} {name}"),
+                    Value::Number(n) => assert!(
+                        (field.parse::<f64>().unwrap() - n.as_f64().unwrap()).abs() < 1e-6,
+                        "{report} {name}: {field} vs {n}"
+                    ),
+                    other => panic!("{report} {name}: unexpected {other}"),
+                }
+            }
+        }
+    }
+}

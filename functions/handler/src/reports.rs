@@ -121,6 +121,12 @@ impl ReportQuery {
             (Dimension::Campaign, &self.campaign),
         ] {
             if let Some(value) = value {
+                if value.len() > reports::MAX_FILTER_BYTES {
+                    return Err(bad(format!(
+                        "filter {dimension} is longer than {} bytes",
+                        reports::MAX_FILTER_BYTES
+                    )));
+                }
                 filters.set(dimension, value).map_err(|message| {
                     ApiError::new(StatusCode::FORBIDDEN, "filter_fixed", message)
                 })?;
