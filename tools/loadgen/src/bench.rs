@@ -201,7 +201,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The database part of a URL replaced by `db`.
-fn with_db(url: &str, db: &str) -> String {
+pub(crate) fn with_db(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),
@@ -210,13 +210,13 @@ fn with_db(url: &str, db: &str) -> String {
     format!("{base}/{db}{query}")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Result<()> {
     for _ in 0..100 {
         if http
             .get(format!("http://127.0.0.1:{port}/"))

@@ -7,10 +7,12 @@
 //! loadgen check --truth t.json --database-url postgres://...
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
 //! loadgen bench-rollup --database-url postgres://...
+//! loadgen bench-reports --database-url postgres://... --handler target/release/handler
 //! ```
 //! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
 mod bench;
+mod bench_reports;
 mod bench_rollup;
 
 use anyhow::{bail, Context};
@@ -48,6 +50,9 @@ enum Command {
     /// Benchmark: rollup throughput next to a plain INSERT .. SELECT .. GROUP BY, and the run
     /// time of empty and one-batch windows with 24 and 720 partitions.
     BenchRollup(bench_rollup::BenchRollupArgs),
+    /// Benchmark: p50/p95/p99 of the largest tenant's 30-day reports through the handler, at
+    /// concurrency 1 and 16, next to the same answers from the raw events, at 1 M and 10 M events.
+    BenchReports(bench_reports::BenchReportsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +140,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => check(args).await,
         Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchReports(args) => bench_reports::run(args).await.map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -1,0 +1,303 @@
+//! The reports benchmark: latency of the largest tenant's 30-day `timeseries`, `breakdown` and
+//! `summary` through the handler's HTTP API (rollups merged with the fresh raw events), at
+//! concurrency 1 and 16, next to the same answers computed from the raw `events` table, with
+//! the ratios — first with 1 M events, then with the full count, to show that report latency
+//! does not grow with the data.
+//!
+//! Events are generated inside the database over the last 30 days (tenant 1 the largest, then a
+//! long tail), recorded in `event_id_ranges` as every writer does, and rolled up by
+//! `rollup::run` in windows of `--chunk` events.
+
+use crate::bench::{free_port, wait_ready, with_db};
+use anyhow::{bail, Context};
+use remarketable_core::access::{self, KeyKind};
+use remarketable_core::{db, rollup};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchReportsArgs {
+    /// Superuser URL of the cluster; the benchmark makes (and remakes) `rmk_bench_reports`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The handler executable (`cargo build --release -p remarketable-handler`).
+    #[arg(long, default_value = "target/release/handler")]
+    handler: PathBuf,
+    /// Events in all (measured first at 1 M, then at this count).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: i64,
+    /// Events generated and rolled up per step.
+    #[arg(long, default_value_t = 1_000_000)]
+    chunk: i64,
+    /// Requests per report at concurrency 1 (16 tasks send as many each at concurrency 16).
+    #[arg(long, default_value_t = 40)]
+    requests: usize,
+}
+
+/// Events of 200 tenants over the last 30 days: tenant 1 takes a fifth, the rest a long tail.
+/// $1: how many.
+const GENERATE: &str = "
+INSERT INTO events (tenant_id, event_time, event_type, device_id, session_id, country, browser,
+                    page_url, campaign, revenue, received_at, stream_partition, stream_sequence)
+SELECT tenant, now() - interval '1 minute' - random() * interval '29 days 23 hours', kind,
+       tenant * 1000000 + floor(random() * 200000)::bigint, floor(random() * 1e9)::bigint,
+       (ARRAY['US','US','US','DE','DE','GB','FR','NL','CA','JP'])[1 + (random() * 9)::int],
+       (ARRAY['Chrome','Chrome','Chrome','Safari','Safari','Edge','Firefox'])[1 + (random() * 6)::int],
+       'https://shop' || tenant || '.example/p/' || floor(power(random(), 3) * 500)::int,
+       CASE WHEN kind IN ('ad_click', 'ad_impression') THEN
+            (ARRAY['winter-sale','brand-search','retarget-cart'])[1 + (random() * 2)::int] END,
+       CASE WHEN kind = 'purchase' THEN round((random() * 300)::numeric, 2) END,
+       now(), 'bench', g
+FROM (SELECT g,
+             CASE WHEN random() < 0.2 THEN 1 ELSE 2 + floor(power(random(), 3) * 199)::bigint END
+                 AS tenant,
+             (ARRAY['page_view','page_view','page_view','page_view','ad_impression','ad_click',
+                    'add_to_cart','purchase'])[1 + (random() * 7)::int] AS kind
+      FROM generate_series(1, $1::bigint) g) s";
+
+/// The same answers from the raw events: $1 tenant, $2 from, $3 to, $4 zone.
+const RAW: [(&str, &str); 3] = [
+    (
+        "timeseries",
+        "SELECT (event_time AT TIME ZONE $4)::date, count(*), count(DISTINCT device_id),
+                count(DISTINCT session_id), sum(revenue), count(*) FILTER (WHERE event_type = 'purchase')
+         FROM events WHERE tenant_id = $1 AND event_time >= $2 AND event_time < $3 GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "breakdown",
+        "SELECT coalesce(country, ''), count(*), count(DISTINCT device_id),
+                count(DISTINCT session_id), sum(revenue), count(*) FILTER (WHERE event_type = 'purchase')
+         FROM events WHERE tenant_id = $1 AND event_time >= $2 AND event_time < $3 AND $4 <> ''
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    ),
+    (
+        "summary",
+        "SELECT count(*), count(DISTINCT device_id), count(DISTINCT session_id), sum(revenue),
+                count(*) FILTER (WHERE event_type = 'purchase')
+         FROM events WHERE tenant_id = $1 AND $4 <> ''
+           AND ((event_time >= $2 AND event_time < $3)
+                OR (event_time >= $2 - ($3 - $2) AND event_time < $2))",
+    ),
+];
+
+const REPORTS: [&str; 3] = [
+    "timeseries?range=30d",
+    "breakdown?range=30d&dimension=country",
+    "summary?range=30d",
+];
+
+pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
+    if !args.handler.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release -p remarketable-handler`",
+            args.handler.display()
+        );
+    }
+    if args.events < 1_000_000 || args.chunk < 1 || args.requests < 1 {
+        bail!("--events must be at least 1000000, --chunk and --requests at least 1");
+    }
+    let admin_config = tokio_postgres::Config::from_str(&args.database_url)
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
+    let admin = db::connect(&admin_config)
+        .await
+        .context("connect to DATABASE_URL")?;
+    admin
+        .batch_execute("DROP DATABASE IF EXISTS rmk_bench_reports WITH (FORCE)")
+        .await?;
+    admin
+        .batch_execute("CREATE DATABASE rmk_bench_reports")
+        .await?;
+    let mut config = admin_config.clone();
+    config.dbname("rmk_bench_reports");
+    let mut client = db::connect(&config).await?;
+    db::migrate(&mut client).await?;
+    db::maintain_partitions(&client).await?;
+    client
+        .batch_execute(
+            "SELECT setseed(0.5);
+             INSERT INTO tenants (tenant_id, name, time_zone)
+             SELECT g, 'shop ' || g, (ARRAY['UTC','Europe/Berlin','America/New_York'])[1 + g % 3]
+             FROM generate_series(1, 200) g;",
+        )
+        .await?;
+    let key = access::create_key(&client, Some(1), KeyKind::Read, "bench")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create a read key: {e}"))?
+        .key;
+
+    let port = free_port()?;
+    let mut handler = tokio::process::Command::new(&args.handler)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+        .env(
+            "DATABASE_URL",
+            with_db(&args.database_url, "rmk_bench_reports"),
+        )
+        .env("DB_POOL_SIZE", "16")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("start {}", args.handler.display()))?;
+    let http = reqwest::Client::new();
+    wait_ready(&http, port).await?;
+
+    println!(
+        "reports of the largest tenant (1) over 30 days, through the handler's HTTP API, \
+         {} requests per report at concurrency 1 and 16 x {} at 16; raw = the same answer from \
+         `events`",
+        args.requests, args.requests
+    );
+    let mut generated = 0;
+    for target in [1_000_000, args.events] {
+        while generated < target {
+            let n = args.chunk.min(target - generated);
+            let started = Instant::now();
+            generate(&client, n).await?;
+            let generated_s = started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            rollup::run(&mut client).await?;
+            generated += n;
+            eprintln!(
+                "{generated} events: generated {n} in {generated_s:.1} s, rolled up in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let tenant_events: i64 = client
+            .query_one("SELECT count(*) FROM events WHERE tenant_id = 1", &[])
+            .await?
+            .get(0);
+        client.batch_execute("ANALYZE events").await?;
+        println!("\n{generated} events ({tenant_events} of tenant 1):");
+        println!("report      conc  p50 ms   p95 ms   p99 ms   raw p50 ms  raw p99 ms  p50 ratio  p99 ratio");
+        for (report, (name, raw_sql)) in REPORTS.iter().zip(RAW) {
+            let url = format!("http://127.0.0.1:{port}/api/v1/tenants/1/{report}");
+            for concurrency in [1usize, 16] {
+                let api = latencies(concurrency, args.requests, {
+                    let (http, url, key) = (http.clone(), url.clone(), key.clone());
+                    move || {
+                        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+                        async move {
+                            let response = http.get(&url).bearer_auth(&key).send().await?;
+                            if !response.status().is_success() {
+                                bail!("{url} answered {}", response.status());
+                            }
+                            response.bytes().await?;
+                            Ok(())
+                        }
+                    }
+                })
+                .await?;
+                // The raw answer is slow: fewer samples (at least 3 per task).
+                let raw_requests = (args.requests / 8).max(3);
+                let raw = latencies(concurrency, raw_requests, {
+                    let config = config.clone();
+                    move || {
+                        let config = config.clone();
+                        async move {
+                            let c = db::connect(&config).await?;
+                            c.query(
+                                raw_sql,
+                                &raw_params()
+                                    .iter()
+                                    .map(|p| {
+                                        p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)
+                                    })
+                                    .collect::<Vec<_>>(),
+                            )
+                            .await?;
+                            Ok(())
+                        }
+                    }
+                })
+                .await?;
+                println!(
+                    "{name:<10}  {concurrency:>4}  {:>6.1}  {:>7.1}  {:>7.1}  {:>10.1}  {:>10.1}  {:>9.0}  {:>9.0}",
+                    api.p(50),
+                    api.p(95),
+                    api.p(99),
+                    raw.p(50),
+                    raw.p(99),
+                    raw.p(50) / api.p(50),
+                    raw.p(99) / api.p(99)
+                );
+            }
+        }
+    }
+    handler.kill().await.ok();
+    Ok(())
+}
+
+/// $1 tenant 1, $2/$3 the last 30 days, $4 the tenant's zone (UTC for tenant 1... see tenants).
+fn raw_params() -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+    let to = chrono::Utc::now();
+    let from = to - chrono::Duration::days(30);
+    vec![
+        Box::new(1i64),
+        Box::new(from),
+        Box::new(to),
+        Box::new("Europe/Berlin".to_string()),
+    ]
+}
+
+async fn generate(client: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
+    let floor: i64 = client
+        .query_one(
+            "SELECT coalesce(pg_sequence_last_value('events_event_id_seq'), 0)",
+            &[],
+        )
+        .await?
+        .get(0);
+    client.execute(GENERATE, &[&n]).await?;
+    client
+        .execute(
+            "INSERT INTO event_id_ranges (id_floor, id_ceiling, min_event_time, max_event_time)
+             VALUES ($1, (SELECT last_value FROM events_event_id_seq),
+                     now() - interval '30 days', now())",
+            &[&floor],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Milliseconds of each request, sorted.
+struct Latencies(Vec<f64>);
+
+impl Latencies {
+    fn p(&self, percentile: usize) -> f64 {
+        let i = (self.0.len() * percentile).div_ceil(100).saturating_sub(1);
+        self.0[i.min(self.0.len() - 1)]
+    }
+}
+
+/// Runs `requests` requests in each of `concurrency` tasks.
+async fn latencies<F, Fut>(
+    concurrency: usize,
+    requests: usize,
+    call: F,
+) -> anyhow::Result<Latencies>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut took = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let started = Instant::now();
+                call().await?;
+                took.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(took)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(Latencies(all))
+}
