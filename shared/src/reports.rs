@@ -66,6 +66,15 @@ impl Granularity {
         }
     }
 
+    /// The rollup slices table (V6): totals and single-dimension values per bucket.
+    fn slices(self) -> &'static str {
+        match self {
+            Granularity::FiveMinutes => "rollup_slices_5min",
+            Granularity::Hour => "rollup_slices_1hour",
+            Granularity::Day => "rollup_slices_1day",
+        }
+    }
+
     fn nominal(self) -> TimeDelta {
         match self {
             Granularity::FiveMinutes => TimeDelta::minutes(5),
@@ -445,26 +454,20 @@ fn interval_text(g: Granularity) -> &'static str {
 /// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
 /// campaign; NULL = any), $8 time zone. The rollup's watermark is read inside the statement,
 /// so that it and the rollup rows come from the same snapshot.
-fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
-    let (table, bucket, bound, raw_bucket) = g.sql();
+fn merged_cte(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -> String {
+    let (_, bucket, bound, raw_bucket) = g.sql();
     let rollup = g.rollup();
-    let (rolled_dim, raw_dim) = match dimension {
-        Some(d) => (
-            format!("r.{}", d.name()),
-            format!("coalesce(e.{}, '')", d.name()),
-        ),
-        None => ("''".to_string(), "''".to_string()),
+    let raw_dim = match dimension {
+        Some(d) => format!("coalesce(e.{}, '')", d.name()),
+        None => "''".to_string(),
     };
+    let rolled = rolled_rows(g, dimension, filters);
     format!(
         "merged AS (
-            SELECT {bucket} AS bucket, {rolled_dim} AS value, r.event_count, r.revenue,
+            SELECT {bucket} AS bucket, r.value, r.event_count, r.revenue,
                    r.purchases, r.devices, r.sessions
-            FROM {table} r
+            FROM ({rolled}) r
             WHERE r.tenant_id = $1 AND {bound}
-              AND ($4::text IS NULL OR r.event_type = $4)
-              AND ($5::text IS NULL OR r.country = $5)
-              AND ($6::text IS NULL OR r.browser = $6)
-              AND ($7::text IS NULL OR r.campaign = $7)
             UNION ALL
             SELECT {raw_bucket}, {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
                    count(*) FILTER (WHERE e.event_type = 'purchase'),
@@ -481,6 +484,69 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>) -> String {
             GROUP BY 1, 2
         )"
     )
+}
+
+/// The rollup rows a report reads, with its dimension's value as `value`. A tenant's totals, one
+/// breakdown without filters, or one filter read the slices (one row per bucket and value);
+/// other combinations read the full dimensional rollup.
+fn rolled_rows(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -> String {
+    let (table, _, _, _) = g.sql();
+    let key = if g == Granularity::Day {
+        "day"
+    } else {
+        "bucket"
+    };
+    let slices = g.slices();
+    let single = if filters.0.len() == 1 {
+        filters.0.keys().next().copied()
+    } else {
+        None
+    };
+    match (dimension, filters.0.is_empty(), single) {
+        (None, true, _) => format!(
+            "SELECT tenant_id, {key}, '' AS value, event_count, revenue, purchases, devices,
+                    sessions, top_devices, top_pages
+             FROM {slices} WHERE dimension = ''"
+        ),
+        (Some(d), true, _) => format!(
+            "SELECT tenant_id, {key}, value, event_count, revenue, purchases, devices, sessions,
+                    top_devices, top_pages
+             FROM {slices} WHERE dimension = '{}'",
+            d.name()
+        ),
+        (None, false, Some(d)) => format!(
+            "SELECT tenant_id, {key}, '' AS value, event_count, revenue, purchases, devices,
+                    sessions, top_devices, top_pages
+             FROM {slices} WHERE dimension = '{}' AND value = {}",
+            d.name(),
+            filter_param(d)
+        ),
+        _ => {
+            let value = match dimension {
+                Some(d) => d.name(),
+                None => "''",
+            };
+            format!(
+                "SELECT tenant_id, {key}, {value} AS value, event_count, revenue, purchases,
+                        devices, sessions, top_devices, top_pages
+                 FROM {table}
+                 WHERE ($4::text IS NULL OR event_type = $4)
+                   AND ($5::text IS NULL OR country = $5)
+                   AND ($6::text IS NULL OR browser = $6)
+                   AND ($7::text IS NULL OR campaign = $7)"
+            )
+        }
+    }
+}
+
+/// The bind parameter carrying a dimension's filter value.
+fn filter_param(d: Dimension) -> &'static str {
+    match d {
+        Dimension::EventType => "$4",
+        Dimension::Country => "$5",
+        Dimension::Browser => "$6",
+        Dimension::Campaign => "$7",
+    }
 }
 
 const METRICS: &str = "sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
@@ -540,7 +606,7 @@ pub async fn timeseries(
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
         "WITH {} SELECT bucket, {METRICS} FROM merged GROUP BY bucket ORDER BY bucket",
-        merged_cte(granularity, None)
+        merged_cte(granularity, None, filters)
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
     Ok(TimeSeries {
@@ -571,7 +637,7 @@ pub async fn breakdown(
     let sql = format!(
         "WITH {} SELECT value, {METRICS} FROM merged GROUP BY value
          ORDER BY 2 DESC, value LIMIT {}",
-        merged_cte(granularity, Some(dimension)),
+        merged_cte(granularity, Some(dimension), filters),
         limit.clamp(1, 100)
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
@@ -600,7 +666,7 @@ async fn totals(
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
         "WITH {} SELECT {METRICS} FROM merged",
-        merged_cte(granularity, None)
+        merged_cte(granularity, None, filters)
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
     Ok((Metrics::from_row(&rows[0], 0), scope))
@@ -644,17 +710,14 @@ pub async fn top(
     n: i32,
 ) -> Result<Top, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
-    let (table, _, bound, _) = granularity.sql();
+    let (_, _, bound, _) = granularity.sql();
     let rollup = granularity.rollup();
     let (column, item) = list.column();
+    let rolled = rolled_rows(granularity, None, filters);
     let sql = format!(
         "WITH rolled AS (
-             SELECT topn_union_agg(r.{column}) AS counter FROM {table} r
-             WHERE r.tenant_id = $1 AND {bound}
-               AND ($4::text IS NULL OR r.event_type = $4)
-               AND ($5::text IS NULL OR r.country = $5)
-               AND ($6::text IS NULL OR r.browser = $6)
-               AND ($7::text IS NULL OR r.campaign = $7)),
+             SELECT topn_union_agg(r.{column}) AS counter FROM ({rolled}) r
+             WHERE r.tenant_id = $1 AND {bound}),
          fresh AS (
              SELECT topn_add_agg({item}) AS counter FROM events e
              WHERE e.tenant_id = $1

@@ -24,7 +24,9 @@ const RESET: &str = "
     DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
         maintain_partitions(text, timestamptz), compact_ingest_ledger();
     DROP TABLE IF EXISTS rollup_events_5min, rollup_events_1hour, rollup_events_1day, event_id_ranges,
-        rollup_state CASCADE;
+        rollup_state, rollup_slices_5min, rollup_slices_1hour, rollup_slices_1day, api_keys,
+        share_tokens CASCADE;
+    DROP FUNCTION IF EXISTS slices_statement(text);
     DROP PROCEDURE IF EXISTS run_rollups();
     DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
         apply_rollup_retention();
@@ -192,7 +194,8 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
         .query_one(
             "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN \
              ('events'::regclass, 'rollup_events_5min'::regclass, 'rollup_events_1hour'::regclass, \
-              'rollup_events_1day'::regclass)",
+              'rollup_events_1day'::regclass, 'rollup_slices_5min'::regclass, \
+              'rollup_slices_1hour'::regclass, 'rollup_slices_1day'::regclass)",
             &[],
         )
         .await
@@ -201,44 +204,43 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
     assert_eq!(colocated, 1, "rollup tables are colocated with events");
 
     for r in Rollup::ALL {
-        let statement: String = client
-            .query_one("SELECT rollup_statement($1)", &[&r.name()])
-            .await
-            .unwrap()
-            .get(0);
-        client
-            .batch_execute(&format!(
-                "PREPARE rollup_{0} (bigint, bigint, timestamptz, timestamptz, timestamptz) AS {statement}",
-                r.name()
-            ))
-            .await
-            .unwrap();
-        let plan: Vec<String> = client
-            .query(
-                &format!(
-                    "EXPLAIN (COSTS OFF) EXECUTE rollup_{}(0, 1000000, '-infinity', 'infinity', '-infinity')",
-                    r.name()
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let plan = plan.join("\n");
-        assert!(
-            !plan.contains("INSERT/SELECT method"),
-            "{r}: not pushed down:\n{plan}"
-        );
-        assert!(
-            plan.contains("Task Count: 32"),
-            "{r}: one task per shard:\n{plan}"
-        );
-        client
-            .batch_execute(&format!("DEALLOCATE rollup_{}", r.name()))
-            .await
-            .unwrap();
+        for function in ["rollup_statement", "slices_statement"] {
+            let statement: String = client
+                .query_one(&format!("SELECT {function}($1)"), &[&r.name()])
+                .await
+                .unwrap()
+                .get(0);
+            client
+                .batch_execute(&format!(
+                    "PREPARE window_insert (bigint, bigint, timestamptz, timestamptz, timestamptz) \
+                     AS {statement}"
+                ))
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(
+                    "EXPLAIN (COSTS OFF) EXECUTE window_insert(0, 1000000, '-infinity', 'infinity', '-infinity')",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("INSERT/SELECT method"),
+                "{function}({r}): not pushed down:\n{plan}"
+            );
+            assert!(
+                plan.contains("Task Count: 32"),
+                "{function}({r}): one task per shard:\n{plan}"
+            );
+            client
+                .batch_execute("DEALLOCATE window_insert")
+                .await
+                .unwrap();
+        }
     }
 
     let advances = rollup::run(client).await.expect("rollups on Citus");

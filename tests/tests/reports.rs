@@ -106,6 +106,15 @@ async fn timeseries_equals_the_raw_events_at_every_granularity_with_filters() {
             let raw = raw_series(&db, tenant, &series.range, g, "").await;
             assert_series_equal(&series, &raw);
 
+            // One filter reads the slices; two read the full dimensional rollup.
+            let mut one = Filters::default();
+            one.set(Dimension::Browser, "Safari").unwrap();
+            let safari = reports::timeseries(&client, tenant, &range, g, &one)
+                .await
+                .unwrap();
+            let raw = raw_series(&db, tenant, &safari.range, g, "AND e.browser = 'Safari'").await;
+            assert_series_equal(&safari, &raw);
+
             let mut filters = Filters::default();
             filters.set(Dimension::Country, "DE").unwrap();
             filters.set(Dimension::EventType, "page_view").unwrap();
