@@ -384,6 +384,8 @@ pub enum ReportError {
 struct Scope {
     time_zone: String,
     range: Range,
+    /// The least event time of the events not yet rolled up (at most `range.to`).
+    fresh_from: DateTime<Utc>,
     freshness: Freshness,
 }
 
@@ -406,7 +408,10 @@ async fn scope(
                     ELSE date_bin($5::text::interval, $3::timestamptz - interval '1 microsecond', TIMESTAMPTZ 'epoch')
                          + $5::text::interval END,
                     now(),
-                    (SELECT last_event_id FROM rollup_state WHERE rollup = $6::text)
+                    (SELECT last_event_id FROM rollup_state WHERE rollup = $6::text),
+                    (SELECT min(r.min_event_time) FROM event_id_ranges r
+                     WHERE r.id_ceiling > (SELECT last_event_id FROM rollup_state
+                                           WHERE rollup = $6::text))
              FROM tenants t WHERE t.tenant_id = $1",
             &[
                 &tenant_id,
@@ -431,8 +436,14 @@ async fn scope(
             granularity.name()
         )));
     }
+    // Events above the watermark are only as old as the oldest range recorded above it: the
+    // raw part reads from there, so that it plans and scans only the partitions that hold
+    // them. A range is committed with its events, so every event committed before `as_of` is
+    // covered; a batch committing after it may be counted at the next read.
+    let fresh_from: Option<DateTime<Utc>> = row.get(5);
     Ok(Scope {
         time_zone: row.get(0),
+        fresh_from: fresh_from.unwrap_or(aligned.to).max(aligned.from),
         range: aligned,
         freshness: Freshness {
             as_of: row.get(3),
@@ -452,7 +463,8 @@ fn interval_text(g: Granularity) -> &'static str {
 /// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,
 /// event_count, revenue, purchases, devices, sessions), rollup part plus raw part.
 /// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
-/// campaign; NULL = any), $8 time zone. The rollup's watermark is read inside the statement,
+/// campaign; NULL = any), $8 time zone, $9 the least time of the fresh events. The rollup's
+/// watermark is read inside the statement,
 /// so that it and the rollup rows come from the same snapshot.
 fn merged_cte(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -> String {
     let (_, bucket, bound, raw_bucket) = g.sql();
@@ -476,7 +488,7 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -
             FROM events e
             WHERE e.tenant_id = $1
               AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
-              AND e.event_time >= $2 AND e.event_time < $3
+              AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
               AND ($4::text IS NULL OR e.event_type = $4)
               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
@@ -552,7 +564,7 @@ fn filter_param(d: Dimension) -> &'static str {
 const METRICS: &str = "sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
        hll_cardinality(hll_union_agg(devices)), hll_cardinality(hll_union_agg(sessions))";
 
-const PARAM_TYPES: [Type; 8] = [
+const PARAM_TYPES: [Type; 9] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
@@ -561,6 +573,7 @@ const PARAM_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::TIMESTAMPTZ,
 ];
 
 async fn query(
@@ -577,7 +590,7 @@ async fn query(
         f(Dimension::Browser),
         f(Dimension::Campaign),
     );
-    let params: [&(dyn postgres_types::ToSql + Sync); 8] = [
+    let params: [&(dyn postgres_types::ToSql + Sync); 9] = [
         &tenant_id,
         &scope.range.from,
         &scope.range.to,
@@ -586,6 +599,7 @@ async fn query(
         &browser,
         &campaign,
         &scope.time_zone,
+        &scope.fresh_from,
     ];
     let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = params
         .iter()
@@ -722,7 +736,7 @@ pub async fn top(
              SELECT topn_add_agg({item}) AS counter FROM events e
              WHERE e.tenant_id = $1
                AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
-               AND e.event_time >= $2 AND e.event_time < $3
+               AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
                AND ($4::text IS NULL OR e.event_type = $4)
                AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
                AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)

@@ -29,19 +29,19 @@ pub struct BenchReportsArgs {
     #[arg(long, default_value_t = 10_000_000)]
     events: i64,
     /// Events generated and rolled up per step.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 250_000)]
     chunk: i64,
     /// Requests per report at concurrency 1 (16 tasks send as many each at concurrency 16).
     #[arg(long, default_value_t = 40)]
     requests: usize,
 }
 
-/// Events of 200 tenants over the last 30 days: tenant 1 takes a fifth, the rest a long tail.
+/// Events of 200 tenants between $2 and $3: tenant 1 takes a fifth, the rest a long tail.
 /// $1: how many.
 const GENERATE: &str = "
 INSERT INTO events (tenant_id, event_time, event_type, device_id, session_id, country, browser,
                     page_url, campaign, revenue, received_at, stream_partition, stream_sequence)
-SELECT tenant, now() - interval '1 minute' - random() * interval '29 days 23 hours', kind,
+SELECT tenant, $2::timestamptz + random() * ($3::timestamptz - $2::timestamptz), kind,
        tenant * 1000000 + floor(random() * 200000)::bigint, floor(random() * 1e9)::bigint,
        (ARRAY['US','US','US','DE','DE','GB','FR','NL','CA','JP'])[1 + (random() * 9)::int],
        (ARRAY['Chrome','Chrome','Chrome','Safari','Safari','Edge','Firefox'])[1 + (random() * 6)::int],
@@ -148,12 +148,29 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
          `events`",
         args.requests, args.requests
     );
+    // Events arrive in time order, as they do: each phase (up to 1 M, then up to the full
+    // count) spreads its chunks over the 30 days in order, so each rollup window reads the
+    // partitions of its own days.
+    let start = chrono::Utc::now() - chrono::Duration::days(30);
+    let span = chrono::Duration::days(30) - chrono::Duration::minutes(2);
     let mut generated = 0;
     for target in [1_000_000, args.events] {
+        let phase_start = generated;
+        let chunks = ((target - phase_start) as f64 / args.chunk as f64)
+            .ceil()
+            .max(1.0);
+        let at = |k: f64| {
+            start
+                + chrono::Duration::milliseconds(
+                    (span.num_milliseconds() as f64 * k / chunks) as i64,
+                )
+        };
         while generated < target {
             let n = args.chunk.min(target - generated);
             let started = Instant::now();
-            generate(&client, n).await?;
+            let k = ((generated - phase_start) / args.chunk) as f64;
+            let (from, to) = (at(k), at(k + 1.0));
+            generate(&client, n, from, to).await?;
             let generated_s = started.elapsed().as_secs_f64();
             let started = Instant::now();
             rollup::run(&mut client).await?;
@@ -240,7 +257,13 @@ fn raw_params() -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
     ]
 }
 
-async fn generate(client: &tokio_postgres::Client, n: i64) -> anyhow::Result<()> {
+/// Inserts `n` events timed between `from` and `to` and records their id range.
+async fn generate(
+    client: &tokio_postgres::Client,
+    n: i64,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
     let floor: i64 = client
         .query_one(
             "SELECT coalesce(pg_sequence_last_value('events_event_id_seq'), 0)",
@@ -248,13 +271,12 @@ async fn generate(client: &tokio_postgres::Client, n: i64) -> anyhow::Result<()>
         )
         .await?
         .get(0);
-    client.execute(GENERATE, &[&n]).await?;
+    client.execute(GENERATE, &[&n, &from, &to]).await?;
     client
         .execute(
             "INSERT INTO event_id_ranges (id_floor, id_ceiling, min_event_time, max_event_time)
-             VALUES ($1, (SELECT last_value FROM events_event_id_seq),
-                     now() - interval '30 days', now())",
-            &[&floor],
+             VALUES ($1, (SELECT last_value FROM events_event_id_seq), $2, $3)",
+            &[&floor, &from, &to],
         )
         .await?;
     Ok(())
