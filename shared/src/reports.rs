@@ -502,6 +502,17 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -
 /// breakdown without filters, or one filter read the slices (one row per bucket and value);
 /// other combinations read the full dimensional rollup.
 fn rolled_rows(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -> String {
+    rolled_rows_from(g, dimension, filters, true)
+}
+
+/// [`rolled_rows`], reading the slices' value rows only when `value_slices`: top lists are
+/// kept on the totals rows of the slices only.
+fn rolled_rows_from(
+    g: Granularity,
+    dimension: Option<Dimension>,
+    filters: &Filters,
+    value_slices: bool,
+) -> String {
     let (table, _, _, _) = g.sql();
     let key = if g == Granularity::Day {
         "day"
@@ -509,7 +520,7 @@ fn rolled_rows(g: Granularity, dimension: Option<Dimension>, filters: &Filters) 
         "bucket"
     };
     let slices = g.slices();
-    let single = if filters.0.len() == 1 {
+    let single = if filters.0.len() == 1 && value_slices {
         filters.0.keys().next().copied()
     } else {
         None
@@ -520,7 +531,7 @@ fn rolled_rows(g: Granularity, dimension: Option<Dimension>, filters: &Filters) 
                     sessions, top_devices, top_pages
              FROM {slices} WHERE dimension = ''"
         ),
-        (Some(d), true, _) => format!(
+        (Some(d), true, _) if value_slices => format!(
             "SELECT tenant_id, {key}, value, event_count, revenue, purchases, devices, sessions,
                     top_devices, top_pages
              FROM {slices} WHERE dimension = '{}'",
@@ -727,7 +738,7 @@ pub async fn top(
     let (_, _, bound, _) = granularity.sql();
     let rollup = granularity.rollup();
     let (column, item) = list.column();
-    let rolled = rolled_rows(granularity, None, filters);
+    let rolled = rolled_rows_from(granularity, None, filters, false);
     let sql = format!(
         "WITH rolled AS (
              SELECT topn_union_agg(r.{column}) AS counter FROM ({rolled}) r
