@@ -5,6 +5,7 @@
 //! with a message saying how to run them, rather than passing without having run.
 
 use chrono::{DateTime, Duration, Utc};
+use remarketable_core::rollup::Rollup;
 use remarketable_core::{db, Batch, IncomingEvent, Ingestor, Settings};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -430,5 +431,126 @@ pub async fn ingest(db: &TestDb, partition: &str, first: i64, bodies: &[Value], 
     for (i, chunk) in bodies.chunks(size).enumerate() {
         let b = batch(partition, first + (i * size) as i64, Utc::now(), chunk);
         ingestor.ingest(&mut client, &b, Utc::now()).await.unwrap();
+    }
+}
+
+// Rollups against the raw events, shared by the rollup, report and replay tests.
+
+/// The raw-event grouping a rollup must equal, by granularity.
+pub fn raw_groups(rollup: Rollup) -> String {
+    let (key, bucket, join) = match rollup {
+        Rollup::FiveMinutes => (
+            "bucket",
+            "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')",
+            "",
+        ),
+        Rollup::Hour => (
+            "bucket",
+            "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')",
+            "",
+        ),
+        Rollup::Day => (
+            "day",
+            "(e.event_time AT TIME ZONE t.time_zone)::date",
+            "JOIN tenants t ON t.tenant_id = e.tenant_id",
+        ),
+    };
+    format!(
+        "SELECT e.tenant_id, {bucket} AS {key}, e.event_type, coalesce(e.country, '') AS country,
+                coalesce(e.browser, '') AS browser, coalesce(e.campaign, '') AS campaign,
+                count(*) AS event_count, coalesce(sum(e.revenue), 0) AS revenue,
+                count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases
+         FROM events e {join} GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+}
+
+/// (groups in the raw events, groups where the rollup differs from them or is missing, rollup
+/// rows without raw events).
+pub async fn compare(db: &TestDb, rollup: Rollup) -> (i64, i64, i64) {
+    let key = if rollup == Rollup::Day {
+        "day"
+    } else {
+        "bucket"
+    };
+    let sql = format!(
+        "WITH raw AS ({raw})
+         SELECT count(raw.tenant_id),
+                count(*) FILTER (WHERE raw.tenant_id IS NOT NULL AND (
+                    r.tenant_id IS NULL OR raw.event_count <> r.event_count
+                    OR raw.revenue <> r.revenue OR raw.purchases <> r.purchases)),
+                count(*) FILTER (WHERE raw.tenant_id IS NULL)
+         FROM raw FULL JOIN {table} r
+           USING (tenant_id, {key}, event_type, country, browser, campaign)",
+        raw = raw_groups(rollup),
+        table = rollup.table(),
+    );
+    let row = db.client().await.query_one(&sql, &[]).await.unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// The slices (per tenant and bucket: totals and each single dimension's values) compared
+/// with the raw events: (groups, differing or missing, extra).
+pub async fn compare_slices(db: &TestDb, rollup: Rollup) -> (i64, i64, i64) {
+    let (table, key, bucket, join) = match rollup {
+        Rollup::FiveMinutes => (
+            "rollup_slices_5min",
+            "bucket",
+            "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')",
+            "",
+        ),
+        Rollup::Hour => (
+            "rollup_slices_1hour",
+            "bucket",
+            "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')",
+            "",
+        ),
+        Rollup::Day => (
+            "rollup_slices_1day",
+            "day",
+            "(e.event_time AT TIME ZONE t.time_zone)::date",
+            "JOIN tenants t ON t.tenant_id = e.tenant_id",
+        ),
+    };
+    let sql = format!(
+        "WITH raw AS (
+             SELECT e.tenant_id, {bucket} AS {key}, d.dimension, d.value,
+                    count(*) AS event_count, coalesce(sum(e.revenue), 0) AS revenue,
+                    count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+                    count(DISTINCT e.device_id) AS devices
+             FROM events e {join}
+             CROSS JOIN LATERAL (VALUES ('', ''), ('event_type', e.event_type),
+                 ('country', coalesce(e.country, '')), ('browser', coalesce(e.browser, '')),
+                 ('campaign', coalesce(e.campaign, ''))) AS d (dimension, value)
+             GROUP BY 1, 2, 3, 4)
+         SELECT count(raw.tenant_id),
+                count(*) FILTER (WHERE raw.tenant_id IS NOT NULL AND (
+                    r.tenant_id IS NULL OR raw.event_count <> r.event_count
+                    OR raw.revenue <> r.revenue OR raw.purchases <> r.purchases
+                    OR abs(hll_cardinality(r.devices) - raw.devices) > greatest(1, raw.devices * 0.0163))),
+                count(*) FILTER (WHERE raw.tenant_id IS NULL)
+         FROM raw FULL JOIN {table} r USING (tenant_id, {key}, dimension, value)"
+    );
+    let row = db.client().await.query_one(&sql, &[]).await.unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// Every rollup row and slice equals what the raw events say, at every granularity.
+pub async fn assert_rollups_equal_raw(db: &TestDb) {
+    for r in Rollup::ALL {
+        let (groups, differing, extra) = compare_slices(db, r).await;
+        assert!(groups > 0, "{r} slices: no raw groups to compare");
+        assert_eq!(
+            (differing, extra),
+            (0, 0),
+            "{r} slices: {differing} of {groups} differ from the raw events, {extra} have none"
+        );
+        let (groups, differing, extra) = compare(db, r).await;
+        assert!(groups > 0, "{r}: no raw groups to compare");
+        assert_eq!(
+            (differing, extra),
+            (0, 0),
+            "{r}: {differing} of {groups} groups differ from the raw events, {extra} rollup \
+             rows have no raw events"
+        );
     }
 }
