@@ -13,6 +13,7 @@
 pub mod access;
 pub mod cache;
 pub mod config;
+pub mod dashboards;
 pub mod db;
 pub mod event;
 pub mod ingest;

@@ -554,3 +554,58 @@ pub async fn assert_rollups_equal_raw(db: &TestDb) {
         );
     }
 }
+
+/// A handler's answer to [`call`]: status, headers, the body as text and (if it is) JSON.
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub body: Value,
+    pub text: String,
+    pub headers: axum::http::HeaderMap,
+}
+
+impl Answer {
+    /// The stable error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+/// One request through the router (`oneshot`), with an optional Authorization header and a
+/// JSON body (`Value::Null`: none).
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> Answer {
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    let request = request
+        .header("content-type", "application/json")
+        .body(if body.is_null() {
+            axum::body::Body::empty()
+        } else {
+            axum::body::Body::from(body.to_string())
+        })
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        body,
+        text,
+        headers,
+    }
+}

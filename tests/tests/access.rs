@@ -1,18 +1,15 @@
 //! Access control through the real router and a real PostgreSQL: API keys, admin keys, share
 //! tokens and the write keys of `collect`.
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::StatusCode;
 use axum::Router;
 use chrono::{Duration, Utc};
-use http_body_util::BodyExt;
 use remarketable_core::access::{self, KeyKind, ShareClaims};
 use remarketable_core::config::ShareSecret;
 use remarketable_handler::{app, AppState};
 use remarketable_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use tower::ServiceExt;
 
 const SECRET_A: &str = "share-secret-A-0123456789-0123456789-abcdef";
 const SECRET_B: &str = "share-secret-B-0123456789-0123456789-abcdef";
@@ -22,52 +19,6 @@ fn handler(db: &TestDb, secret: Option<&str>, cache_seconds: u64) -> Router {
     settings.share_token_secret = secret.map(|s| ShareSecret::new(s).unwrap());
     settings.access_cache_ttl = std::time::Duration::from_secs(cache_seconds);
     app(Arc::new(AppState::new(settings)))
-}
-
-struct Answer {
-    status: StatusCode,
-    body: Value,
-    text: String,
-    headers: HeaderMap,
-}
-
-impl Answer {
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: Value,
-) -> Answer {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(a) = authorization {
-        request = request.header("authorization", a);
-    }
-    let request = request
-        .header("content-type", "application/json")
-        .body(if body.is_null() {
-            Body::empty()
-        } else {
-            Body::from(body.to_string())
-        })
-        .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Answer {
-        status,
-        body,
-        text,
-        headers,
-    }
 }
 
 fn bearer(key: &str) -> String {
@@ -209,7 +160,8 @@ async fn admin_keys_register_tenants_and_make_keys_shown_once_and_stored_hashed(
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(
         a.body,
-        json!({"tenant_id": 10, "read_only": false, "fixed_filters": {}, "expires_at": null,
+        json!({"tenant_id": 10, "tenant_name": "Shop 10", "time_zone": "Europe/Berlin",
+               "read_only": false, "fixed_filters": {}, "expires_at": null,
                "via": {"type": "api_key", "key_id": key_id}})
     );
     assert_eq!(
@@ -576,7 +528,8 @@ async fn share_tokens_are_signed_expiring_revocable_and_read_only() {
     assert_eq!(a.body["filters"], filters);
 
     // Valid, from the header or the query (iframes); fixed filters reach TenantAccess.
-    let expected = json!({"tenant_id": 1, "read_only": true, "fixed_filters": filters,
+    let expected = json!({"tenant_id": 1, "tenant_name": "shop 1", "time_zone": "UTC",
+        "read_only": true, "fixed_filters": filters,
         "expires_at": expires_at, "via": {"type": "share_token", "token_id": token_id, "expires_at": expires_at}});
     let share = format!("Share {token}");
     let a = call(

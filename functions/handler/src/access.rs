@@ -18,6 +18,7 @@
 //! | `GET /api/v1/tenants/{tenant_id}/share-tokens` | read key | 200 |
 //! | `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}` | read key | 204; 404 |
 //! | `GET /api/v1/tenants/{tenant_id}/whoami` | read key or share token | 200 |
+//! | `GET /api/v1/whoami` | read key or share token | 200, with the tenant's name and time zone |
 //!
 //! Refusals: 401 `unauthorized` (missing, unknown or revoked credential), 401 `share_expired`,
 //! 401 `share_revoked`, 403 `forbidden` (a credential of the wrong kind), 403
@@ -62,6 +63,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             delete(revoke_share_token),
         )
         .route("/api/v1/tenants/{tenant_id}/whoami", get(whoami))
+        .route("/api/v1/whoami", get(whoami_any))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -345,7 +347,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn tenant_id_of(raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn tenant_id_of(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|id| *id > 0)
@@ -542,7 +544,7 @@ struct NewShareRequest {
 }
 
 /// The tenant of the path, checked against a read key (not a share token).
-fn key_holder_of(access: &TenantAccess, tenant: &str) -> Result<i64, ApiError> {
+pub(crate) fn key_holder_of(access: &TenantAccess, tenant: &str) -> Result<i64, ApiError> {
     let tenant_id = tenant_id_of(tenant)?;
     access.require_tenant(tenant_id)?;
     access.require_key()?;
@@ -628,16 +630,37 @@ async fn revoke_share_token(
 /// `GET /api/v1/tenants/{tenant_id}/whoami`: what the presented credential grants, for the
 /// dashboard (which filters are fixed, whether it may manage share links, when a link expires).
 async fn whoami(
+    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     access.require_tenant(tenant_id_of(&tenant)?)?;
+    whoami_any(State(state), access).await
+}
+
+/// `GET /api/v1/whoami`: the same without knowing the tenant beforehand, so that signing in to
+/// the dashboard takes only a key (or a share link). Adds the tenant's name and time zone.
+async fn whoami_any(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let tenant = client
+        .query_opt(
+            "SELECT name, time_zone FROM tenants WHERE tenant_id = $1",
+            &[&access.tenant_id],
+        )
+        .await
+        .map_err(ApiError::database)?
+        .ok_or_else(ApiError::not_found)?;
     let expires_at = match &access.via {
         Via::ShareToken { expires_at, .. } => Some(*expires_at),
         Via::ApiKey { .. } => None,
     };
     Ok(Json(json!({
         "tenant_id": access.tenant_id,
+        "tenant_name": tenant.get::<_, String>(0),
+        "time_zone": tenant.get::<_, String>(1),
         "read_only": access.read_only,
         "fixed_filters": access.fixed_filters,
         "expires_at": expires_at,

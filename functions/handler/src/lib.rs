@@ -8,6 +8,7 @@
 //! | `POST /rollup` | `rollup` | timer |
 //! | `POST /maintenance` | `maintenance` | timer |
 //! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}` | `reports` | HTTP, forwarded ([`access`]) |
+//! | `/api/v1/tenants/{id}/dashboards…` | `reports` | HTTP, forwarded ([`dashboards`]) |
 //!
 //! Invocations answer 200 with `Outputs`/`Logs` only after their work is durable; any failure
 //! answers non-2xx with `{"error": {"code", "message"}}` so the host fails the invocation (and,
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod collect;
+pub mod dashboards;
 pub mod envelope;
 pub mod error;
 pub mod openapi;
@@ -76,6 +78,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(reports::routes())
         .merge(openapi::routes())
         .merge(replay::routes())
+        .merge(dashboards::routes())
         .layer(cors(&state.settings.reports_cors_origins));
     Router::new()
         .route("/", get(ready))
@@ -107,7 +110,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -95,6 +95,38 @@ pub const OPERATIONS: &[Operation] = &[
         csv: false,
     },
     Operation {
+        method: "get",
+        path: "/api/v1/whoami",
+        summary: "The credential's tenant (id, name, time zone), read-only flag and fixed filters",
+        security: READ,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/tenants/{tenant_id}/dashboards",
+        summary: "The tenant's saved dashboards (name, title, layout, version)",
+        security: READ,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "put",
+        path: "/api/v1/tenants/{tenant_id}/dashboards/{name}",
+        summary: "Create a dashboard (no expected_version) or replace the version you loaded (expected_version); 409 version_conflict when it changed meanwhile",
+        security: TENANT,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/tenants/{tenant_id}/dashboards/{name}",
+        summary: "Delete a dashboard",
+        security: TENANT,
+        params: &[],
+        csv: false,
+    },
+    Operation {
         method: "post",
         path: "/api/v1/tenants/{tenant_id}/share-tokens",
         summary: "Create a share token (signed, expiring, revocable, read-only); shown once",
@@ -201,6 +233,10 @@ fn operation(op: &Operation) -> Value {
     if op.path.contains("{tenant_id}") {
         parameters.push(json!({"name": "tenant_id", "in": "path", "required": true,
                                "schema": {"type": "integer", "minimum": 1}}));
+    }
+    if op.path.contains("{name}") {
+        parameters.push(json!({"name": "name", "in": "path", "required": true,
+                               "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}));
     }
     parameters.extend(op.params.iter().map(|p| parameter(p)));
     let mut content = json!({"application/json": {"schema": {"type": "object"}}});

@@ -1,0 +1,123 @@
+//! Saved dashboards of a tenant ([`remarketable_core::dashboards`]), for the web dashboard.
+//!
+//! | route | credential | answers |
+//! |---|---|---|
+//! | `GET /api/v1/tenants/{tenant_id}/dashboards` | read key or share token | 200 `{"dashboards": [...]}` |
+//! | `PUT /api/v1/tenants/{tenant_id}/dashboards/{name}` | read key | 200 the saved dashboard; 400 `bad_layout`, `bad_title`, `bad_dashboard_name`; 404; 409 `version_conflict`, `too_many_dashboards` |
+//! | `DELETE /api/v1/tenants/{tenant_id}/dashboards/{name}` | read key | 204; 404 |
+//!
+//! A save names the version it started from (`expected_version`; none to create): a save over
+//! someone else's newer save is refused with 409 rather than overwriting it.
+
+use crate::access::{key_holder_of, tenant_id_of, ApiJson, TenantAccess};
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use remarketable_core::dashboards::{self, DashboardError, Layout};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Largest body of a save: 30 widgets take well under 8 KiB.
+const MAX_BODY_BYTES: usize = 32 << 10;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/tenants/{tenant_id}/dashboards", get(list))
+        .route(
+            "/api/v1/tenants/{tenant_id}/dashboards/{name}",
+            axum::routing::put(save).delete(remove),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn dashboard_error(e: DashboardError) -> ApiError {
+    match e {
+        DashboardError::Invalid { code, message } => {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        }
+        DashboardError::Conflict(message) => {
+            ApiError::new(StatusCode::CONFLICT, "version_conflict", message)
+        }
+        DashboardError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard")
+        }
+        e @ DashboardError::TooMany => {
+            ApiError::new(StatusCode::CONFLICT, "too_many_dashboards", e.to_string())
+        }
+        DashboardError::Database(e) => ApiError::database(e),
+    }
+}
+
+/// `GET /api/v1/tenants/{tenant_id}/dashboards`: also for share links, which draw a layout.
+async fn list(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    access.require_tenant(tenant_id)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let list = dashboards::list(&**client, tenant_id)
+        .await
+        .map_err(dashboard_error)?;
+    Ok(Json(json!({ "dashboards": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveRequest {
+    title: String,
+    layout: serde_json::Value,
+    #[serde(default)]
+    expected_version: Option<i64>,
+}
+
+/// `PUT /api/v1/tenants/{tenant_id}/dashboards/{name}`
+async fn save(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path((tenant, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<SaveRequest>,
+) -> Result<Json<dashboards::Dashboard>, ApiError> {
+    let tenant_id = key_holder_of(&access, &tenant)?;
+    let name = dashboards::parse_name(&name).map_err(dashboard_error)?;
+    let title = dashboards::parse_title(&body.title).map_err(dashboard_error)?;
+    let layout = Layout::parse(body.layout).map_err(dashboard_error)?;
+    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
+    let saved = dashboards::save(
+        &mut client,
+        tenant_id,
+        &name,
+        &title,
+        &layout,
+        body.expected_version,
+    )
+    .await
+    .map_err(dashboard_error)?;
+    tracing::info!(tenant_id, dashboard = %saved.name, version = saved.version, "dashboard saved");
+    Ok(Json(saved))
+}
+
+/// `DELETE /api/v1/tenants/{tenant_id}/dashboards/{name}`
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    access: TenantAccess,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = key_holder_of(&access, &tenant)?;
+    let name = dashboards::parse_name(&name).map_err(dashboard_error)?;
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    if dashboards::delete(&**client, tenant_id, &name)
+        .await
+        .map_err(dashboard_error)?
+    {
+        tracing::info!(tenant_id, dashboard = %name, "dashboard deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(dashboard_error(DashboardError::NotFound))
+    }
+}
