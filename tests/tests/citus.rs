@@ -6,6 +6,7 @@
 //! packaged for Debian, so CI runs without it).
 
 use chrono::Utc;
+use remarketable_core::dashboards;
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, Ingestor};
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
@@ -25,7 +26,7 @@ const RESET: &str = "
         maintain_partitions(text, timestamptz), compact_ingest_ledger();
     DROP TABLE IF EXISTS rollup_events_5min, rollup_events_1hour, rollup_events_1day, event_id_ranges,
         rollup_state, rollup_slices_5min, rollup_slices_1hour, rollup_slices_1day, api_keys,
-        share_tokens CASCADE;
+        share_tokens, dashboards CASCADE;
     DROP FUNCTION IF EXISTS slices_statement(text);
     DROP PROCEDURE IF EXISTS run_rollups();
     DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
@@ -185,6 +186,37 @@ async fn schema_and_ingest_on_citus() {
     assert_eq!(dead_letter_reason(&client, 305).await, "no_partition");
 
     rollups_on_citus(&mut client).await;
+    dashboards_on_citus(&mut client).await;
+}
+
+/// Saved dashboards live with their tenant's events; a versioned save and a conflict work the
+/// same as on PostgreSQL.
+async fn dashboards_on_citus(client: &mut tokio_postgres::Client) {
+    let colocated: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN \
+             ('events'::regclass, 'dashboards'::regclass)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(colocated, 1, "dashboards are colocated with events");
+    let layout = dashboards::Layout::parse(serde_json::json!({"widgets": [
+        {"id": "k", "kind": "kpi", "metric": "events", "width": 1, "height": 1}
+    ]}))
+    .unwrap();
+    let first = dashboards::save(client, 2, "main", "Main", &layout, None)
+        .await
+        .expect("create on Citus");
+    let second = dashboards::save(client, 2, "main", "Main", &layout, Some(first.version))
+        .await
+        .expect("save on Citus");
+    assert_eq!(second.version, 2);
+    let stale = dashboards::save(client, 2, "main", "Main", &layout, Some(1)).await;
+    assert!(matches!(stale, Err(dashboards::DashboardError::Conflict(_))));
+    assert_eq!(dashboards::list(&*client, 2).await.unwrap().len(), 1);
+    assert!(dashboards::list(&*client, 3).await.unwrap().is_empty());
 }
 
 /// The rollups are colocated with events, their INSERT .. SELECT is pushed down to the shards,
