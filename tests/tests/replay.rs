@@ -603,6 +603,7 @@ async fn loadgen_check_keeps_the_ledger_identity_after_replays() {
         seed: 7,
         tenants: TENANTS.len() as i64,
         late_share: 0.05,
+        late_max: remarketable_loadgen::traffic::LATE_MAX,
         malformed_share: 0.2,
         duplicate_share: 0.02,
         limits: limits.clone(),

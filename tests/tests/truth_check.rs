@@ -20,6 +20,7 @@ async fn ingest_traffic(db: &TestDb) -> Truth {
         seed: 99,
         tenants: TENANTS.len() as i64,
         late_share: 0.05,
+        late_max: remarketable_loadgen::traffic::LATE_MAX,
         malformed_share: 0.05,
         duplicate_share: 0.02,
         limits,

@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use remarketable_core::event::EventLimits;
 use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::send::{self, SendOptions, Target};
-use remarketable_loadgen::traffic::TrafficConfig;
+use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +100,10 @@ struct SendArgs {
     /// Share of late events (event time minutes to hours before enqueue).
     #[arg(long, default_value_t = 0.03)]
     late_share: f64,
+    /// Most lateness of a late event, e.g. 3h (default) or 6d: with a large late share, a
+    /// history of days for dashboards to show (capped an hour short of the retention).
+    #[arg(long, value_parser = parse_duration)]
+    late_max: Option<Duration>,
     /// Share of malformed events (dead-lettered, each kind with its reason code).
     #[arg(long, default_value_t = 0.02)]
     malformed_share: f64,
@@ -186,6 +190,10 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
             seed: args.seed,
             tenants: args.tenants,
             late_share: args.late_share,
+            late_max: match args.late_max {
+                Some(d) => chrono::Duration::from_std(d)?,
+                None => traffic::LATE_MAX,
+            },
             malformed_share: args.malformed_share,
             duplicate_share: args.duplicate_share,
             limits: EventLimits {
@@ -272,7 +280,7 @@ async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `90`, `90s`, `5m`, `2h`.
+/// `90`, `90s`, `5m`, `2h`, `6d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
@@ -285,7 +293,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
+        "d" => n * 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
     };
     Ok(Duration::from_secs(seconds))
 }
@@ -300,7 +309,8 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5w").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
     }

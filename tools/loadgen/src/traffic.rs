@@ -68,9 +68,10 @@ const REFERRERS: [&str; 3] = [
 const OPEN_SESSIONS: usize = 200;
 /// Recently sent bodies a producer-side duplicate is drawn from.
 const RECENT: usize = 32;
-/// Lateness of a late event: between these, capped an hour short of retention.
+/// Lateness of a late event: between these (the upper bound configurable), capped an hour
+/// short of retention.
 const LATE_MIN: Duration = Duration::minutes(2);
-const LATE_MAX: Duration = Duration::hours(3);
+pub const LATE_MAX: Duration = Duration::hours(3);
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub struct TrafficConfig {
     pub tenants: i64,
     /// Share of events whose event time lies minutes to hours before enqueue.
     pub late_share: f64,
+    /// Most lateness of a late event ([`LATE_MAX`] by default; days to backfill a history).
+    pub late_max: Duration,
     /// Share of malformed events.
     pub malformed_share: f64,
     /// Share of producer-side duplicates (a recent body sent again).
@@ -95,6 +98,7 @@ impl TrafficConfig {
             seed,
             tenants,
             late_share: 0.0,
+            late_max: LATE_MAX,
             malformed_share: 0.0,
             duplicate_share: 0.0,
             limits: EventLimits::default(),
@@ -284,7 +288,8 @@ impl Traffic {
 
     fn event_time(&mut self, enqueued_at: DateTime<Utc>, late: bool) -> DateTime<Utc> {
         let before = if late {
-            let max = LATE_MAX.min(self.config.limits.retention - Duration::hours(1));
+            let max = (self.config.late_max.max(LATE_MIN))
+                .min(self.config.limits.retention - Duration::hours(1));
             let span = (max - LATE_MIN).num_milliseconds().max(1);
             LATE_MIN + Duration::milliseconds(self.rng.random_range(0..span))
         } else {
@@ -523,6 +528,7 @@ mod tests {
             seed,
             tenants: 20,
             late_share: 0.03,
+            late_max: LATE_MAX,
             malformed_share: 0.02,
             duplicate_share: 0.01,
             limits: EventLimits::default(),
@@ -627,6 +633,26 @@ mod tests {
                 "{lateness}"
             );
         }
+    }
+
+    #[test]
+    fn late_max_spreads_late_events_over_days() {
+        let mut c = config(10);
+        c.late_share = 1.0;
+        c.malformed_share = 0.0;
+        c.late_max = Duration::days(6);
+        let lateness: Vec<Duration> = generate(c, 2_000)
+            .into_iter()
+            .filter_map(|(at, g)| match g.expected {
+                Expected::Stored(e) => Some(at - e.event_time),
+                _ => None,
+            })
+            .collect();
+        assert!(lateness
+            .iter()
+            .all(|l| *l >= LATE_MIN && *l <= Duration::days(6)));
+        let older_than_3_days = lateness.iter().filter(|l| **l > Duration::days(3)).count();
+        assert!(older_than_3_days > 800, "{older_than_3_days} of 2000");
     }
 
     /// What the generator says of each event is what the validator says: stored with these

@@ -133,6 +133,7 @@ fn options(target: Target, events: u64, batch: usize, truth: &std::path::Path) -
             seed: 17,
             tenants: 8,
             late_share: 0.05,
+            late_max: remarketable_loadgen::traffic::LATE_MAX,
             malformed_share: 0.05,
             duplicate_share: 0.02,
             limits: EventLimits::default(),
