@@ -214,7 +214,10 @@ async fn dashboards_on_citus(client: &mut tokio_postgres::Client) {
         .expect("save on Citus");
     assert_eq!(second.version, 2);
     let stale = dashboards::save(client, 2, "main", "Main", &layout, Some(1)).await;
-    assert!(matches!(stale, Err(dashboards::DashboardError::Conflict(_))));
+    assert!(matches!(
+        stale,
+        Err(dashboards::DashboardError::Conflict(_))
+    ));
     assert_eq!(dashboards::list(&*client, 2).await.unwrap().len(), 1);
     assert!(dashboards::list(&*client, 3).await.unwrap().is_empty());
 }

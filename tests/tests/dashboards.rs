@@ -1,5 +1,6 @@
 //! Saved dashboards and the dashboard's pages over HTTP (`app(state)` through `oneshot`, real
-//! PostgreSQL): layouts per tenant with versioned saves, what share links may do, `whoami`.
+//! PostgreSQL): layouts per tenant with versioned saves, what share links may do, `whoami`,
+//! and the embedded page with its security headers.
 
 use axum::http::StatusCode;
 use axum::Router;
@@ -386,4 +387,109 @@ async fn bad_layouts_names_and_titles_are_refused_with_stable_codes() {
         (a.status, a.code()),
         (StatusCode::CONFLICT, "too_many_dashboards")
     );
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_with_their_security_headers() {
+    let s = setup(&[("EMBED_FRAME_ANCESTORS", "https://intranet.example.com")]).await;
+    let page = call(&s.app, "GET", "/api/dashboard/", None, Value::Null).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let header = |a: &Answer, name: &str| {
+        a.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert!(header(&page, "content-type").starts_with("text/html"));
+    let csp = header(&page, "content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(header(&page, "x-frame-options"), "DENY");
+    let version = remarketable_handler::dashboard::bundle_version();
+    assert!(
+        page.text.contains(&format!("assets/app.js?v={version}")),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(&format!("assets/app.css?v={version}")));
+
+    let embed = call(&s.app, "GET", "/api/dashboard/embed", None, Value::Null).await;
+    assert_eq!(embed.status, StatusCode::OK);
+    let csp = header(&embed, "content-security-policy");
+    assert!(
+        csp.contains("frame-ancestors https://intranet.example.com"),
+        "{csp}"
+    );
+    assert_eq!(header(&embed, "x-frame-options"), "");
+
+    let redirect = call(&s.app, "GET", "/api/dashboard", None, Value::Null).await;
+    assert_eq!(redirect.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(header(&redirect, "location"), "dashboard/");
+
+    let js = call(
+        &s.app,
+        "GET",
+        &format!("/api/dashboard/assets/app.js?v={version}"),
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(header(&js, "content-type").starts_with("text/javascript"));
+    assert!(header(&js, "cache-control").contains("immutable"));
+    assert!(
+        js.text.len() > 1000,
+        "the bundle is {} bytes",
+        js.text.len()
+    );
+    // An old version's URL is not cached for long; a known ETag is answered with 304.
+    let old = call(
+        &s.app,
+        "GET",
+        "/api/dashboard/assets/app.css?v=0",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(header(&old, "cache-control"), "no-cache");
+    let etag = header(&old, "etag");
+    let request = axum::http::Request::get("/api/dashboard/assets/app.css")
+        .header("if-none-match", &etag)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(s.app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    // Compressed for browsers that ask.
+    let request = axum::http::Request::get("/api/dashboard/assets/app.js")
+        .header("accept-encoding", "gzip")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(s.app.clone(), request)
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+
+    let unknown = call(
+        &s.app,
+        "GET",
+        "/api/dashboard/assets/../../etc/passwd",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let unknown = call(
+        &s.app,
+        "GET",
+        "/api/dashboard/assets/main.ts",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }

@@ -470,6 +470,14 @@ async fn every_report_refuses_every_wrong_credential() {
             )
             .await;
             assert_eq!(got, StatusCode::OK, "{report}");
+        } else {
+            // The ledger covers the whole tenant: a link limited to Germany may not read it.
+            let (got, code) = refusal(&app, &path, Some(&share(&german.token))).await;
+            assert_eq!(
+                (got, code.as_str()),
+                (StatusCode::FORBIDDEN, Some("filter_fixed")),
+                "{report}"
+            );
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | `POST /maintenance` | `maintenance` | timer |
 //! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}` | `reports` | HTTP, forwarded ([`access`]) |
 //! | `/api/v1/tenants/{id}/dashboards…` | `reports` | HTTP, forwarded ([`dashboards`]) |
+//! | `GET /api/dashboard/…` | `dashboard` | HTTP, forwarded ([`dashboard`]: the web pages) |
 //!
 //! Invocations answer 200 with `Outputs`/`Logs` only after their work is durable; any failure
 //! answers non-2xx with `{"error": {"code", "message"}}` so the host fails the invocation (and,
@@ -16,6 +17,7 @@
 
 pub mod access;
 pub mod collect;
+pub mod dashboard;
 pub mod dashboards;
 pub mod envelope;
 pub mod error;
@@ -96,6 +98,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rollup", post(rollup))
         .route("/maintenance", post(maintenance))
         .merge(api)
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)

@@ -401,6 +401,15 @@ async fn ingest(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
+    // The ledger and dead letters are per tenant, not per country or campaign: a share link
+    // limited to some filters must not see the whole tenant's deliveries.
+    if !access.fixed_filters.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "filter_fixed",
+            "this share link is limited to fixed filters; the delivery ledger covers the whole tenant",
+        ));
+    }
     let r = q.parse(&access, &headers)?;
     let dead_letters = q.dead_letters.unwrap_or(50);
     if !(1..=500).contains(&dead_letters) {
