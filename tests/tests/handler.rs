@@ -411,10 +411,29 @@ fn function_definitions_match_the_handler() {
     assert_eq!(bindings[0]["type"], "httpTrigger");
     assert_eq!(bindings[0]["authLevel"], "anonymous");
     assert_eq!(bindings[0]["route"], "v1/{*path}");
+    // Every method the API document lists reaches the handler (the host answers 405 to the
+    // others), and OPTIONS for CORS preflights.
+    let methods: Vec<&str> = bindings[0]["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for op in remarketable_handler::openapi::OPERATIONS {
+        assert!(methods.contains(&op.method), "{} {}", op.method, op.path);
+    }
+    assert!(methods.contains(&"options"));
     assert_eq!(
-        bindings[0]["methods"],
-        json!(["get", "post", "delete", "options"])
+        bindings[1],
+        json!({"type": "http", "direction": "out", "name": "res"})
     );
+    // dashboard: the web pages, GET only, anonymous (the page signs in against the API).
+    let dashboard = read("functions/dashboard/function.json");
+    let bindings = dashboard["bindings"].as_array().unwrap();
+    assert_eq!(bindings.len(), 2);
+    assert_eq!(bindings[0]["authLevel"], "anonymous");
+    assert_eq!(bindings[0]["route"], "dashboard/{*path}");
+    assert_eq!(bindings[0]["methods"], json!(["get"]));
     assert_eq!(
         bindings[1],
         json!({"type": "http", "direction": "out", "name": "res"})
