@@ -13,9 +13,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use postgres_types::Type;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio_postgres::{Client, Row};
 
 /// log2m of every sketch (V4): the 95 % relative error bound of a distinct count is
@@ -28,7 +30,7 @@ pub const MAX_BUCKETS: i64 = 2_000;
 /// Longest filter value (the event contract's text limit).
 pub const MAX_FILTER_BYTES: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Granularity {
     #[serde(rename = "5m")]
     FiveMinutes,
@@ -175,7 +177,7 @@ impl FromStr for Dimension {
 
 /// Equality filters, one optional value per dimension; `""` selects events without the
 /// dimension.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Filters(pub BTreeMap<Dimension, String>);
 
 impl Filters {
@@ -246,11 +248,23 @@ pub struct Metrics {
 
 impl Metrics {
     fn from_row(row: &Row, first: usize) -> Metrics {
-        let events: Option<i64> = row.get(first);
-        let revenue: Option<Decimal> = row.get(first + 1);
-        let purchases: Option<i64> = row.get(first + 2);
-        let devices: Option<f64> = row.get(first + 3);
-        let sessions: Option<f64> = row.get(first + 4);
+        Metrics::new(
+            row.get(first),
+            row.get(first + 1),
+            row.get(first + 2),
+            row.get(first + 3),
+            row.get(first + 4),
+        )
+    }
+
+    /// From the sums and estimates of a group (NULL, when no rows: zero).
+    fn new(
+        events: Option<i64>,
+        revenue: Option<Decimal>,
+        purchases: Option<i64>,
+        devices: Option<f64>,
+        sessions: Option<f64>,
+    ) -> Metrics {
         let unique_sessions = sessions.unwrap_or(0.0).round() as i64;
         let purchases = purchases.unwrap_or(0);
         Metrics {
@@ -387,6 +401,9 @@ struct Scope {
     /// The least event time of the events not yet rolled up (at most `range.to`).
     fresh_from: DateTime<Utc>,
     freshness: Freshness,
+    /// Whether the rollup's retention keeps every bucket of the range for days to come, so
+    /// that its rolled part changes only with the watermark (see [`RolledCache`]).
+    cacheable: bool,
 }
 
 async fn scope(
@@ -411,7 +428,10 @@ async fn scope(
                     (SELECT last_event_id FROM rollup_state WHERE rollup = $6::text),
                     (SELECT min(r.min_event_time) FROM event_id_ranges r
                      WHERE r.id_ceiling > (SELECT last_event_id FROM rollup_state
-                                           WHERE rollup = $6::text))
+                                           WHERE rollup = $6::text)),
+                    (SELECT s.retention IS NULL
+                            OR $2::timestamptz >= now() - s.retention + interval '3 days'
+                     FROM rollup_state s WHERE s.rollup = $6::text)
              FROM tenants t WHERE t.tenant_id = $1",
             &[
                 &tenant_id,
@@ -441,7 +461,9 @@ async fn scope(
     // them. A range is committed with its events, so every event committed before `as_of` is
     // covered; a batch committing after it may be counted at the next read.
     let fresh_from: Option<DateTime<Utc>> = row.get(5);
+    let cacheable: Option<bool> = row.get(6);
     Ok(Scope {
+        cacheable: cacheable.unwrap_or(false),
         time_zone: row.get(0),
         fresh_from: fresh_from.unwrap_or(aligned.to).max(aligned.from),
         range: aligned,
@@ -461,7 +483,9 @@ fn interval_text(g: Granularity) -> &'static str {
 }
 
 /// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,
-/// event_count, revenue, purchases, devices, sessions), rollup part plus raw part.
+/// event_count, revenue, purchases, devices, sessions, devices_estimate, sessions_estimate),
+/// rollup part plus raw part. The estimates are a slice row's own distinct counts (V8), NULL
+/// for other rows.
 /// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
 /// campaign; NULL = any), $8 time zone, $9 the least time of the fresh events. The rollup's
 /// watermark is read inside the statement,
@@ -477,14 +501,14 @@ fn merged_cte(g: Granularity, dimension: Option<Dimension>, filters: &Filters) -
     format!(
         "merged AS (
             SELECT {bucket} AS bucket, r.value, r.event_count, r.revenue,
-                   r.purchases, r.devices, r.sessions
+                   r.purchases, r.devices, r.sessions, r.devices_estimate, r.sessions_estimate
             FROM ({rolled}) r
             WHERE r.tenant_id = $1 AND {bound}
             UNION ALL
             SELECT {raw_bucket}, {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
                    count(*) FILTER (WHERE e.event_type = 'purchase'),
                    hll_add_agg(hll_hash_bigint(e.device_id), 14, 5),
-                   hll_add_agg(hll_hash_bigint(e.session_id), 14, 5)
+                   hll_add_agg(hll_hash_bigint(e.session_id), 14, 5), NULL, NULL
             FROM events e
             WHERE e.tenant_id = $1
               AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
@@ -528,18 +552,18 @@ fn rolled_rows_from(
     match (dimension, filters.0.is_empty(), single) {
         (None, true, _) => format!(
             "SELECT tenant_id, {key}, '' AS value, event_count, revenue, purchases, devices,
-                    sessions, top_devices, top_pages
+                    sessions, devices_estimate, sessions_estimate, top_devices, top_pages
              FROM {slices} WHERE dimension = ''"
         ),
         (Some(d), true, _) if value_slices => format!(
             "SELECT tenant_id, {key}, value, event_count, revenue, purchases, devices, sessions,
-                    top_devices, top_pages
+                    devices_estimate, sessions_estimate, top_devices, top_pages
              FROM {slices} WHERE dimension = '{}'",
             d.name()
         ),
         (None, false, Some(d)) => format!(
             "SELECT tenant_id, {key}, '' AS value, event_count, revenue, purchases, devices,
-                    sessions, top_devices, top_pages
+                    sessions, devices_estimate, sessions_estimate, top_devices, top_pages
              FROM {slices} WHERE dimension = '{}' AND value = {}",
             d.name(),
             filter_param(d)
@@ -551,7 +575,8 @@ fn rolled_rows_from(
             };
             format!(
                 "SELECT tenant_id, {key}, {value} AS value, event_count, revenue, purchases,
-                        devices, sessions, top_devices, top_pages
+                        devices, sessions, NULL::float8 AS devices_estimate,
+                        NULL::float8 AS sessions_estimate, top_devices, top_pages
                  FROM {table}
                  WHERE ($4::text IS NULL OR event_type = $4)
                    AND ($5::text IS NULL OR country = $5)
@@ -572,8 +597,32 @@ fn filter_param(d: Dimension) -> &'static str {
     }
 }
 
-const METRICS: &str = "sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
-       hll_cardinality(hll_union_agg(devices)), hll_cardinality(hll_union_agg(sessions))";
+/// The metrics of `merged` per `group` (a column list, or `""` for one total row), preceded by
+/// the group's columns. A group of one slice row reads that row's estimates; merging its
+/// sketches would give the same figures (a union of one sketch is that sketch) at the cost of
+/// unpacking them. Other groups merge their sketches.
+fn metrics_by(group: &str) -> String {
+    let (columns, group_by) = if group.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (format!("{group}, "), format!(" GROUP BY {group}"))
+    };
+    format!(
+        "SELECT {columns}sum(event_count)::bigint, sum(revenue), sum(purchases)::bigint,
+                coalesce(hll_cardinality(hll_union_agg(devices) FILTER (WHERE NOT single)),
+                         min(devices_estimate)),
+                coalesce(hll_cardinality(hll_union_agg(sessions) FILTER (WHERE NOT single)),
+                         min(sessions_estimate))
+         FROM (SELECT m.*, m.devices_estimate IS NOT NULL AND m.sessions_estimate IS NOT NULL
+                           AND count(*) OVER {window} = 1 AS single
+               FROM merged m) m{group_by}",
+        window = if group.is_empty() {
+            "()".to_string()
+        } else {
+            format!("(PARTITION BY {group})")
+        },
+    )
+}
 
 const PARAM_TYPES: [Type; 9] = [
     Type::INT8,
@@ -593,6 +642,18 @@ async fn query(
     tenant_id: i64,
     scope: &Scope,
     filters: &Filters,
+) -> Result<Vec<Row>, ReportError> {
+    query_with(client, sql, tenant_id, scope, filters, &[]).await
+}
+
+/// [`query`] with more parameters after the nine common ones (`$10`, ...).
+async fn query_with(
+    client: &Client,
+    sql: &str,
+    tenant_id: i64,
+    scope: &Scope,
+    filters: &Filters,
+    extra: &[(&(dyn postgres_types::ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, ReportError> {
     let f = |d| filters.value(d).map(str::to_string);
     let (event_type, country, browser, campaign) = (
@@ -616,6 +677,7 @@ async fn query(
         .iter()
         .zip(PARAM_TYPES.iter())
         .map(|(p, t)| (*p, t.clone()))
+        .chain(extra.iter().cloned())
         .collect();
     Ok(client.query_typed(sql, &typed).await?)
 }
@@ -630,8 +692,9 @@ pub async fn timeseries(
 ) -> Result<TimeSeries, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
-        "WITH {} SELECT bucket, {METRICS} FROM merged GROUP BY bucket ORDER BY bucket",
-        merged_cte(granularity, None, filters)
+        "WITH {} {} ORDER BY bucket",
+        merged_cte(granularity, None, filters),
+        metrics_by("bucket")
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
     Ok(TimeSeries {
@@ -660,9 +723,9 @@ pub async fn breakdown(
 ) -> Result<Breakdown, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
-        "WITH {} SELECT value, {METRICS} FROM merged GROUP BY value
-         ORDER BY 2 DESC, value LIMIT {}",
+        "WITH {} {} ORDER BY 2 DESC, value LIMIT {}",
         merged_cte(granularity, Some(dimension), filters),
+        metrics_by("value"),
         limit.clamp(1, 100)
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
@@ -690,8 +753,9 @@ async fn totals(
 ) -> Result<(Metrics, Scope), ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
-        "WITH {} SELECT {METRICS} FROM merged",
-        merged_cte(granularity, None, filters)
+        "WITH {} {}",
+        merged_cte(granularity, None, filters),
+        metrics_by("")
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
     Ok((Metrics::from_row(&rows[0], 0), scope))
@@ -722,6 +786,391 @@ pub async fn summary(
         previous,
         freshness: scope.freshness,
     })
+}
+
+/// The rolled-up part of breakdowns and totals, kept by the rollup watermark it was read at,
+/// so that a repeated report does not merge the same sketches again (a 30-day breakdown merges
+/// two sketches of each value on each day: about 430 at 1 M events, most of its time).
+///
+/// Why a kept part is exact: the rollup rows and the watermark move in one transaction, so the
+/// rows a range reads are a function of the watermark; the only other change to them is
+/// retention, which deletes buckets older than the rollup keeps, and a range that reaches
+/// within three days of that cutoff is never cached (checked at every read). The part is keyed
+/// by everything that shapes it: tenant, time zone, granularity, aligned range, dimension,
+/// filters and watermark. Every read still looks for events above the kept part's watermark
+/// (the raw events not yet rolled up, or rolled up since) and merges them in, in the
+/// statement that reads them: reports stay real time and count the seam once.
+pub struct RolledCache {
+    /// Largest total size of the kept sketches, in bytes.
+    capacity: usize,
+    state: Mutex<CacheState>,
+    hits: AtomicU64,
+}
+
+#[derive(Default)]
+struct CacheState {
+    entries: HashMap<RolledKey, Arc<Rolled>>,
+    bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RolledKey {
+    tenant_id: i64,
+    time_zone: String,
+    granularity: Granularity,
+    range: (DateTime<Utc>, DateTime<Utc>),
+    dimension: Option<Dimension>,
+    filters: Filters,
+    watermark: i64,
+}
+
+/// The rolled part of one report: its groups (dimension values; one `""` group for totals) in
+/// report order (most events first, then value), as of `watermark`.
+struct Rolled {
+    watermark: i64,
+    groups: Vec<RolledGroup>,
+}
+
+struct RolledGroup {
+    value: String,
+    events: i64,
+    revenue: Decimal,
+    purchases: i64,
+    /// The merged sketches in hll's text form, for merging fresh events in.
+    devices: String,
+    sessions: String,
+    devices_estimate: f64,
+    sessions_estimate: f64,
+}
+
+impl Rolled {
+    fn bytes(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| g.value.len() + g.devices.len() + g.sessions.len() + 64)
+            .sum()
+    }
+}
+
+impl RolledGroup {
+    fn metrics(&self) -> Metrics {
+        Metrics::new(
+            Some(self.events),
+            Some(self.revenue),
+            Some(self.purchases),
+            Some(self.devices_estimate),
+            Some(self.sessions_estimate),
+        )
+    }
+}
+
+impl RolledCache {
+    /// A cache keeping at most `capacity` bytes of sketches.
+    pub fn new(capacity: usize) -> RolledCache {
+        RolledCache {
+            capacity,
+            state: Mutex::new(CacheState::default()),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// How many reads found their rolled part kept.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    fn get(&self, key: &RolledKey) -> Option<Arc<Rolled>> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.entries.get(key).cloned()
+    }
+
+    /// Keeps `rolled` under `key`. When full, parts read at other watermarks go first (they
+    /// will not be asked for again once the rollup has moved on), then everything.
+    fn put(&self, key: RolledKey, rolled: Arc<Rolled>) {
+        let size = rolled.bytes();
+        if size > self.capacity / 8 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.bytes + size > self.capacity {
+            state.entries.retain(|k, _| k.watermark == key.watermark);
+            if state.bytes + size > self.capacity {
+                state.entries.clear();
+            }
+            state.bytes = state.entries.values().map(|r| r.bytes()).sum();
+        }
+        if let Some(old) = state.entries.insert(key, rolled) {
+            state.bytes -= old.bytes();
+        }
+        state.bytes += size;
+    }
+
+    /// [`breakdown`], reading the rolled part from the cache when it is there.
+    #[allow(clippy::too_many_arguments)] // breakdown's parameters, and the cache
+    pub async fn breakdown(
+        &self,
+        client: &Client,
+        tenant_id: i64,
+        range: &Range,
+        granularity: Granularity,
+        dimension: Dimension,
+        filters: &Filters,
+        limit: i64,
+    ) -> Result<Breakdown, ReportError> {
+        let scope = scope(client, tenant_id, range, granularity).await?;
+        let rows = self
+            .groups(
+                client,
+                tenant_id,
+                &scope,
+                granularity,
+                Some(dimension),
+                filters,
+            )
+            .await?;
+        Ok(Breakdown {
+            dimension,
+            granularity,
+            range: scope.range,
+            rows: rows
+                .into_iter()
+                .take(limit.clamp(1, 100) as usize)
+                .map(|(value, metrics)| BreakdownRow { value, metrics })
+                .collect(),
+            freshness: scope.freshness,
+        })
+    }
+
+    /// [`summary`], reading the rolled parts from the cache when they are there.
+    pub async fn summary(
+        &self,
+        client: &Client,
+        tenant_id: i64,
+        range: &Range,
+        granularity: Granularity,
+        filters: &Filters,
+    ) -> Result<Summary, ReportError> {
+        let (current, scope) = self
+            .totals(client, tenant_id, range, granularity, filters)
+            .await?;
+        let (previous, previous_scope) = self
+            .totals(
+                client,
+                tenant_id,
+                &scope.range.previous(),
+                granularity,
+                filters,
+            )
+            .await?;
+        Ok(Summary {
+            granularity,
+            range: scope.range,
+            current,
+            previous_range: previous_scope.range,
+            previous,
+            freshness: scope.freshness,
+        })
+    }
+
+    async fn totals(
+        &self,
+        client: &Client,
+        tenant_id: i64,
+        range: &Range,
+        granularity: Granularity,
+        filters: &Filters,
+    ) -> Result<(Metrics, Scope), ReportError> {
+        let scope = scope(client, tenant_id, range, granularity).await?;
+        let groups = self
+            .groups(client, tenant_id, &scope, granularity, None, filters)
+            .await?;
+        let metrics = match groups.into_iter().next() {
+            Some((_, metrics)) => metrics,
+            None => Metrics::new(None, None, None, None, None),
+        };
+        Ok((metrics, scope))
+    }
+
+    /// The report's groups with their metrics, in report order: the rolled part (kept or read
+    /// now) merged with the raw events above its watermark.
+    async fn groups(
+        &self,
+        client: &Client,
+        tenant_id: i64,
+        scope: &Scope,
+        g: Granularity,
+        dimension: Option<Dimension>,
+        filters: &Filters,
+    ) -> Result<Vec<(String, Metrics)>, ReportError> {
+        let mut key = RolledKey {
+            tenant_id,
+            time_zone: scope.time_zone.clone(),
+            granularity: g,
+            range: (scope.range.from, scope.range.to),
+            dimension,
+            filters: filters.clone(),
+            watermark: scope.freshness.rolled_up_to_event,
+        };
+        let cached = if scope.cacheable {
+            self.get(&key)
+        } else {
+            None
+        };
+        let rolled = match cached {
+            Some(rolled) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                rolled
+            }
+            None => {
+                let rolled =
+                    Arc::new(read_rolled(client, tenant_id, scope, g, dimension, filters).await?);
+                if scope.cacheable {
+                    key.watermark = rolled.watermark;
+                    self.put(key, rolled.clone());
+                }
+                rolled
+            }
+        };
+        // Events above the kept watermark that were committed when the scope was read all have
+        // event times from `fresh_from` on (their ranges are recorded with them): none in the
+        // range means the rolled part is the answer.
+        if scope.fresh_from >= scope.range.to {
+            return Ok(rolled
+                .groups
+                .iter()
+                .map(|group| (group.value.clone(), group.metrics()))
+                .collect());
+        }
+        merge_fresh(client, tenant_id, scope, dimension, filters, &rolled).await
+    }
+}
+
+/// Reads a report's rolled part and the watermark it is as of, in one snapshot.
+async fn read_rolled(
+    client: &Client,
+    tenant_id: i64,
+    scope: &Scope,
+    g: Granularity,
+    dimension: Option<Dimension>,
+    filters: &Filters,
+) -> Result<Rolled, ReportError> {
+    let (_, _, bound, _) = g.sql();
+    let rollup = g.rollup();
+    let rolled = rolled_rows(g, dimension, filters);
+    // Written as a join, not a subquery in the target list, which Citus cannot push down.
+    let sql = format!(
+        "WITH w AS (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}'),
+         g AS (SELECT r.value, sum(r.event_count)::bigint AS event_count,
+                      sum(r.revenue) AS revenue, sum(r.purchases)::bigint AS purchases,
+                      hll_union_agg(r.devices)::text AS devices,
+                      hll_union_agg(r.sessions)::text AS sessions,
+                      hll_cardinality(hll_union_agg(r.devices)) AS devices_estimate,
+                      hll_cardinality(hll_union_agg(r.sessions)) AS sessions_estimate
+               FROM ({rolled}) r
+               WHERE r.tenant_id = $1 AND {bound}
+               GROUP BY r.value)
+         SELECT w.last_event_id, g.value, g.event_count, g.revenue, g.purchases, g.devices,
+                g.sessions, g.devices_estimate, g.sessions_estimate
+         FROM w LEFT JOIN g ON true
+         ORDER BY g.event_count DESC, g.value"
+    );
+    let rows = query(client, &sql, tenant_id, scope, filters).await?;
+    let watermark = rows
+        .first()
+        .map(|r| r.get(0))
+        .unwrap_or(scope.freshness.rolled_up_to_event);
+    let groups = rows
+        .iter()
+        .filter_map(|r| {
+            let value: Option<String> = r.get(1);
+            Some(RolledGroup {
+                value: value?,
+                events: r.get(2),
+                revenue: r.get(3),
+                purchases: r.get(4),
+                devices: r.get(5),
+                sessions: r.get(6),
+                devices_estimate: r.get(7),
+                sessions_estimate: r.get(8),
+            })
+        })
+        .collect();
+    Ok(Rolled { watermark, groups })
+}
+
+/// Merges the raw events above `rolled.watermark` in the range into the rolled part, in report
+/// order. The rolled part is sent as parameters; its sketches are parsed only for the groups
+/// that have fresh events.
+async fn merge_fresh(
+    client: &Client,
+    tenant_id: i64,
+    scope: &Scope,
+    dimension: Option<Dimension>,
+    filters: &Filters,
+    rolled: &Rolled,
+) -> Result<Vec<(String, Metrics)>, ReportError> {
+    let raw_dim = match dimension {
+        Some(d) => format!("coalesce(e.{}, '')", d.name()),
+        None => "''".to_string(),
+    };
+    let sql = format!(
+        "WITH cached AS (
+             SELECT * FROM unnest($10::text[], $11::int8[], $12::numeric[], $13::int8[],
+                                  $14::text[], $15::text[], $16::float8[], $17::float8[])
+                 AS c (value, event_count, revenue, purchases, devices, sessions,
+                       devices_estimate, sessions_estimate)),
+         fresh AS (
+             SELECT {raw_dim} AS value, count(*) AS event_count,
+                    coalesce(sum(e.revenue), 0) AS revenue,
+                    count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
+                    hll_add_agg(hll_hash_bigint(e.device_id), 14, 5) AS devices,
+                    hll_add_agg(hll_hash_bigint(e.session_id), 14, 5) AS sessions
+             FROM events e
+             WHERE e.tenant_id = $1 AND e.event_id > $18
+               AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
+               AND ($4::text IS NULL OR e.event_type = $4)
+               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
+               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
+               AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
+             GROUP BY 1)
+         SELECT coalesce(c.value, f.value) AS value,
+                (coalesce(c.event_count, 0) + coalesce(f.event_count, 0))::bigint AS events,
+                coalesce(c.revenue, 0) + coalesce(f.revenue, 0),
+                (coalesce(c.purchases, 0) + coalesce(f.purchases, 0))::bigint,
+                CASE WHEN f.value IS NULL THEN c.devices_estimate
+                     WHEN c.value IS NULL THEN hll_cardinality(f.devices)
+                     ELSE hll_cardinality(hll_union(c.devices::hll, f.devices)) END,
+                CASE WHEN f.value IS NULL THEN c.sessions_estimate
+                     WHEN c.value IS NULL THEN hll_cardinality(f.sessions)
+                     ELSE hll_cardinality(hll_union(c.sessions::hll, f.sessions)) END
+         FROM cached c FULL JOIN fresh f ON f.value = c.value
+         ORDER BY 2 DESC, 1"
+    );
+    let groups = &rolled.groups;
+    let values: Vec<&str> = groups.iter().map(|g| g.value.as_str()).collect();
+    let events: Vec<i64> = groups.iter().map(|g| g.events).collect();
+    let revenue: Vec<Decimal> = groups.iter().map(|g| g.revenue).collect();
+    let purchases: Vec<i64> = groups.iter().map(|g| g.purchases).collect();
+    let devices: Vec<&str> = groups.iter().map(|g| g.devices.as_str()).collect();
+    let sessions: Vec<&str> = groups.iter().map(|g| g.sessions.as_str()).collect();
+    let devices_estimate: Vec<f64> = groups.iter().map(|g| g.devices_estimate).collect();
+    let sessions_estimate: Vec<f64> = groups.iter().map(|g| g.sessions_estimate).collect();
+    let extra: [(&(dyn postgres_types::ToSql + Sync), Type); 9] = [
+        (&values, Type::TEXT_ARRAY),
+        (&events, Type::INT8_ARRAY),
+        (&revenue, Type::NUMERIC_ARRAY),
+        (&purchases, Type::INT8_ARRAY),
+        (&devices, Type::TEXT_ARRAY),
+        (&sessions, Type::TEXT_ARRAY),
+        (&devices_estimate, Type::FLOAT8_ARRAY),
+        (&sessions_estimate, Type::FLOAT8_ARRAY),
+        (&rolled.watermark, Type::INT8),
+    ];
+    let rows = query_with(client, &sql, tenant_id, scope, filters, &extra).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), Metrics::from_row(r, 1)))
+        .collect())
 }
 
 /// The most frequent devices or pages (TopN estimates).

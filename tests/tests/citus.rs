@@ -7,6 +7,9 @@
 
 use chrono::Utc;
 use remarketable_core::dashboards;
+use remarketable_core::reports::{
+    self, Dimension, Filters, Granularity, Range, RolledCache, TopList,
+};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, Ingestor};
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
@@ -186,7 +189,66 @@ async fn schema_and_ingest_on_citus() {
     assert_eq!(dead_letter_reason(&client, 305).await, "no_partition");
 
     rollups_on_citus(&mut client).await;
+    // Events after the rollup run: reports merge them from the raw table.
+    let fresh: Vec<_> = (0..30).map(|n| event(1, 1000 + n)).collect();
+    ingestor
+        .ingest(
+            &mut client,
+            &batch("0", 400, Utc::now(), &fresh),
+            Utc::now(),
+        )
+        .await
+        .expect("ingest after the rollup");
+    reports_on_citus(&client).await;
     dashboards_on_citus(&mut client).await;
+}
+
+/// The reports run on Citus (one tenant's shard plus the coordinator's rollup state), count
+/// what the raw events say, and the kept rolled parts answer as the full statements do.
+async fn reports_on_citus(client: &tokio_postgres::Client) {
+    let to = Utc::now() + chrono::Duration::minutes(10);
+    let range = Range::new(to - chrono::Duration::days(2), to).unwrap();
+    let raw: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE tenant_id = 1 AND event_time >= $1 AND event_time < $2",
+            &[&range.from, &range.to],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(raw > 100, "{raw} events of tenant 1");
+    let cache = RolledCache::new(1 << 20);
+    let none = Filters::default();
+    for g in Granularity::ALL {
+        let series = reports::timeseries(client, 1, &range, g, &none)
+            .await
+            .unwrap_or_else(|e| panic!("timeseries {g:?} on Citus: {e}"));
+        let total: i64 = series.points.iter().map(|p| p.metrics.events).sum();
+        assert_eq!(total, raw, "timeseries {g:?}");
+        for _ in 0..2 {
+            let full = reports::summary(client, 1, &range, g, &none).await.unwrap();
+            let kept = cache.summary(client, 1, &range, g, &none).await.unwrap();
+            assert_eq!(full.current.events, raw, "summary {g:?}");
+            assert_eq!(kept.current, full.current, "kept summary {g:?}");
+            let full = reports::breakdown(client, 1, &range, g, Dimension::Country, &none, 10)
+                .await
+                .unwrap();
+            let kept = cache
+                .breakdown(client, 1, &range, g, Dimension::Country, &none, 10)
+                .await
+                .unwrap();
+            let values = |b: &reports::Breakdown| {
+                b.rows
+                    .iter()
+                    .map(|r| (r.value.clone(), r.metrics.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(values(&kept), values(&full), "kept breakdown {g:?}");
+        }
+        reports::top(client, 1, &range, g, TopList::Pages, &none, 5)
+            .await
+            .unwrap_or_else(|e| panic!("top {g:?} on Citus: {e}"));
+    }
 }
 
 /// Saved dashboards live with their tenant's events; a versioned save and a conflict work the

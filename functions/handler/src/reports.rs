@@ -15,23 +15,29 @@
 //! `format=csv` (or `Accept: text/csv`) for Excel and Power BI. Credentials: a tenant read key
 //! or a share token (whose fixed filters always apply). Every answer says how fresh it is
 //! (`freshness.as_of`) and carries the error bound of its distinct counts.
+//!
+//! Breakdowns and summaries keep the rolled-up part of what they read, per rollup watermark
+//! ([`RolledCache`]), and merge the raw events above that watermark into it at every request.
 
 use crate::access::TenantAccess;
 use crate::error::ApiError;
 use crate::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metrics, Range, ReportError, TopList,
+    self, Dimension, Filters, Granularity, Metrics, Range, ReportError, RolledCache, TopList,
     DISTINCT_ERROR_BOUND_95,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// Bytes of rolled-up sketches the breakdowns and summaries keep ([`RolledCache`]).
+const ROLLED_CACHE_BYTES: usize = 64 << 20;
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -40,6 +46,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/tenants/{tenant_id}/summary", get(summary))
         .route("/api/v1/tenants/{tenant_id}/top", get(top))
         .route("/api/v1/tenants/{tenant_id}/ingest", get(ingest))
+        .layer(Extension(Arc::new(RolledCache::new(ROLLED_CACHE_BYTES))))
 }
 
 /// Query parameters, as sent; parsed into closed types by [`Request::parse`].
@@ -272,6 +279,7 @@ async fn timeseries(
 
 async fn breakdown(
     State(state): State<Arc<AppState>>,
+    Extension(cache): Extension<Arc<RolledCache>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
@@ -290,17 +298,18 @@ async fn breakdown(
         return Err(bad("limit must be between 1 and 100"));
     }
     let client = state.pool.get().await.map_err(ApiError::pool)?;
-    let b = reports::breakdown(
-        &client,
-        tenant_id,
-        &r.range,
-        r.granularity,
-        dimension,
-        &r.filters,
-        limit,
-    )
-    .await
-    .map_err(report_error)?;
+    let b = cache
+        .breakdown(
+            &client,
+            tenant_id,
+            &r.range,
+            r.granularity,
+            dimension,
+            &r.filters,
+            limit,
+        )
+        .await
+        .map_err(report_error)?;
     if r.csv {
         let rows = b
             .rows
@@ -322,6 +331,7 @@ async fn breakdown(
 
 async fn summary(
     State(state): State<Arc<AppState>>,
+    Extension(cache): Extension<Arc<RolledCache>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
@@ -330,7 +340,8 @@ async fn summary(
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
     let client = state.pool.get().await.map_err(ApiError::pool)?;
-    let s = reports::summary(&client, tenant_id, &r.range, r.granularity, &r.filters)
+    let s = cache
+        .summary(&client, tenant_id, &r.range, r.granularity, &r.filters)
         .await
         .map_err(report_error)?;
     if r.csv {
