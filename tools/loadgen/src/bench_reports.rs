@@ -19,7 +19,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchReportsArgs {
-    /// Superuser URL of the cluster; the benchmark makes (and remakes) `rmk_bench_reports`.
+    /// Superuser URL of the cluster; the benchmark makes (and remakes) the database
+    /// `--database`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The handler executable (`cargo build --release -p remarketable-handler`).
@@ -34,6 +35,30 @@ pub struct BenchReportsArgs {
     /// Requests per report at concurrency 1 (16 tasks send as many each at concurrency 16).
     #[arg(long, default_value_t = 40)]
     requests: usize,
+    /// Raw-table queries per report and task (default: requests / 8, at least 3). The raw
+    /// answer takes about 33 s at 10 M events: 1 keeps a 10 M run under an hour.
+    #[arg(long)]
+    raw_requests: Option<usize>,
+    /// Keep an existing database (migrated to the current schema) and generate only the
+    /// events it lacks, instead of making it again: for measuring a changed handler against
+    /// the same data.
+    #[arg(long)]
+    reuse: bool,
+    /// The benchmark's database.
+    #[arg(long, default_value = "rmk_bench_reports")]
+    database: String,
+    /// Events of the last five minutes left above the rollup watermark before measuring (a
+    /// fifth of them tenant 1's), as a live system always has: every report then merges raw
+    /// events into the rollups.
+    #[arg(long, default_value_t = 2_000)]
+    fresh: i64,
+    /// Unmeasured requests per report before measuring (at concurrency 16), so that the
+    /// handler's connections are open and the figures are those of a running service.
+    #[arg(long, default_value_t = 32)]
+    warmup: usize,
+    /// The handler's connection pool size (`DB_POOL_SIZE`).
+    #[arg(long, default_value_t = 16)]
+    pool_size: usize,
 }
 
 /// Events of 200 tenants between $2 and $3: tenant 1 takes a fifth, the rest a long tail.
@@ -95,33 +120,63 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
             args.handler.display()
         );
     }
-    if args.events < 1_000_000 || args.chunk < 1 || args.requests < 1 {
-        bail!("--events must be at least 1000000, --chunk and --requests at least 1");
+    if args.events < 1_000_000
+        || args.chunk < 1
+        || args.requests < 1
+        || args.raw_requests == Some(0)
+    {
+        bail!(
+            "--events must be at least 1000000, --chunk, --requests and --raw-requests at \
+             least 1"
+        );
     }
     let admin_config = tokio_postgres::Config::from_str(&args.database_url)
         .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
     let admin = db::connect(&admin_config)
         .await
         .context("connect to DATABASE_URL")?;
-    admin
-        .batch_execute("DROP DATABASE IF EXISTS rmk_bench_reports WITH (FORCE)")
-        .await?;
-    admin
-        .batch_execute("CREATE DATABASE rmk_bench_reports")
-        .await?;
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&args.database],
+        )
+        .await?
+        .is_some();
+    let reuse = args.reuse && exists;
+    if !args
+        .database
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("--database must be lower-case letters, digits and _");
+    }
+    if !reuse {
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                args.database
+            ))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", args.database))
+            .await?;
+    }
     let mut config = admin_config.clone();
-    config.dbname("rmk_bench_reports");
+    config.dbname(&args.database);
     let mut client = db::connect(&config).await?;
     db::migrate(&mut client).await?;
     db::maintain_partitions(&client).await?;
-    client
-        .batch_execute(
-            "SELECT setseed(0.5);
-             INSERT INTO tenants (tenant_id, name, time_zone)
-             SELECT g, 'shop ' || g, (ARRAY['UTC','Europe/Berlin','America/New_York'])[1 + g % 3]
-             FROM generate_series(1, 200) g;",
-        )
-        .await?;
+    if !reuse {
+        client
+            .batch_execute(
+                "SELECT setseed(0.5);
+                 INSERT INTO tenants (tenant_id, name, time_zone)
+                 SELECT g, 'shop ' || g,
+                        (ARRAY['UTC','Europe/Berlin','America/New_York'])[1 + g % 3]
+                 FROM generate_series(1, 200) g;",
+            )
+            .await?;
+    }
     let key = access::create_key(&client, Some(1), KeyKind::Read, "bench")
         .await
         .map_err(|e| anyhow::anyhow!("cannot create a read key: {e}"))?
@@ -130,11 +185,8 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
     let port = free_port()?;
     let mut handler = tokio::process::Command::new(&args.handler)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env(
-            "DATABASE_URL",
-            with_db(&args.database_url, "rmk_bench_reports"),
-        )
-        .env("DB_POOL_SIZE", "16")
+        .env("DATABASE_URL", with_db(&args.database_url, &args.database))
+        .env("DB_POOL_SIZE", args.pool_size.to_string())
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -153,8 +205,28 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
     // partitions of its own days.
     let start = chrono::Utc::now() - chrono::Duration::days(30);
     let span = chrono::Duration::days(30) - chrono::Duration::minutes(2);
-    let mut generated = 0;
-    for target in [1_000_000, args.events] {
+    // Reusing: the events generated before, without the fresh ones left above the watermark.
+    let mut generated: i64 = if reuse {
+        client
+            .query_one(
+                "SELECT count(*) FROM events
+                 WHERE event_id <= (SELECT min(last_event_id) FROM rollup_state)",
+                &[],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    if reuse {
+        println!("reusing {} with {generated} events", args.database);
+    }
+    let mut targets = vec![1_000_000, args.events];
+    targets.dedup();
+    for target in targets {
+        if generated > target {
+            continue;
+        }
         let phase_start = generated;
         let chunks = ((target - phase_start) as f64 / args.chunk as f64)
             .ceil()
@@ -180,33 +252,56 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
+        let above = unrolled(&client).await?;
+        if above < args.fresh {
+            let now = chrono::Utc::now();
+            generate(
+                &client,
+                args.fresh - above,
+                now - chrono::Duration::minutes(5),
+                now,
+            )
+            .await?;
+        }
         let tenant_events: i64 = client
             .query_one("SELECT count(*) FROM events WHERE tenant_id = 1", &[])
             .await?
             .get(0);
         client.batch_execute("ANALYZE events").await?;
-        println!("\n{generated} events ({tenant_events} of tenant 1):");
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "\n{generated} events ({tenant_events} of tenant 1), {} of them above the rollup \
+             watermark; load average {}:",
+            unrolled(&client).await?,
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         println!("report      conc  p50 ms   p95 ms   p99 ms   raw p50 ms  raw p99 ms  p50 ratio  p99 ratio");
         for (report, (name, raw_sql)) in REPORTS.iter().zip(RAW) {
             let url = format!("http://127.0.0.1:{port}/api/v1/tenants/1/{report}");
-            for concurrency in [1usize, 16] {
-                let api = latencies(concurrency, args.requests, {
+            let call = {
+                let (http, url, key) = (http.clone(), url.clone(), key.clone());
+                move || {
                     let (http, url, key) = (http.clone(), url.clone(), key.clone());
-                    move || {
-                        let (http, url, key) = (http.clone(), url.clone(), key.clone());
-                        async move {
-                            let response = http.get(&url).bearer_auth(&key).send().await?;
-                            if !response.status().is_success() {
-                                bail!("{url} answered {}", response.status());
-                            }
-                            response.bytes().await?;
-                            Ok(())
+                    async move {
+                        let response = http.get(&url).bearer_auth(&key).send().await?;
+                        if !response.status().is_success() {
+                            bail!("{url} answered {}", response.status());
                         }
+                        response.bytes().await?;
+                        Ok(())
                     }
-                })
-                .await?;
+                }
+            };
+            if args.warmup > 0 {
+                latencies(16, args.warmup.div_ceil(16), call.clone()).await?;
+            }
+            for concurrency in [1usize, 16] {
+                let api = latencies(concurrency, args.requests, call.clone()).await?;
                 // The raw answer is slow: fewer samples (at least 3 per task).
-                let raw_requests = (args.requests / 8).max(3);
+                let raw_requests = args.raw_requests.unwrap_or((args.requests / 8).max(3));
                 let raw = latencies(concurrency, raw_requests, {
                     let config = config.clone();
                     move || {
@@ -255,6 +350,18 @@ fn raw_params() -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
         Box::new(to),
         Box::new("Europe/Berlin".to_string()),
     ]
+}
+
+/// Events above the lowest rollup watermark: stored, not rolled up yet.
+async fn unrolled(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM events
+             WHERE event_id > (SELECT min(last_event_id) FROM rollup_state)",
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 /// Inserts `n` events timed between `from` and `to` and records their id range.
