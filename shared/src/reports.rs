@@ -769,23 +769,25 @@ pub async fn summary(
     granularity: Granularity,
     filters: &Filters,
 ) -> Result<Summary, ReportError> {
-    let (current, scope) = totals(client, tenant_id, range, granularity, filters).await?;
-    let (previous, previous_scope) = totals(
-        client,
-        tenant_id,
-        &scope.range.previous(),
-        granularity,
-        filters,
-    )
-    .await?;
-    Ok(Summary {
-        granularity,
-        range: scope.range,
-        current,
-        previous_range: previous_scope.range,
-        previous,
-        freshness: scope.freshness,
-    })
+    let current = totals(client, tenant_id, range, granularity, filters).await?;
+    let previous_range = current.1.range.previous();
+    let previous = totals(client, tenant_id, &previous_range, granularity, filters).await?;
+    Ok(Summary::of(granularity, current, previous))
+}
+
+impl Summary {
+    /// A summary from the totals (with their scopes) of a range and of the one before it.
+    fn of(granularity: Granularity, current: (Metrics, Scope), previous: (Metrics, Scope)) -> Self {
+        let ((current, scope), (previous, previous_scope)) = (current, previous);
+        Summary {
+            granularity,
+            range: scope.range,
+            current,
+            previous_range: previous_scope.range,
+            previous,
+            freshness: scope.freshness,
+        }
+    }
 }
 
 /// The rolled-up part of breakdowns and totals, kept by the rollup watermark it was read at,
@@ -950,26 +952,14 @@ impl RolledCache {
         granularity: Granularity,
         filters: &Filters,
     ) -> Result<Summary, ReportError> {
-        let (current, scope) = self
+        let current = self
             .totals(client, tenant_id, range, granularity, filters)
             .await?;
-        let (previous, previous_scope) = self
-            .totals(
-                client,
-                tenant_id,
-                &scope.range.previous(),
-                granularity,
-                filters,
-            )
+        let previous_range = current.1.range.previous();
+        let previous = self
+            .totals(client, tenant_id, &previous_range, granularity, filters)
             .await?;
-        Ok(Summary {
-            granularity,
-            range: scope.range,
-            current,
-            previous_range: previous_scope.range,
-            previous,
-            freshness: scope.freshness,
-        })
+        Ok(Summary::of(granularity, current, previous))
     }
 
     async fn totals(
