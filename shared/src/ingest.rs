@@ -1,11 +1,11 @@
 //! The ingest path: one batch of one stream partition, written in one transaction.
 //!
-//! 1. lock the partition's row in `ingest_positions` (sent together with the start of the
-//!    COPY); events at or below its sequence number, or repeated within the batch, are
+//! 1. lock the partition's row in `ingest_positions` (sent together with the preparation of
+//!    the COPY); events at or below its sequence number, or repeated within the batch, are
 //!    duplicates;
-//! 2. validate the rest while the valid ones stream into `events` by binary COPY (a panic while
-//!    validating dead-letters that event); events whose tenant or partition the caches miss are
-//!    held back and judged after a reload;
+//! 2. validate the rest while the valid ones stream into `events` by binary COPY, one COPY
+//!    command per [`COPY_CHUNK`] bytes (a panic while validating dead-letters that event);
+//!    events whose tenant or partition the caches miss are held back and judged after a reload;
 //! 3. if the database refuses rows (SQLSTATE class 22 or 23, or XX000 as Citus relays a
 //!    worker's refusal), redo the batch under savepoints that bisect down to the refused rows,
 //!    which are dead-lettered; the rest is stored;
@@ -26,11 +26,11 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::CopyInSink;
+use tokio_postgres::Statement;
 use tokio_postgres::{Client, Transaction};
 
 /// One delivery of events from one partition of one stream.
@@ -306,15 +306,16 @@ impl Ingestor {
         // The caches as they are (reloaded only when expired): no query may run during COPY.
         let mut tenants = self.tenants.registered(&tx, []).await?;
         let partitions = self.partitions.get(&tx, []).await?;
-        let ((last, id_floor), mut copy) = if careful {
+        let copy_sql = copy_sql();
+        let ((last, id_floor), copy_statement) = if careful {
             // The position lock must not be taken inside the savepoint: rolling back to it
             // would release the lock.
             let position = lock_position(&tx, batch).await?;
             tx.batch_execute("SAVEPOINT copy_events").await?;
-            (position, CopyStream::start(&tx).await?)
+            (position, tx.prepare_typed(&copy_sql, &[]).await?)
         } else {
-            // Sent together: the COPY is prepared and started once the lock is granted.
-            tokio::try_join!(lock_position(&tx, batch), CopyStream::start(&tx))?
+            // Sent together: one round trip.
+            tokio::try_join!(lock_position(&tx, batch), tx.prepare_typed(&copy_sql, &[]))?
         };
         let locked = started.elapsed();
         if let Some(first) = batch.events.first() {
@@ -331,37 +332,57 @@ impl Ingestor {
             }
         }
 
-        let mut verdicts = Vec::with_capacity(batch.events.len());
-        let mut streamed = Vec::new();
-        let mut held_back = Vec::new();
-        let mut seen = HashSet::with_capacity(batch.events.len());
-        let mut times = TimeSpan::default();
-        for (index, incoming) in batch.events.iter().enumerate() {
-            if incoming.sequence <= last || !seen.insert(incoming.sequence) {
-                verdicts.push(Verdict::Duplicate);
-                continue;
-            }
-            let row = self
-                .validate(incoming, now)
-                .and_then(|event| Row::new(index, event, incoming, &batch.partition));
-            match row {
-                Err(rejection) => verdicts.push(Verdict::Rejected(rejection)),
-                Ok(row) => {
-                    verdicts.push(Verdict::Stored(row.event.tenant_id));
-                    if tenants.contains(&row.event.tenant_id)
-                        && partitions.covers(row.event.event_time)
-                    {
-                        copy.write(&row).await;
-                        times.include(row.event.event_time);
-                        streamed.push(row);
-                    } else {
-                        held_back.push(row);
+        // The valid rows go to the database in COPY commands of about COPY_CHUNK bytes each,
+        // sent by `copier` while the rest of the batch is validated.
+        let (chunks, to_copy) = tokio::sync::mpsc::unbounded_channel();
+        let copier = copy_chunks(&tx, &copy_statement, to_copy);
+        let validation = async {
+            let mut verdicts = Vec::with_capacity(batch.events.len());
+            let mut streamed = Vec::new();
+            let mut held_back = Vec::new();
+            let mut seen = HashSet::with_capacity(batch.events.len());
+            let mut times = TimeSpan::default();
+            let mut chunk = CopyChunk::default();
+            for (index, incoming) in batch.events.iter().enumerate() {
+                if incoming.sequence <= last || !seen.insert(incoming.sequence) {
+                    verdicts.push(Verdict::Duplicate);
+                    continue;
+                }
+                let row = self
+                    .validate(incoming, now)
+                    .and_then(|event| Row::new(index, event, incoming, &batch.partition));
+                match row {
+                    Err(rejection) => verdicts.push(Verdict::Rejected(rejection)),
+                    Ok(row) => {
+                        verdicts.push(Verdict::Stored(row.event.tenant_id));
+                        if tenants.contains(&row.event.tenant_id)
+                            && partitions.covers(row.event.event_time)
+                        {
+                            if let Some(full) = chunk.push(&row) {
+                                // Fails only once the copier has stopped at an error, which
+                                // `copier` returns; the batch is still validated to the end.
+                                chunks.send(full).ok();
+                                // Lets the copier (polled by the same task) send it.
+                                tokio::task::yield_now().await;
+                            }
+                            times.include(row.event.event_time);
+                            streamed.push(row);
+                        } else {
+                            held_back.push(row);
+                        }
                     }
                 }
             }
-        }
+            if let Some(rest) = chunk.take() {
+                chunks.send(rest).ok();
+            }
+            drop(chunks);
+            (verdicts, streamed, held_back, times)
+        };
+        let (copied, (mut verdicts, streamed, held_back, mut times)) =
+            tokio::join!(copier, validation);
         let validated = started.elapsed();
-        let mut refused = match copy.finish().await {
+        let mut refused = match copied {
             Ok(()) if careful => {
                 tx.batch_execute("RELEASE SAVEPOINT copy_events").await?;
                 Vec::new()
@@ -456,61 +477,86 @@ impl Ingestor {
     }
 }
 
-/// A binary COPY into `events` fed row by row. Rows are sent in chunks of [`COPY_CHUNK`]
-/// without waiting for each to be flushed, so the database works on one chunk while the next
-/// is validated. (tokio-postgres's `BinaryCopyInWriter` waits for a flush every 4 KiB, a
-/// thread hand-off per dozen rows.) The first error stops the writing and is returned by
-/// [`CopyStream::finish`], so the caller can go on validating the batch.
-struct CopyStream {
-    sink: Pin<Box<CopyInSink<Bytes>>>,
-    buf: BytesMut,
-    error: Option<tokio_postgres::Error>,
-}
-
-/// Bytes of COPY data sent at once: about 250 rows.
+/// Bytes of COPY data per COPY command: about 250 rows.
+///
+/// A batch is written by several COPY commands rather than one. PostgreSQL 15 buffers
+/// up to 1,000 rows of a binary COPY before inserting them (it counts no bytes for the binary
+/// format). Every COPY creates a tuple slot per row it buffers (one long COPY reuses them), and
+/// each slot pins the table's descriptor in a resource-owner array whose insertion is linear in the
+/// number of pins already held: quadratic in the rows of one COPY. Four COPYs of 250 rows cost
+/// the server about a fifth less CPU than one of 1,000 (measured: 0.28 against 0.345 s per
+/// 100,000 rows).
 const COPY_CHUNK: usize = 64 * 1024;
 
-impl CopyStream {
-    async fn start(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
-        let sink = tx
-            .copy_in(&format!(
-                "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
-            ))
-            .await?;
-        let mut buf = BytesMut::with_capacity(COPY_CHUNK * 2);
+fn copy_sql() -> String {
+    format!("COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)")
+}
+
+/// The data of one binary COPY command being gathered: the header, then whole rows.
+struct CopyChunk {
+    buf: BytesMut,
+    rows: usize,
+}
+
+impl Default for CopyChunk {
+    fn default() -> Self {
+        let mut chunk = CopyChunk {
+            buf: BytesMut::new(),
+            rows: 0,
+        };
+        chunk.reset();
+        chunk
+    }
+}
+
+impl CopyChunk {
+    fn reset(&mut self) {
+        self.buf.reserve(COPY_CHUNK + 2048);
         // Signature, flags (no OIDs), header extension length.
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0);
-        buf.put_i32(0);
-        Ok(CopyStream {
-            sink: Box::pin(sink),
-            buf,
-            error: None,
-        })
+        self.buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+        self.buf.put_i32(0);
+        self.buf.put_i32(0);
+        self.rows = 0;
     }
 
-    async fn write(&mut self, row: &Row<'_>) {
-        if self.error.is_some() {
-            return;
-        }
+    /// Adds a row; answers the data of a COPY command once it holds [`COPY_CHUNK`] bytes.
+    fn push(&mut self, row: &Row<'_>) -> Option<Bytes> {
         self.buf.put_slice(&row.encoded);
-        if self.buf.len() >= COPY_CHUNK {
-            let chunk = self.buf.split().freeze();
-            if let Err(e) = self.sink.feed(chunk).await {
-                self.error = Some(e);
-            }
-        }
+        self.rows += 1;
+        (self.buf.len() >= COPY_CHUNK)
+            .then(|| self.take())
+            .flatten()
     }
 
-    async fn finish(mut self) -> Result<(), tokio_postgres::Error> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
+    /// The data of a COPY command of the rows added since the last one, if any.
+    fn take(&mut self) -> Option<Bytes> {
+        if self.rows == 0 {
+            return None;
         }
         self.buf.put_i16(-1);
-        let rest = self.buf.split().freeze();
-        self.sink.feed(rest).await?;
-        self.sink.as_mut().finish().await.map(|_| ())
+        let data = self.buf.split().freeze();
+        self.reset();
+        Some(data)
     }
+}
+
+/// Runs one COPY command per chunk received, in order, until the sender is dropped. Stops at
+/// the first error and returns it.
+///
+/// Each COPY is ended (its outcome read) before the next one starts: sent along, the next one
+/// would fail in the aborted transaction, and tokio-postgres would then send a stray CopyFail
+/// whose answer breaks the connection.
+async fn copy_chunks(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    mut chunks: UnboundedReceiver<Bytes>,
+) -> Result<(), tokio_postgres::Error> {
+    while let Some(chunk) = chunks.recv().await {
+        let mut sink = Box::pin(tx.copy_in::<_, Bytes>(statement).await?);
+        sink.feed(chunk).await?;
+        sink.as_mut().finish().await?;
+    }
+    Ok(())
 }
 
 /// Locks the partition's position row (creating it at -1, "nothing stored yet": sequence
@@ -521,8 +567,8 @@ impl CopyStream {
 /// Also answers the events sequence's last value before this transaction took an id: the
 /// floor of the range [`record_event_range`] records.
 ///
-/// One statement, so it can be pipelined with the start of the COPY: a second statement sent
-/// after the COPY had started would reach the server in the middle of the COPY.
+/// It runs before the first COPY of the batch takes an id; it is sent together with the
+/// preparation of the COPY statement.
 async fn lock_position(
     tx: &Transaction<'_>,
     batch: &Batch,
@@ -699,11 +745,19 @@ fn row_values<'a>(
 }
 
 async fn copy_rows(tx: &Transaction<'_>, rows: &[Row<'_>]) -> Result<(), tokio_postgres::Error> {
-    let mut copy = CopyStream::start(tx).await?;
+    let statement = tx.prepare_typed(&copy_sql(), &[]).await?;
+    let (chunks, to_copy) = tokio::sync::mpsc::unbounded_channel();
+    let mut chunk = CopyChunk::default();
     for row in rows {
-        copy.write(row).await;
+        if let Some(full) = chunk.push(row) {
+            chunks.send(full).ok();
+        }
     }
-    copy.finish().await
+    if let Some(rest) = chunk.take() {
+        chunks.send(rest).ok();
+    }
+    drop(chunks);
+    copy_chunks(tx, &statement, to_copy).await
 }
 
 /// Writes valid events of one stream partition to `events` in the caller's transaction, as

@@ -354,6 +354,62 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_the_rest_stored() {
     assert_eq!(ledger_totals(&db).await, (10, 7, 0, 3));
 }
 
+/// A batch large enough to be written by several COPY commands: a row refused in a later one
+/// is dead-lettered, and every other row of every COPY is stored once.
+#[tokio::test]
+async fn a_refused_row_in_a_later_copy_of_a_large_batch_is_narrowed_down() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE events ADD CONSTRAINT no_poison CHECK (campaign IS DISTINCT FROM 'poison')",
+        )
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let poisoned = [1_200, 1_733];
+    let bodies: Vec<Value> = (0..2_000)
+        .map(|n| {
+            let mut e = event(1 + n % 3, n);
+            e["page_url"] = json!(format!("https://shop.example/products/{n}?ref=bench"));
+            if poisoned.contains(&n) {
+                e["campaign"] = json!("poison");
+            }
+            e
+        })
+        .collect();
+    let mut client = db.client().await;
+    let report = ingestor()
+        .ingest(&mut client, &batch("0", 0, now, &bodies), now)
+        .await
+        .unwrap();
+    assert_eq!((report.stored, report.dead_lettered), (1_998, 2));
+    for o in &report.outcomes {
+        if poisoned.contains(&o.sequence) {
+            assert!(
+                matches!(&o.outcome, Outcome::DeadLettered { reason, .. } if *reason == Reason::DbRejected),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(o.outcome, Outcome::Stored, "{o:?}");
+        }
+    }
+    assert_eq!(
+        db.count("SELECT count(DISTINCT stream_sequence) FROM events")
+            .await,
+        1_998
+    );
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 1_998);
+    assert_eq!(ledger_totals(&db).await, (2_000, 1_998, 0, 2));
+    // The same batch again: nothing more is written.
+    let again = ingestor()
+        .ingest(&mut client, &batch("0", 0, now, &bodies), now)
+        .await
+        .unwrap();
+    assert_eq!(again.duplicates, 2_000);
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 1_998);
+}
+
 #[tokio::test]
 async fn events_without_a_partition_are_dead_lettered_without_aborting_the_batch() {
     let db = TestDb::create().await;
