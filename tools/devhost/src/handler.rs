@@ -71,8 +71,10 @@ impl Handler {
         shutdown: CancellationToken,
     ) -> (Arc<Handler>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(HandlerState::Starting);
+        // Redirects are the client's to follow: a forwarded answer passes through as it is.
         let client = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         let handler = Arc::new(Handler {

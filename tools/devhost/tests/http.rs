@@ -55,6 +55,19 @@ async fn routes_methods_and_keys() {
         echo["setting"], "from-local-settings",
         "Values reach the handler as environment"
     );
+    // A redirect of the handler reaches the client as it is, not followed by the host.
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(url(&host, "/api/v1/moved"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "moved/");
     // Outside the prefix, or no route: 404.
     assert_eq!(
         http.get(url(&host, "/v1/x")).send().await.unwrap().status(),

@@ -37,6 +37,16 @@ async fn main() {
     tokio::spawn(exit_when_orphaned());
     let app = Router::new()
         .route("/", get(|| async { "ready" }))
+        // A redirect, which a host must pass on to the client rather than follow itself.
+        .route(
+            "/api/v1/moved",
+            get(|| async {
+                (
+                    StatusCode::PERMANENT_REDIRECT,
+                    [(axum::http::header::LOCATION, "moved/")],
+                )
+            }),
+        )
         .fallback(handle);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
