@@ -22,6 +22,7 @@ pub mod reason;
 pub mod replay;
 pub mod reports;
 pub mod rollup;
+pub mod sketch;
 pub mod tenants;
 
 pub use config::Settings;

@@ -9,6 +9,7 @@
 //! bounded strings, [`Range`] of bounded length); values reach SQL only as bind parameters, and
 //! the SQL text is assembled from `&'static str` pieces chosen by those enums.
 
+use crate::sketch::Sketch;
 use chrono::{DateTime, TimeDelta, Utc};
 use postgres_types::Type;
 use rust_decimal::Decimal;
@@ -392,6 +393,9 @@ pub enum ReportError {
     BadRequest(String),
     #[error(transparent)]
     Database(#[from] tokio_postgres::Error),
+    /// A sketch the database returned did not parse (an `hll` of another storage version).
+    #[error("sketch: {0}")]
+    Sketch(String),
 }
 
 /// A tenant's zone and the range aligned to whole buckets of `granularity`.
@@ -646,6 +650,43 @@ async fn query(
     query_with(client, sql, tenant_id, scope, filters, &[]).await
 }
 
+/// The values of the nine common parameters of a report statement ($1..$9).
+struct Binds<'a> {
+    tenant_id: i64,
+    scope: &'a Scope,
+    event_type: Option<&'a str>,
+    country: Option<&'a str>,
+    browser: Option<&'a str>,
+    campaign: Option<&'a str>,
+}
+
+impl<'a> Binds<'a> {
+    fn new(tenant_id: i64, scope: &'a Scope, filters: &'a Filters) -> Self {
+        Binds {
+            tenant_id,
+            scope,
+            event_type: filters.value(Dimension::EventType),
+            country: filters.value(Dimension::Country),
+            browser: filters.value(Dimension::Browser),
+            campaign: filters.value(Dimension::Campaign),
+        }
+    }
+
+    fn values(&self) -> [&(dyn postgres_types::ToSql + Sync); 9] {
+        [
+            &self.tenant_id,
+            &self.scope.range.from,
+            &self.scope.range.to,
+            &self.event_type,
+            &self.country,
+            &self.browser,
+            &self.campaign,
+            &self.scope.time_zone,
+            &self.scope.fresh_from,
+        ]
+    }
+}
+
 /// [`query`] with more parameters after the nine common ones (`$10`, ...).
 async fn query_with(
     client: &Client,
@@ -655,28 +696,11 @@ async fn query_with(
     filters: &Filters,
     extra: &[(&(dyn postgres_types::ToSql + Sync), Type)],
 ) -> Result<Vec<Row>, ReportError> {
-    let f = |d| filters.value(d).map(str::to_string);
-    let (event_type, country, browser, campaign) = (
-        f(Dimension::EventType),
-        f(Dimension::Country),
-        f(Dimension::Browser),
-        f(Dimension::Campaign),
-    );
-    let params: [&(dyn postgres_types::ToSql + Sync); 9] = [
-        &tenant_id,
-        &scope.range.from,
-        &scope.range.to,
-        &event_type,
-        &country,
-        &browser,
-        &campaign,
-        &scope.time_zone,
-        &scope.fresh_from,
-    ];
-    let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = params
-        .iter()
-        .zip(PARAM_TYPES.iter())
-        .map(|(p, t)| (*p, t.clone()))
+    let binds = Binds::new(tenant_id, scope, filters);
+    let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = binds
+        .values()
+        .into_iter()
+        .zip(PARAM_TYPES.iter().cloned())
         .chain(extra.iter().cloned())
         .collect();
     Ok(client.query_typed(sql, &typed).await?)
@@ -711,7 +735,7 @@ pub async fn timeseries(
     })
 }
 
-/// One dimension's values with their metrics, most events first.
+/// One dimension's values with their metrics, most events first (ties by value, in code point order).
 pub async fn breakdown(
     client: &Client,
     tenant_id: i64,
@@ -723,7 +747,7 @@ pub async fn breakdown(
 ) -> Result<Breakdown, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
     let sql = format!(
-        "WITH {} {} ORDER BY 2 DESC, value LIMIT {}",
+        "WITH {} {} ORDER BY 2 DESC, value COLLATE \"C\" LIMIT {}",
         merged_cte(granularity, Some(dimension), filters),
         metrics_by("value"),
         limit.clamp(1, 100)
@@ -838,9 +862,9 @@ struct RolledGroup {
     events: i64,
     revenue: Decimal,
     purchases: i64,
-    /// The merged sketches in hll's text form, for merging fresh events in.
-    devices: String,
-    sessions: String,
+    /// The merged sketches, for merging fresh events in.
+    devices: Sketch,
+    sessions: Sketch,
     devices_estimate: f64,
     sessions_estimate: f64,
 }
@@ -849,7 +873,7 @@ impl Rolled {
     fn bytes(&self) -> usize {
         self.groups
             .iter()
-            .map(|g| g.value.len() + g.devices.len() + g.sessions.len() + 64)
+            .map(|g| g.value.len() + g.devices.bytes() + g.sessions.bytes() + 64)
             .sum()
     }
 }
@@ -1062,35 +1086,37 @@ async fn read_rolled(
          SELECT w.last_event_id, g.value, g.event_count, g.revenue, g.purchases, g.devices,
                 g.sessions, g.devices_estimate, g.sessions_estimate
          FROM w LEFT JOIN g ON true
-         ORDER BY g.event_count DESC, g.value"
+         ORDER BY g.event_count DESC, g.value COLLATE \"C\""
     );
     let rows = query(client, &sql, tenant_id, scope, filters).await?;
     let watermark = rows
         .first()
         .map(|r| r.get(0))
         .unwrap_or(scope.freshness.rolled_up_to_event);
-    let groups = rows
-        .iter()
-        .filter_map(|r| {
-            let value: Option<String> = r.get(1);
-            Some(RolledGroup {
-                value: value?,
-                events: r.get(2),
-                revenue: r.get(3),
-                purchases: r.get(4),
-                devices: r.get(5),
-                sessions: r.get(6),
-                devices_estimate: r.get(7),
-                sessions_estimate: r.get(8),
-            })
-        })
-        .collect();
+    let mut groups = Vec::with_capacity(rows.len());
+    for r in &rows {
+        // The row of a range without rollup rows carries only the watermark.
+        let Some(value) = r.get::<_, Option<String>>(1) else {
+            continue;
+        };
+        groups.push(RolledGroup {
+            value,
+            events: r.get(2),
+            revenue: r.get(3),
+            purchases: r.get(4),
+            devices: Sketch::from_text(r.get(5)).map_err(ReportError::Sketch)?,
+            sessions: Sketch::from_text(r.get(6)).map_err(ReportError::Sketch)?,
+            devices_estimate: r.get(7),
+            sessions_estimate: r.get(8),
+        });
+    }
     Ok(Rolled { watermark, groups })
 }
 
 /// Merges the raw events above `rolled.watermark` in the range into the rolled part, in report
-/// order. The rolled part is sent as parameters; its sketches are parsed only for the groups
-/// that have fresh events.
+/// order. The database aggregates the fresh events per group, sketches included (small ones:
+/// minutes of events); the sketches are merged here, so that the kept sketches are neither
+/// sent back nor unpacked by the database at every read.
 async fn merge_fresh(
     client: &Client,
     tenant_id: i64,
@@ -1104,63 +1130,64 @@ async fn merge_fresh(
         None => "''".to_string(),
     };
     let sql = format!(
-        "WITH cached AS (
-             SELECT * FROM unnest($10::text[], $11::int8[], $12::numeric[], $13::int8[],
-                                  $14::text[], $15::text[], $16::float8[], $17::float8[])
-                 AS c (value, event_count, revenue, purchases, devices, sessions,
-                       devices_estimate, sessions_estimate)),
-         fresh AS (
-             SELECT {raw_dim} AS value, count(*) AS event_count,
-                    coalesce(sum(e.revenue), 0) AS revenue,
-                    count(*) FILTER (WHERE e.event_type = 'purchase') AS purchases,
-                    hll_add_agg(hll_hash_bigint(e.device_id), 14, 5) AS devices,
-                    hll_add_agg(hll_hash_bigint(e.session_id), 14, 5) AS sessions
-             FROM events e
-             WHERE e.tenant_id = $1 AND e.event_id > $18
-               AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
-               AND ($4::text IS NULL OR e.event_type = $4)
-               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
-               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
-               AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
-             GROUP BY 1)
-         SELECT coalesce(c.value, f.value) AS value,
-                (coalesce(c.event_count, 0) + coalesce(f.event_count, 0))::bigint AS events,
-                coalesce(c.revenue, 0) + coalesce(f.revenue, 0),
-                (coalesce(c.purchases, 0) + coalesce(f.purchases, 0))::bigint,
-                CASE WHEN f.value IS NULL THEN c.devices_estimate
-                     WHEN c.value IS NULL THEN hll_cardinality(f.devices)
-                     ELSE hll_cardinality(hll_union(c.devices::hll, f.devices)) END,
-                CASE WHEN f.value IS NULL THEN c.sessions_estimate
-                     WHEN c.value IS NULL THEN hll_cardinality(f.sessions)
-                     ELSE hll_cardinality(hll_union(c.sessions::hll, f.sessions)) END
-         FROM cached c FULL JOIN fresh f ON f.value = c.value
-         ORDER BY 2 DESC, 1"
+        "SELECT {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
+                count(*) FILTER (WHERE e.event_type = 'purchase'),
+                hll_add_agg(hll_hash_bigint(e.device_id), 14, 5)::text,
+                hll_add_agg(hll_hash_bigint(e.session_id), 14, 5)::text
+         FROM events e
+         WHERE e.tenant_id = $1 AND e.event_id > $10
+           AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
+           AND ($4::text IS NULL OR e.event_type = $4)
+           AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
+           AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
+           AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
+         GROUP BY 1"
     );
-    let groups = &rolled.groups;
-    let values: Vec<&str> = groups.iter().map(|g| g.value.as_str()).collect();
-    let events: Vec<i64> = groups.iter().map(|g| g.events).collect();
-    let revenue: Vec<Decimal> = groups.iter().map(|g| g.revenue).collect();
-    let purchases: Vec<i64> = groups.iter().map(|g| g.purchases).collect();
-    let devices: Vec<&str> = groups.iter().map(|g| g.devices.as_str()).collect();
-    let sessions: Vec<&str> = groups.iter().map(|g| g.sessions.as_str()).collect();
-    let devices_estimate: Vec<f64> = groups.iter().map(|g| g.devices_estimate).collect();
-    let sessions_estimate: Vec<f64> = groups.iter().map(|g| g.sessions_estimate).collect();
-    let extra: [(&(dyn postgres_types::ToSql + Sync), Type); 9] = [
-        (&values, Type::TEXT_ARRAY),
-        (&events, Type::INT8_ARRAY),
-        (&revenue, Type::NUMERIC_ARRAY),
-        (&purchases, Type::INT8_ARRAY),
-        (&devices, Type::TEXT_ARRAY),
-        (&sessions, Type::TEXT_ARRAY),
-        (&devices_estimate, Type::FLOAT8_ARRAY),
-        (&sessions_estimate, Type::FLOAT8_ARRAY),
-        (&rolled.watermark, Type::INT8),
-    ];
+    let extra: [(&(dyn postgres_types::ToSql + Sync), Type); 1] = [(&rolled.watermark, Type::INT8)];
     let rows = query_with(client, &sql, tenant_id, scope, filters, &extra).await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), Metrics::from_row(r, 1)))
-        .collect())
+    let mut fresh: HashMap<String, &Row> = rows.iter().map(|r| (r.get(0), r)).collect();
+    let merge = |kept: Option<&RolledGroup>, row: &Row| -> Result<Metrics, ReportError> {
+        let sketch =
+            |column: usize| Sketch::from_text(row.get(column)).map_err(ReportError::Sketch);
+        let (devices, sessions) = (sketch(4)?, sketch(5)?);
+        let (devices, sessions) = match kept {
+            Some(kept) => (
+                kept.devices.union(&devices).map_err(ReportError::Sketch)?,
+                kept.sessions
+                    .union(&sessions)
+                    .map_err(ReportError::Sketch)?,
+            ),
+            None => (devices, sessions),
+        };
+        let (events, revenue, purchases): (i64, Decimal, i64) =
+            (row.get(1), row.get(2), row.get(3));
+        let (kept_events, kept_revenue, kept_purchases) = kept.map_or((0, Decimal::ZERO, 0), |k| {
+            (k.events, k.revenue, k.purchases)
+        });
+        Ok(Metrics::new(
+            Some(kept_events + events),
+            Some(kept_revenue + revenue),
+            Some(kept_purchases + purchases),
+            Some(devices.estimate()),
+            Some(sessions.estimate()),
+        ))
+    };
+    let mut groups = Vec::with_capacity(rolled.groups.len() + fresh.len());
+    for kept in &rolled.groups {
+        let metrics = match fresh.remove(&kept.value) {
+            Some(row) => merge(Some(kept), row)?,
+            None => kept.metrics(),
+        };
+        groups.push((kept.value.clone(), metrics));
+    }
+    for (value, row) in fresh {
+        groups.push((value, merge(None, row)?));
+    }
+    // Report order: most events first, then value by code point (`COLLATE "C"`).
+    groups.sort_by(|(a_value, a), (b_value, b)| {
+        b.events.cmp(&a.events).then_with(|| a_value.cmp(b_value))
+    });
+    Ok(groups)
 }
 
 /// The most frequent devices or pages (TopN estimates).

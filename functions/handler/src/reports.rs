@@ -163,6 +163,14 @@ fn report_error(e: ReportError) -> ApiError {
         ReportError::UnknownTenant => ApiError::not_found(),
         ReportError::BadRequest(message) => bad(message),
         ReportError::Database(e) => ApiError::database(e),
+        ReportError::Sketch(e) => {
+            tracing::error!(error = %e, "a sketch from the database does not parse");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error; see the handler log",
+            )
+        }
     }
 }
 
