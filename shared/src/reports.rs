@@ -1076,8 +1076,8 @@ async fn read_rolled(
         "WITH w AS (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}'),
          g AS (SELECT r.value, sum(r.event_count)::bigint AS event_count,
                       sum(r.revenue) AS revenue, sum(r.purchases)::bigint AS purchases,
-                      hll_union_agg(r.devices)::text AS devices,
-                      hll_union_agg(r.sessions)::text AS sessions,
+                      hll_send(hll_union_agg(r.devices)) AS devices,
+                      hll_send(hll_union_agg(r.sessions)) AS sessions,
                       hll_cardinality(hll_union_agg(r.devices)) AS devices_estimate,
                       hll_cardinality(hll_union_agg(r.sessions)) AS sessions_estimate
                FROM ({rolled}) r
@@ -1104,8 +1104,8 @@ async fn read_rolled(
             events: r.get(2),
             revenue: r.get(3),
             purchases: r.get(4),
-            devices: Sketch::from_text(r.get(5)).map_err(ReportError::Sketch)?,
-            sessions: Sketch::from_text(r.get(6)).map_err(ReportError::Sketch)?,
+            devices: Sketch::from_bytes(r.get(5)).map_err(ReportError::Sketch)?,
+            sessions: Sketch::from_bytes(r.get(6)).map_err(ReportError::Sketch)?,
             devices_estimate: r.get(7),
             sessions_estimate: r.get(8),
         });
@@ -1132,8 +1132,8 @@ async fn merge_fresh(
     let sql = format!(
         "SELECT {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
                 count(*) FILTER (WHERE e.event_type = 'purchase'),
-                hll_add_agg(hll_hash_bigint(e.device_id), 14, 5)::text,
-                hll_add_agg(hll_hash_bigint(e.session_id), 14, 5)::text
+                hll_send(hll_add_agg(hll_hash_bigint(e.device_id), 14, 5)),
+                hll_send(hll_add_agg(hll_hash_bigint(e.session_id), 14, 5))
          FROM events e
          WHERE e.tenant_id = $1 AND e.event_id > $10
            AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
@@ -1148,7 +1148,7 @@ async fn merge_fresh(
     let mut fresh: HashMap<String, &Row> = rows.iter().map(|r| (r.get(0), r)).collect();
     let merge = |kept: Option<&RolledGroup>, row: &Row| -> Result<Metrics, ReportError> {
         let sketch =
-            |column: usize| Sketch::from_text(row.get(column)).map_err(ReportError::Sketch);
+            |column: usize| Sketch::from_bytes(row.get(column)).map_err(ReportError::Sketch);
         let (devices, sessions) = (sketch(4)?, sketch(5)?);
         let (devices, sessions) = match kept {
             Some(kept) => (

@@ -1,7 +1,7 @@
 //! Distinct-count sketches of the `hll` extension, read and merged in the handler.
 //!
 //! The rollups keep their sketches in the extension's storage format (the Aggregate Knowledge
-//! HLL storage specification), which `rust-hll` reads and unions. What the crate does not give
+//! HLL storage specification), which `rust-hll` reads. What the crate does not give
 //! is the extension's own estimate: `hll_cardinality` returns the raw estimator as a float,
 //! where the crate rounds up. [`estimate`] computes the extension's figure, so that a count
 //! merged here equals the one the database would give for the same union, bit for bit (a test
@@ -39,17 +39,13 @@ fn each_register(hll: &Hll, mut f: impl FnMut(usize, u8)) {
 }
 
 impl Sketch {
-    /// A sketch as `hll_out` writes it (`\\x` and hexadecimal digits).
-    pub fn from_text(text: &str) -> Result<Sketch, String> {
-        let digits = text
-            .strip_prefix("\\x")
-            .ok_or_else(|| "an hll text form starts with \\x".to_string())?;
-        let bytes = hex::decode(digits).map_err(|e| format!("hll text form: {e}"))?;
+    /// A sketch in the extension's storage format, as `hll_send` gives it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, String> {
         // Three header bytes: version and type; register width and log2m; cutoffs.
         let [_, shape, _, ..] = bytes[..] else {
             return Err(format!("an hll of {} bytes has no header", bytes.len()));
         };
-        let hll = Hll::from_bytes(&bytes).map_err(|e| format!("hll: {e}"))?;
+        let hll = Hll::from_bytes(bytes).map_err(|e| format!("hll: {e}"))?;
         Ok(Sketch::of(
             hll,
             u32::from(shape & 0x1f),
@@ -88,12 +84,23 @@ impl Sketch {
                 self.log2m, self.width, other.log2m, other.width
             ));
         }
-        // An explicit set's values as registers, by the crate's promotion.
+        // An explicit set's hashes into registers, as the extension adds a hash: the low
+        // log2m bits choose the register, which keeps the largest 1 + trailing zeros of the
+        // rest (0 when the rest is 0), capped at the largest value the width holds.
+        let (log2m, width) = (self.log2m, self.width);
         let raise = |registers: &mut Vec<u8>, exact: &Hll| {
             if let Hll::Explicit(set) = exact {
-                each_register(&set.as_registers(), |i, v| {
-                    registers[i] = registers[i].max(v)
-                });
+                let top = (1u32 << width) - 1;
+                for hash in set.iter() {
+                    let index = (hash & ((1u64 << log2m) - 1)) as usize;
+                    let rest = hash >> log2m;
+                    let value = if rest == 0 {
+                        0
+                    } else {
+                        (rest.trailing_zeros() + 1).min(top)
+                    };
+                    registers[index] = registers[index].max(value as u8);
+                }
             }
         };
         let form = match (&self.form, &other.form) {
@@ -169,18 +176,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_forms_that_are_not_sketches_are_refused() {
-        assert!(Sketch::from_text("118e7f").is_err());
-        assert!(Sketch::from_text("\\x11").is_err());
-        assert!(Sketch::from_text("\\xzz8e7f").is_err());
+    fn bytes_that_are_not_sketches_are_refused() {
+        assert!(Sketch::from_bytes(&[0x11]).is_err());
+        // Storage version 2 does not exist.
+        assert!(Sketch::from_bytes(&[0x21, 0x8e, 0x7f]).is_err());
     }
 
     #[test]
     fn sketches_as_the_extension_writes_them() {
         // hll_empty(14, 5) and hll_add(hll_empty(14, 5), hll_hash_bigint(1)).
-        let empty = Sketch::from_text("\\x118e7f").expect("parses");
+        let empty = Sketch::from_bytes(&[0x11, 0x8e, 0x7f]).expect("parses");
         assert_eq!((empty.log2m, empty.width, empty.estimate()), (14, 5, 0.0));
-        let one = Sketch::from_text("\\x128e7f004403b7fb05c44a").expect("parses");
+        let one = Sketch::from_bytes(&[
+            0x12, 0x8e, 0x7f, 0x00, 0x44, 0x03, 0xb7, 0xfb, 0x05, 0xc4, 0x4a,
+        ])
+        .expect("parses");
         assert_eq!(one.estimate(), 1.0);
         assert_eq!(one.union(&empty).expect("same shape").estimate(), 1.0);
     }
