@@ -831,6 +831,10 @@ pub struct RolledCache {
     capacity: usize,
     state: Mutex<CacheState>,
     hits: AtomicU64,
+    reads: AtomicU64,
+    /// Parts being read now: requests that miss the same part at once (as every viewer of a
+    /// dashboard does after a rollup run) wait for one read instead of each making its own.
+    flights: Mutex<HashMap<RolledKey, Arc<tokio::sync::OnceCell<Arc<Rolled>>>>>,
 }
 
 #[derive(Default)]
@@ -897,7 +901,14 @@ impl RolledCache {
             capacity,
             state: Mutex::new(CacheState::default()),
             hits: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            flights: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How many rolled parts were read from the database for keeping.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// How many reads found their rolled part kept.
@@ -1016,7 +1027,7 @@ impl RolledCache {
         dimension: Option<Dimension>,
         filters: &Filters,
     ) -> Result<Vec<(String, Metrics)>, ReportError> {
-        let mut key = RolledKey {
+        let key = RolledKey {
             tenant_id,
             time_zone: scope.time_zone.clone(),
             granularity: g,
@@ -1035,15 +1046,40 @@ impl RolledCache {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 rolled
             }
-            None => {
-                let rolled =
-                    Arc::new(read_rolled(client, tenant_id, scope, g, dimension, filters).await?);
-                if scope.cacheable {
-                    key.watermark = rolled.watermark;
-                    self.put(key, rolled.clone());
+            None if scope.cacheable => {
+                let flight = {
+                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    flights.entry(key.clone()).or_default().clone()
+                };
+                // One waiter reads; if its request fails or is dropped, the next one reads.
+                let read = flight
+                    .get_or_try_init(|| async {
+                        self.reads.fetch_add(1, Ordering::Relaxed);
+                        let rolled =
+                            read_rolled(client, tenant_id, scope, g, dimension, filters).await?;
+                        let rolled = Arc::new(rolled);
+                        // Kept by the watermark it was read at (the rollup may have moved on
+                        // since the scope was read).
+                        self.put(
+                            RolledKey {
+                                watermark: rolled.watermark,
+                                ..key.clone()
+                            },
+                            rolled.clone(),
+                        );
+                        Ok::<_, ReportError>(rolled)
+                    })
+                    .await
+                    .cloned();
+                {
+                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+                    if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                        flights.remove(&key);
+                    }
                 }
-                rolled
+                read?
             }
+            None => Arc::new(read_rolled(client, tenant_id, scope, g, dimension, filters).await?),
         };
         // Events above the kept watermark that were committed when the scope was read all have
         // event times from `fresh_from` on (their ranges are recorded with them): none in the

@@ -511,3 +511,60 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
     }
     assert!(cache.hits() > 100, "{} hits", cache.hits());
 }
+
+#[tokio::test]
+async fn requests_missing_the_same_part_at_once_read_it_once() {
+    let db = TestDb::create().await;
+    half_rolled_up(&db).await;
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(8), now + Duration::minutes(5)).unwrap();
+    let (g, d, none) = (Granularity::Hour, Dimension::Country, Filters::default());
+    let cache = std::sync::Arc::new(RolledCache::new(64 << 20));
+    let mut rounds = 0;
+    // Eight requests at once, as after a rollup run; a second round after fresh events and a
+    // rollup run that moves the watermark.
+    for round in 0..2 {
+        if round == 1 {
+            let mut rng = Rng(5);
+            ingest(
+                &db,
+                "9",
+                50_000,
+                &shop_events(&mut rng, Utc::now(), 200, 20),
+                100,
+            )
+            .await;
+            rollup::run(&mut db.client().await).await.unwrap();
+        }
+        let full = reports::breakdown(&db.client().await, 1, &range, g, d, &none, 100)
+            .await
+            .unwrap();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (client, cache, start, none) = (
+                db.client().await,
+                cache.clone(),
+                start.clone(),
+                none.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                cache
+                    .breakdown(&client, 1, &range, g, d, &none, 100)
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            let kept = task.await.unwrap();
+            assert_eq!(
+                serde_json::to_value(&kept.rows).unwrap(),
+                serde_json::to_value(&full.rows).unwrap(),
+                "round {round}"
+            );
+        }
+        rounds += 1;
+        assert_eq!(cache.reads(), rounds, "one read per round, round {round}");
+    }
+}
