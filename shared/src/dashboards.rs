@@ -5,6 +5,8 @@
 //! always one the dashboard can draw. Saves carry the version they started from: a save over a
 //! newer version is refused as a conflict instead of silently overwriting someone's work.
 
+/// What a widget plots.
+pub use crate::reports::Metric;
 use crate::reports::{Dimension, TopList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,18 +23,6 @@ pub const MAX_HEIGHT: u8 = 3;
 pub const MAX_TITLE_CHARS: usize = 80;
 /// Bounds of a layout's own refresh interval, in seconds.
 pub const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 2..=3600;
-
-/// What a widget plots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    Events,
-    UniqueDevices,
-    UniqueSessions,
-    Revenue,
-    Purchases,
-    ConversionRate,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -234,6 +234,79 @@ impl Range {
     }
 }
 
+/// One of the metrics of [`Metrics`]: what a dashboard widget plots, and what a breakdown
+/// may be ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Events,
+    UniqueDevices,
+    UniqueSessions,
+    Revenue,
+    Purchases,
+    ConversionRate,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::Events,
+        Metric::UniqueDevices,
+        Metric::UniqueSessions,
+        Metric::Revenue,
+        Metric::Purchases,
+        Metric::ConversionRate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Events => "events",
+            Metric::UniqueDevices => "unique_devices",
+            Metric::UniqueSessions => "unique_sessions",
+            Metric::Revenue => "revenue",
+            Metric::Purchases => "purchases",
+            Metric::ConversionRate => "conversion_rate",
+        }
+    }
+
+    /// `a` against `b` by this metric.
+    fn compare(self, a: &Metrics, b: &Metrics) -> std::cmp::Ordering {
+        match self {
+            Metric::Events => a.events.cmp(&b.events),
+            Metric::UniqueDevices => a.unique_devices.cmp(&b.unique_devices),
+            Metric::UniqueSessions => a.unique_sessions.cmp(&b.unique_sessions),
+            Metric::Revenue => a.revenue.cmp(&b.revenue),
+            Metric::Purchases => a.purchases.cmp(&b.purchases),
+            Metric::ConversionRate => a.conversion_rate.total_cmp(&b.conversion_rate),
+        }
+    }
+}
+
+impl FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown metric (one of: {})",
+                    Metric::ALL.map(Metric::name).join(", ")
+                )
+            })
+    }
+}
+
+/// A breakdown's rows ranked by `order`, most first, then by events and value as they came
+/// (most events first, values by code point), cut to `limit`. Both the full statement and the
+/// kept path rank here, on the figures the answer shows, so they agree on every tie.
+fn ranked(mut rows: Vec<BreakdownRow>, order: Metric, limit: i64) -> Vec<BreakdownRow> {
+    if order != Metric::Events {
+        rows.sort_by(|a, b| order.compare(&b.metrics, &a.metrics));
+    }
+    rows.truncate(limit.clamp(1, 100) as usize);
+    rows
+}
+
 /// The metrics of one bucket or total.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
@@ -735,7 +808,8 @@ pub async fn timeseries(
     })
 }
 
-/// One dimension's values with their metrics, most events first (ties by value, in code point order).
+/// One dimension's values with their metrics, ranked by `order` (see [`ranked`]).
+#[allow(clippy::too_many_arguments)] // what a breakdown is asked: range, filters, ranking
 pub async fn breakdown(
     client: &Client,
     tenant_id: i64,
@@ -743,27 +817,31 @@ pub async fn breakdown(
     granularity: Granularity,
     dimension: Dimension,
     filters: &Filters,
+    order: Metric,
     limit: i64,
 ) -> Result<Breakdown, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
+    // Every value: the ranking by `order` is made on the figures shown (see [`ranked`]).
     let sql = format!(
-        "WITH {} {} ORDER BY 2 DESC, value COLLATE \"C\" LIMIT {}",
+        "WITH {} {} ORDER BY 2 DESC, value COLLATE \"C\"",
         merged_cte(granularity, Some(dimension), filters),
         metrics_by("value"),
-        limit.clamp(1, 100)
     );
     let rows = query(client, &sql, tenant_id, &scope, filters).await?;
     Ok(Breakdown {
         dimension,
         granularity,
         range: scope.range,
-        rows: rows
-            .iter()
-            .map(|r| BreakdownRow {
-                value: r.get(0),
-                metrics: Metrics::from_row(r, 1),
-            })
-            .collect(),
+        rows: ranked(
+            rows.iter()
+                .map(|r| BreakdownRow {
+                    value: r.get(0),
+                    metrics: Metrics::from_row(r, 1),
+                })
+                .collect(),
+            order,
+            limit,
+        ),
         freshness: scope.freshness,
     })
 }
@@ -952,6 +1030,7 @@ impl RolledCache {
         granularity: Granularity,
         dimension: Dimension,
         filters: &Filters,
+        order: Metric,
         limit: i64,
     ) -> Result<Breakdown, ReportError> {
         let scope = scope(client, tenant_id, range, granularity).await?;
@@ -969,11 +1048,13 @@ impl RolledCache {
             dimension,
             granularity,
             range: scope.range,
-            rows: rows
-                .into_iter()
-                .take(limit.clamp(1, 100) as usize)
-                .map(|(value, metrics)| BreakdownRow { value, metrics })
-                .collect(),
+            rows: ranked(
+                rows.into_iter()
+                    .map(|(value, metrics)| BreakdownRow { value, metrics })
+                    .collect(),
+                order,
+                limit,
+            ),
             freshness: scope.freshness,
         })
     }

@@ -225,6 +225,7 @@ describe('the dashboard', { timeout: 600_000 }, () => {
     const addedId = await added.getAttribute('data-widget-id');
     assert.ok(addedId && !before.includes(addedId), 'a new widget');
     await added.getByTestId('widget-dimension').selectOption('campaign');
+    await added.getByTestId('widget-metric').selectOption('revenue');
     await page.locator(`[data-widget-id="${addedId}"]`).getByTestId('widget-move-earlier').click();
     await page.locator(`[data-widget-id="${addedId}"]`).getByTestId('widget-title-input').fill('Campaigns (browser test)');
     const expected = await widgets.evaluateAll((els) => els.map((e) => e.dataset.widgetId));
@@ -238,21 +239,37 @@ describe('the dashboard', { timeout: 600_000 }, () => {
     assert.deepEqual(saved.layout.widgets.map((w) => w.id), expected);
     const savedAdded = saved.layout.widgets.find((w) => w.id === addedId);
     assert.deepEqual(
-      { kind: savedAdded.kind, dimension: savedAdded.dimension, title: savedAdded.title },
-      { kind: 'breakdown', dimension: 'campaign', title: 'Campaigns (browser test)' },
+      { kind: savedAdded.kind, dimension: savedAdded.dimension, metric: savedAdded.metric, title: savedAdded.title },
+      { kind: 'breakdown', dimension: 'campaign', metric: 'revenue', title: 'Campaigns (browser test)' },
     );
     assert.deepEqual(
       (({ width, height }) => ({ width, height }))(saved.layout.widgets.find((w) => w.id === resized)),
       { width: 4, height: 3 },
     );
 
-    // A reload draws the saved layout.
+    // A reload draws the saved layout; the campaign widget asks for values ranked by revenue.
+    const campaignRequests = [];
+    page.on('request', (r) => {
+      const url = new URL(r.url());
+      if (url.pathname.endsWith('/breakdown') && url.searchParams.get('dimension') === 'campaign') campaignRequests.push(url);
+    });
     await page.reload();
     await loaded(page);
     assert.deepEqual(await widgets.evaluateAll((els) => els.map((e) => e.dataset.widgetId)), expected);
     assert.match((await page.locator(`[data-widget-id="${resized}"]`).getAttribute('class')) ?? '', /\bw4\b.*\bh3\b/);
     await page.locator(`[data-widget-id="${addedId}"]`).getByText('Campaigns (browser test)').waitFor();
     await page.locator(`[data-widget-id="${addedId}"] [data-testid="breakdown-row"][data-dimension="campaign"]`).first().waitFor();
+    assert.ok(campaignRequests.length > 0, 'the campaign widget asked for its breakdown');
+    const asked = campaignRequests.at(-1);
+    assert.equal(asked.searchParams.get('order'), 'revenue');
+    const byRevenue = await get(env, `tenants/${env.tenant}/breakdown`, {
+      key: env.readKey,
+      query: Object.fromEntries(asked.searchParams),
+    });
+    const campaignRows = page.locator(`[data-widget-id="${addedId}"] [data-testid="breakdown-row"][data-dimension="campaign"]`);
+    const shownValues = () => campaignRows.evaluateAll((els) => els.map((e) => e.dataset.value));
+    await until('campaign rows ranked by revenue', async () => (await shownValues()).length === byRevenue.rows.length);
+    assert.deepEqual(await shownValues(), byRevenue.rows.map((r) => r.value));
 
     // Someone else saves meanwhile: this page's save is refused, and it can load theirs.
     await page.getByTestId('edit-toggle').click();

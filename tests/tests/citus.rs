@@ -8,7 +8,7 @@
 use chrono::Utc;
 use remarketable_core::dashboards;
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Range, RolledCache, TopList,
+    self, Dimension, Filters, Granularity, Metric, Range, RolledCache, TopList,
 };
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, Ingestor};
@@ -230,11 +230,29 @@ async fn reports_on_citus(client: &tokio_postgres::Client) {
             let kept = cache.summary(client, 1, &range, g, &none).await.unwrap();
             assert_eq!(full.current.events, raw, "summary {g:?}");
             assert_eq!(kept.current, full.current, "kept summary {g:?}");
-            let full = reports::breakdown(client, 1, &range, g, Dimension::Country, &none, 10)
-                .await
-                .unwrap();
+            let full = reports::breakdown(
+                client,
+                1,
+                &range,
+                g,
+                Dimension::Country,
+                &none,
+                Metric::Events,
+                10,
+            )
+            .await
+            .unwrap();
             let kept = cache
-                .breakdown(client, 1, &range, g, Dimension::Country, &none, 10)
+                .breakdown(
+                    client,
+                    1,
+                    &range,
+                    g,
+                    Dimension::Country,
+                    &none,
+                    Metric::Events,
+                    10,
+                )
                 .await
                 .unwrap();
             let values = |b: &reports::Breakdown| {

@@ -4,7 +4,8 @@
 
 use chrono::{Duration, DurationRound, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Range, RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
+    self, Dimension, Filters, Granularity, Metric, Range, RolledCache, TopList,
+    DISTINCT_ERROR_BOUND_95,
 };
 use remarketable_core::rollup;
 use remarketable_tests::*;
@@ -271,6 +272,7 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
         Granularity::Hour,
         Dimension::Country,
         &Filters::default(),
+        Metric::Events,
         10,
     )
     .await
@@ -294,6 +296,51 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
             r["devices"].as_i64().unwrap()
         ));
     }
+    // Ranked by revenue: most revenue first; ties by events, then value.
+    let by_revenue = reports::breakdown(
+        &client,
+        1,
+        &range,
+        Granularity::Hour,
+        Dimension::Country,
+        &Filters::default(),
+        Metric::Revenue,
+        3,
+    )
+    .await
+    .unwrap();
+    let raw = db
+        .json_rows(&format!(
+            "SELECT coalesce(country, '') AS value, coalesce(sum(revenue), 0)::text AS revenue
+             FROM events WHERE tenant_id = 1 AND event_time >= '{}' AND event_time < '{}'
+             GROUP BY 1 ORDER BY coalesce(sum(revenue), 0) DESC, count(*) DESC,
+                      coalesce(country, '') COLLATE \"C\"
+             LIMIT 3",
+            b.range.from.to_rfc3339(),
+            b.range.to.to_rfc3339()
+        ))
+        .await;
+    let ranked: Vec<(String, String)> = by_revenue
+        .rows
+        .iter()
+        .map(|r| (r.value.clone(), r.metrics.revenue.normalize().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = raw
+        .iter()
+        .map(|r| {
+            let revenue: rust_decimal::Decimal = r["revenue"].as_str().unwrap().parse().unwrap();
+            (
+                r["value"].as_str().unwrap().to_string(),
+                revenue.normalize().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, expected);
+    assert_ne!(
+        ranked.iter().map(|r| &r.0).collect::<Vec<_>>(),
+        b.rows.iter().take(3).map(|r| &r.value).collect::<Vec<_>>(),
+        "the data ranks countries differently by revenue and by events"
+    );
 
     let top = reports::top(
         &client,
@@ -437,6 +484,8 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
     let mut rng = Rng(77);
     let mut sequence = 10_000;
     for step in 0..6 {
+        // Every ranking once, so that both paths rank alike on ties too.
+        let order = Metric::ALL[step];
         match step {
             // Fresh events, a fifth of them late, above the watermark.
             1 | 4 => {
@@ -463,12 +512,13 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
                 for filters in [&Filters::default(), &country, &two] {
                     for d in [Dimension::Country, Dimension::Browser, Dimension::EventType] {
                         let kept = cache
-                            .breakdown(&client, 1, &range, g, d, filters, 100)
+                            .breakdown(&client, 1, &range, g, d, filters, order, 100)
                             .await
                             .unwrap();
-                        let full = reports::breakdown(&client, 1, &range, g, d, filters, 100)
-                            .await
-                            .unwrap();
+                        let full =
+                            reports::breakdown(&client, 1, &range, g, d, filters, order, 100)
+                                .await
+                                .unwrap();
                         assert_eq!(
                             serde_json::to_value(&kept.rows).unwrap(),
                             serde_json::to_value(&full.rows).unwrap(),
@@ -536,9 +586,18 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
             .await;
             rollup::run(&mut db.client().await).await.unwrap();
         }
-        let full = reports::breakdown(&db.client().await, 1, &range, g, d, &none, 100)
-            .await
-            .unwrap();
+        let full = reports::breakdown(
+            &db.client().await,
+            1,
+            &range,
+            g,
+            d,
+            &none,
+            Metric::Events,
+            100,
+        )
+        .await
+        .unwrap();
         let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -551,7 +610,7 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
                 cache
-                    .breakdown(&client, 1, &range, g, d, &none, 100)
+                    .breakdown(&client, 1, &range, g, d, &none, Metric::Events, 100)
                     .await
                     .unwrap()
             }));

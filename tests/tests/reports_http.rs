@@ -139,6 +139,25 @@ async fn reports_answer_the_core_figures_in_json_and_csv() {
         .sum();
     assert_eq!(csv_events, events.iter().sum::<i64>());
 
+    // Ranked by another metric: most unique devices first.
+    let (status, _, body) = get(
+        &app,
+        "/api/v1/tenants/1/breakdown?range=24h&dimension=browser&order=unique_devices",
+        Some(&key1),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let devices: Vec<i64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["unique_devices"].as_i64().unwrap())
+        .collect();
+    assert!(devices.len() > 1, "{body}");
+    assert!(devices.windows(2).all(|w| w[0] >= w[1]), "{devices:?}");
+
     let (status, _, csv) = get(
         &app,
         "/api/v1/tenants/1/summary?range=24h",
@@ -498,6 +517,8 @@ async fn hostile_limits_and_sizes_are_refused() {
             .to_string(),
         format!("/api/v1/tenants/1/summary?campaign={long}"),
         "/api/v1/tenants/1/breakdown?dimension=country%20OR%201=1".to_string(),
+        "/api/v1/tenants/1/breakdown?dimension=country&order=page_url".to_string(),
+        "/api/v1/tenants/1/breakdown?dimension=country&order=revenue%20DESC".to_string(),
     ] {
         let (status, code) = refusal(&app, &path, Some(&auth)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");

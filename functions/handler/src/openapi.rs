@@ -4,7 +4,7 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use remarketable_core::reports::{Dimension, Granularity, MAX_RANGE_DAYS};
+use remarketable_core::reports::{Dimension, Granularity, Metric, MAX_RANGE_DAYS};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub const OPERATIONS: &[Operation] = &[
         security: READ,
         params: &[
             "from", "to", "range", "granularity", "event_type", "country", "browser", "campaign",
-            "format", "dimension", "limit",
+            "format", "dimension", "order", "limit",
         ],
         csv: true,
     },
@@ -205,6 +205,10 @@ fn parameter(name: &str) -> Value {
         "dimension" => (
             "the dimension to break down by",
             json!({"type": "string", "enum": names(&Dimension::ALL, |d| d.name())}),
+        ),
+        "order" => (
+            "the metric the values are ranked by, most first (ties: most events, then value)",
+            json!({"type": "string", "enum": names(&Metric::ALL, |m| m.name()), "default": "events"}),
         ),
         "limit" => (
             "most values returned",

@@ -4,7 +4,7 @@
 //! | route | answers |
 //! |---|---|
 //! | `GET /api/v1/tenants/{tenant_id}/timeseries` | metrics per bucket |
-//! | `GET /api/v1/tenants/{tenant_id}/breakdown?dimension=country` | one dimension's top values |
+//! | `GET /api/v1/tenants/{tenant_id}/breakdown?dimension=country` | one dimension's top values (`order=` a metric) |
 //! | `GET /api/v1/tenants/{tenant_id}/summary` | KPI totals with the previous period |
 //! | `GET /api/v1/tenants/{tenant_id}/top?list=pages` | top pages or devices (TopN estimates) |
 //! | `GET /api/v1/tenants/{tenant_id}/ingest` | the delivery ledger per hour and recent dead letters |
@@ -29,8 +29,8 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metrics, Range, ReportError, RolledCache, TopList,
-    DISTINCT_ERROR_BOUND_95,
+    self, Dimension, Filters, Granularity, Metric, Metrics, Range, ReportError, RolledCache,
+    TopList, DISTINCT_ERROR_BOUND_95,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -62,6 +62,7 @@ pub struct ReportQuery {
     campaign: Option<String>,
     format: Option<String>,
     dimension: Option<String>,
+    order: Option<String>,
     limit: Option<i64>,
     list: Option<String>,
     n: Option<i32>,
@@ -301,6 +302,10 @@ async fn breakdown(
         .ok_or_else(|| bad("dimension is required"))?
         .parse()
         .map_err(bad)?;
+    let order: Metric = match q.order.as_deref() {
+        Some(name) => name.parse().map_err(|e| bad(format!("order: {e}")))?,
+        None => Metric::Events,
+    };
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(bad("limit must be between 1 and 100"));
@@ -314,6 +319,7 @@ async fn breakdown(
             r.granularity,
             dimension,
             &r.filters,
+            order,
             limit,
         )
         .await

@@ -15,7 +15,7 @@ export function renderBreakdown(view: WidgetView, b: Breakdown, ctx: RenderConte
   const max = Math.max(0, ...values);
   const bound = isDistinct(metric) && ctx.errorBound !== null ? ` ${formatErrorBound(ctx.errorBound)}` : '';
   view.note.textContent = `${METRIC_LABELS[metric].toLowerCase()}${bound}`;
-  view.note.title = `Top ${b.rows.length} ${DIMENSION_LABELS[dimension].toLowerCase()} values by events`;
+  view.note.title = `Top ${b.rows.length} ${DIMENSION_LABELS[dimension].toLowerCase()} values by ${METRIC_LABELS[metric].toLowerCase()}`;
 
   keepFocus(view.body, () => {
     clear(view.body);

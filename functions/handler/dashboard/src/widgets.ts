@@ -46,10 +46,12 @@ export function needOf(widget: Widget, base: Query, range: Query): Need {
       return { key: 'timeseries', endpoint: 'timeseries', query: base };
     case 'breakdown': {
       const limit = rowsFor(widget.height);
+      // Ranked by the metric the widget shows (the API ranks by events unless told).
+      const order = widget.metric ?? 'events';
       return {
-        key: `breakdown:${widget.dimension}:${limit}`,
+        key: `breakdown:${widget.dimension}:${order}:${limit}`,
         endpoint: 'breakdown',
-        query: { ...base, dimension: widget.dimension, limit },
+        query: { ...base, dimension: widget.dimension, order, limit },
       };
     }
     case 'top': {
