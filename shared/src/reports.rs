@@ -912,7 +912,7 @@ pub struct RolledCache {
     reads: AtomicU64,
     /// Parts being read now: requests that miss the same part at once (as every viewer of a
     /// dashboard does after a rollup run) wait for one read instead of each making its own.
-    flights: Mutex<HashMap<RolledKey, Arc<tokio::sync::OnceCell<Arc<Rolled>>>>>,
+    flights: Mutex<HashMap<RolledKey, Arc<Flight>>>,
 }
 
 #[derive(Default)]
@@ -987,6 +987,11 @@ impl RolledCache {
     /// How many rolled parts were read from the database for keeping.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// How many reads are in flight now (requests waiting for a part being read).
+    pub fn in_flight(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// How many reads found their rolled part kept.
@@ -1128,37 +1133,8 @@ impl RolledCache {
                 rolled
             }
             None if scope.cacheable => {
-                let flight = {
-                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    flights.entry(key.clone()).or_default().clone()
-                };
-                // One waiter reads; if its request fails or is dropped, the next one reads.
-                let read = flight
-                    .get_or_try_init(|| async {
-                        self.reads.fetch_add(1, Ordering::Relaxed);
-                        let rolled =
-                            read_rolled(client, tenant_id, scope, g, dimension, filters).await?;
-                        let rolled = Arc::new(rolled);
-                        // Kept by the watermark it was read at (the rollup may have moved on
-                        // since the scope was read).
-                        self.put(
-                            RolledKey {
-                                watermark: rolled.watermark,
-                                ..key.clone()
-                            },
-                            rolled.clone(),
-                        );
-                        Ok::<_, ReportError>(rolled)
-                    })
-                    .await
-                    .cloned();
-                {
-                    let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-                    if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                        flights.remove(&key);
-                    }
-                }
-                read?
+                self.read_once(client, tenant_id, scope, g, dimension, filters, &key)
+                    .await?
             }
             None => Arc::new(read_rolled(client, tenant_id, scope, g, dimension, filters).await?),
         };
@@ -1173,6 +1149,97 @@ impl RolledCache {
                 .collect());
         }
         merge_fresh(client, tenant_id, scope, dimension, filters, &rolled).await
+    }
+}
+
+/// A request's share in a flight: leaving (done, failed or dropped) takes the flight off the
+/// map, so that a dropped reader leaves nothing behind.
+struct FlightSeat<'a> {
+    cache: &'a RolledCache,
+    key: &'a RolledKey,
+    flight: Arc<Flight>,
+}
+
+/// One read of a rolled part that several requests wait for: `None` when it failed.
+type Flight = tokio::sync::OnceCell<Option<Arc<Rolled>>>;
+
+impl Drop for FlightSeat<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(self.key);
+        }
+    }
+}
+
+impl RolledCache {
+    /// The rolled part of `key`, read once for all the requests that miss it at the same
+    /// time. The first reads; the others wait and take its part. If the reader's request is
+    /// dropped, the next waiter reads; if its read fails, the reader answers with its error
+    /// and each waiter reads on its own, at once, rather than queueing behind a failing read.
+    #[allow(clippy::too_many_arguments)] // the part's parameters, and its key
+    async fn read_once(
+        &self,
+        client: &Client,
+        tenant_id: i64,
+        scope: &Scope,
+        g: Granularity,
+        dimension: Option<Dimension>,
+        filters: &Filters,
+        key: &RolledKey,
+    ) -> Result<Arc<Rolled>, ReportError> {
+        let seat = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            // A read that ended between this request's miss and now has kept its part.
+            if let Some(rolled) = self.get(key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(rolled);
+            }
+            FlightSeat {
+                cache: self,
+                key,
+                flight: flights.entry(key.clone()).or_default().clone(),
+            }
+        };
+        let mut failure = None;
+        let failed = &mut failure;
+        let kept = seat
+            .flight
+            .get_or_init(move || async move {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                match read_rolled(client, tenant_id, scope, g, dimension, filters).await {
+                    Ok(rolled) => {
+                        let rolled = Arc::new(rolled);
+                        // Kept by the watermark it was read at (the rollup may have moved on
+                        // since the scope was read).
+                        self.put(
+                            RolledKey {
+                                watermark: rolled.watermark,
+                                ..key.clone()
+                            },
+                            rolled.clone(),
+                        );
+                        Some(rolled)
+                    }
+                    Err(e) => {
+                        *failed = Some(e);
+                        None
+                    }
+                }
+            })
+            .await
+            .clone();
+        drop(seat);
+        match (kept, failure) {
+            (Some(rolled), _) => Ok(rolled),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(Arc::new(
+                read_rolled(client, tenant_id, scope, g, dimension, filters).await?,
+            )),
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! The rollups keep their sketches in the extension's storage format (the Aggregate Knowledge
 //! HLL storage specification), which `rust-hll` reads. What the crate does not give
 //! is the extension's own estimate: `hll_cardinality` returns the raw estimator as a float,
-//! where the crate rounds up. [`estimate`] computes the extension's figure, so that a count
-//! merged here equals the one the database would give for the same union, bit for bit (a test
-//! compares them on the real extension).
+//! where the crate rounds up. [`Sketch::estimate`] computes the extension's figure, so that a
+//! count merged here equals the one the database gives for the same union: bit for bit where
+//! both use the same `ln` (a test compares them on the real extension); a different C library
+//! may round the linear-counting logarithm differently in the last bit, far below the whole
+//! numbers that reports show.
 
 use rust_hll::Hll;
 
@@ -42,15 +44,29 @@ impl Sketch {
     /// A sketch in the extension's storage format, as `hll_send` gives it.
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, String> {
         // Three header bytes: version and type; register width and log2m; cutoffs.
-        let [_, shape, _, ..] = bytes[..] else {
+        let [kind, shape, _, ref body @ ..] = bytes[..] else {
             return Err(format!("an hll of {} bytes has no header", bytes.len()));
         };
+        let (log2m, width) = (u32::from(shape & 0x1f), u32::from(shape >> 5) + 1);
+        // The extension's own bounds (log2m 4–31 is what it accepts; this keeps the register
+        // arrays small), and bodies the crate would not parse without panicking.
+        if !(4..=20).contains(&log2m) || width > 6 {
+            return Err(format!(
+                "an hll of log2m {log2m} and width {width} is not read here"
+            ));
+        }
+        let full = ((1usize << log2m) * width as usize).div_ceil(8);
+        match kind & 0x0f {
+            2 if body.len() % 8 != 0 => {
+                return Err(format!("an explicit hll body of {} bytes", body.len()));
+            }
+            4 if body.len() > full => {
+                return Err(format!("a full hll body of {} bytes", body.len()));
+            }
+            _ => {}
+        }
         let hll = Hll::from_bytes(bytes).map_err(|e| format!("hll: {e}"))?;
-        Ok(Sketch::of(
-            hll,
-            u32::from(shape & 0x1f),
-            u32::from(shape >> 5) + 1,
-        ))
+        Ok(Sketch::of(hll, log2m, width))
     }
 
     fn of(hll: Hll, log2m: u32, width: u32) -> Sketch {
@@ -180,6 +196,12 @@ mod tests {
         assert!(Sketch::from_bytes(&[0x11]).is_err());
         // Storage version 2 does not exist.
         assert!(Sketch::from_bytes(&[0x21, 0x8e, 0x7f]).is_err());
+        // An explicit body of 7 bytes, a full one too long, and 2^31 registers.
+        assert!(Sketch::from_bytes(&[0x12, 0x8e, 0x7f, 0, 0, 0, 0, 0, 0, 1]).is_err());
+        let mut long = vec![0x14, 0x8e, 0x7f];
+        long.resize(3 + 10_241, 0);
+        assert!(Sketch::from_bytes(&long).is_err());
+        assert!(Sketch::from_bytes(&[0x11, 0x9f, 0x7f]).is_err());
     }
 
     #[test]

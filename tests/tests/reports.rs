@@ -562,7 +562,7 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
     assert!(cache.hits() > 100, "{} hits", cache.hits());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_missing_the_same_part_at_once_read_it_once() {
     let db = TestDb::create().await;
     half_rolled_up(&db).await;
@@ -626,4 +626,132 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
         rounds += 1;
         assert_eq!(cache.reads(), rounds, "one read per round, round {round}");
     }
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_reading_leaves_no_flight_behind() {
+    let db = TestDb::create().await;
+    half_rolled_up(&db).await;
+    let client = db.client().await;
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(8), now + Duration::minutes(5)).unwrap();
+    let none = Filters::default();
+    // Ever longer deadlines, each on an empty cache, until one request is dropped while it is
+    // reading (a read counted, nothing kept); the flight must be gone with it.
+    let mut dropped_while_reading = 0;
+    for step in 0..400u64 {
+        let cache = RolledCache::new(64 << 20);
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_micros(100 * step),
+            cache.breakdown(
+                &client,
+                1,
+                &range,
+                Granularity::Hour,
+                Dimension::Country,
+                &none,
+                Metric::Events,
+                10,
+            ),
+        )
+        .await;
+        assert_eq!(cache.in_flight(), 0, "step {step}");
+        if answer.is_err() && cache.reads() == 1 {
+            dropped_while_reading += 1;
+        }
+        if answer.is_ok() && dropped_while_reading > 0 {
+            break;
+        }
+    }
+    assert!(
+        dropped_while_reading > 0,
+        "no request was dropped while reading"
+    );
+    // The connection still answers after the dropped requests.
+    let b = RolledCache::new(64 << 20)
+        .breakdown(
+            &client,
+            1,
+            &range,
+            Granularity::Hour,
+            Dimension::Country,
+            &none,
+            Metric::Events,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(!b.rows.is_empty());
+}
+
+#[tokio::test]
+async fn kept_parts_with_probabilistic_sketches_answer_as_the_full_statement_does() {
+    // Every event its own device and session: groups hold thousands of distinct values, so
+    // the kept sketches and the fresh ones are past the explicit threshold (1,280) and the
+    // handler merges registers, not sets.
+    let db = TestDb::create().await;
+    let mut rng = Rng(99);
+    let mut unique = |n: usize, from: i64| {
+        let mut bodies = shop_events(&mut rng, Utc::now(), n, 30);
+        for (i, e) in bodies.iter_mut().enumerate() {
+            e["tenant_id"] = json!(1);
+            e["device_id"] = json!(from + i as i64);
+            e["session_id"] = json!(from + i as i64);
+        }
+        bodies
+    };
+    let (kept_part, fresh) = (unique(8000, 0), unique(4000, 1_000_000));
+    ingest(&db, "0", 0, &kept_part, 1000).await;
+    rollup::run(&mut db.client().await).await.unwrap();
+    ingest(&db, "1", 0, &fresh, 1000).await;
+    let client = db.client().await;
+    let kinds: Vec<i64> = client
+        .query(
+            "SELECT DISTINCT get_byte(hll_send(devices), 0) & 15 FROM rollup_slices_1hour
+             WHERE tenant_id = 1 UNION
+             SELECT get_byte(hll_send(hll_add_agg(hll_hash_bigint(device_id), 14, 5)), 0) & 15
+             FROM events WHERE event_id > (SELECT last_event_id FROM rollup_state
+                                           WHERE rollup = '1hour')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| i64::from(r.get::<_, i32>(0)))
+        .collect();
+    assert!(
+        kinds.iter().any(|&k| k >= 3),
+        "sketches past the explicit threshold: {kinds:?}"
+    );
+    let now = Utc::now();
+    let range = Range::new(now - Duration::hours(8), now + Duration::minutes(5)).unwrap();
+    let cache = RolledCache::new(64 << 20);
+    let none = Filters::default();
+    for _ in 0..2 {
+        for g in [Granularity::Hour, Granularity::Day] {
+            for d in [Dimension::Country, Dimension::Browser, Dimension::EventType] {
+                let kept = cache
+                    .breakdown(&client, 1, &range, g, d, &none, Metric::UniqueDevices, 100)
+                    .await
+                    .unwrap();
+                let full =
+                    reports::breakdown(&client, 1, &range, g, d, &none, Metric::UniqueDevices, 100)
+                        .await
+                        .unwrap();
+                assert_eq!(
+                    serde_json::to_value(&kept.rows).unwrap(),
+                    serde_json::to_value(&full.rows).unwrap(),
+                    "{g:?}, {d:?}"
+                );
+            }
+            let kept = cache.summary(&client, 1, &range, g, &none).await.unwrap();
+            let full = reports::summary(&client, 1, &range, g, &none)
+                .await
+                .unwrap();
+            assert_eq!(kept.current, full.current, "{g:?}");
+            assert_eq!(kept.current.events, 12_000, "{g:?}");
+            assert!(within_bound(kept.current.unique_devices, 12_000));
+        }
+    }
+    assert!(cache.hits() > 0);
 }

@@ -139,24 +139,28 @@ async fn reports_answer_the_core_figures_in_json_and_csv() {
         .sum();
     assert_eq!(csv_events, events.iter().sum::<i64>());
 
-    // Ranked by another metric: most unique devices first.
-    let (status, _, body) = get(
-        &app,
-        "/api/v1/tenants/1/breakdown?range=24h&dimension=browser&order=unique_devices",
-        Some(&key1),
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let v: Value = serde_json::from_str(&body).unwrap();
-    let devices: Vec<i64> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["unique_devices"].as_i64().unwrap())
-        .collect();
-    assert!(devices.len() > 1, "{body}");
-    assert!(devices.windows(2).all(|w| w[0] >= w[1]), "{devices:?}");
+    // Ranked by another metric: by purchases, the purchase events come first (only they
+    // count purchases), where by events page views lead.
+    let mut firsts = Vec::new();
+    for order in ["events", "purchases"] {
+        let (status, _, body) = get(
+            &app,
+            &format!("/api/v1/tenants/1/breakdown?range=24h&dimension=event_type&order={order}"),
+            Some(&key1),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        let ranked: Vec<i64> = rows.iter().map(|r| r[order].as_i64().unwrap()).collect();
+        assert!(
+            ranked.windows(2).all(|w| w[0] >= w[1]),
+            "{order}: {ranked:?}"
+        );
+        firsts.push(rows[0]["value"].as_str().unwrap().to_string());
+    }
+    assert_eq!(firsts, ["page_view", "purchase"]);
 
     let (status, _, csv) = get(
         &app,
