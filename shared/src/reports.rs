@@ -296,14 +296,24 @@ impl FromStr for Metric {
     }
 }
 
+/// What a breakdown lists: one dimension's values, ranked by a metric, at most `limit`
+/// (clamped to 1–100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranking {
+    pub dimension: Dimension,
+    pub order: Metric,
+    pub limit: i64,
+}
+
 /// A breakdown's rows ranked by `order`, most first, then by events and value as they came
 /// (most events first, values by code point), cut to `limit`. Both the full statement and the
 /// kept path rank here, on the figures the answer shows, so they agree on every tie.
-fn ranked(mut rows: Vec<BreakdownRow>, order: Metric, limit: i64) -> Vec<BreakdownRow> {
+fn ranked(mut rows: Vec<BreakdownRow>, ranking: Ranking) -> Vec<BreakdownRow> {
+    let order = ranking.order;
     if order != Metric::Events {
         rows.sort_by(|a, b| order.compare(&b.metrics, &a.metrics));
     }
-    rows.truncate(limit.clamp(1, 100) as usize);
+    rows.truncate(ranking.limit.clamp(1, 100) as usize);
     rows
 }
 
@@ -808,20 +818,18 @@ pub async fn timeseries(
     })
 }
 
-/// One dimension's values with their metrics, ranked by `order` (see [`ranked`]).
-#[allow(clippy::too_many_arguments)] // what a breakdown is asked: range, filters, ranking
+/// One dimension's values with their metrics, as `ranking` asks (see [`ranked`]).
 pub async fn breakdown(
     client: &Client,
     tenant_id: i64,
     range: &Range,
     granularity: Granularity,
-    dimension: Dimension,
     filters: &Filters,
-    order: Metric,
-    limit: i64,
+    ranking: Ranking,
 ) -> Result<Breakdown, ReportError> {
+    let dimension = ranking.dimension;
     let scope = scope(client, tenant_id, range, granularity).await?;
-    // Every value: the ranking by `order` is made on the figures shown (see [`ranked`]).
+    // Every value: the ranking is made on the figures shown (see [`ranked`]).
     let sql = format!(
         "WITH {} {} ORDER BY 2 DESC, value COLLATE \"C\"",
         merged_cte(granularity, Some(dimension), filters),
@@ -839,8 +847,7 @@ pub async fn breakdown(
                     metrics: Metrics::from_row(r, 1),
                 })
                 .collect(),
-            order,
-            limit,
+            ranking,
         ),
         freshness: scope.freshness,
     })
@@ -1026,18 +1033,16 @@ impl RolledCache {
     }
 
     /// [`breakdown`], reading the rolled part from the cache when it is there.
-    #[allow(clippy::too_many_arguments)] // breakdown's parameters, and the cache
     pub async fn breakdown(
         &self,
         client: &Client,
         tenant_id: i64,
         range: &Range,
         granularity: Granularity,
-        dimension: Dimension,
         filters: &Filters,
-        order: Metric,
-        limit: i64,
+        ranking: Ranking,
     ) -> Result<Breakdown, ReportError> {
+        let dimension = ranking.dimension;
         let scope = scope(client, tenant_id, range, granularity).await?;
         let rows = self
             .groups(
@@ -1057,8 +1062,7 @@ impl RolledCache {
                 rows.into_iter()
                     .map(|(value, metrics)| BreakdownRow { value, metrics })
                     .collect(),
-                order,
-                limit,
+                ranking,
             ),
             freshness: scope.freshness,
         })

@@ -8,7 +8,7 @@
 use chrono::Utc;
 use remarketable_core::dashboards;
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metric, Range, RolledCache, TopList,
+    self, Dimension, Filters, Granularity, Metric, Range, Ranking, RolledCache, TopList,
 };
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, Ingestor};
@@ -219,6 +219,11 @@ async fn reports_on_citus(client: &tokio_postgres::Client) {
     assert!(raw > 100, "{raw} events of tenant 1");
     let cache = RolledCache::new(1 << 20);
     let none = Filters::default();
+    let by_country = Ranking {
+        dimension: Dimension::Country,
+        order: Metric::Events,
+        limit: 10,
+    };
     for g in Granularity::ALL {
         let series = reports::timeseries(client, 1, &range, g, &none)
             .await
@@ -230,29 +235,11 @@ async fn reports_on_citus(client: &tokio_postgres::Client) {
             let kept = cache.summary(client, 1, &range, g, &none).await.unwrap();
             assert_eq!(full.current.events, raw, "summary {g:?}");
             assert_eq!(kept.current, full.current, "kept summary {g:?}");
-            let full = reports::breakdown(
-                client,
-                1,
-                &range,
-                g,
-                Dimension::Country,
-                &none,
-                Metric::Events,
-                10,
-            )
-            .await
-            .unwrap();
+            let full = reports::breakdown(client, 1, &range, g, &none, by_country)
+                .await
+                .unwrap();
             let kept = cache
-                .breakdown(
-                    client,
-                    1,
-                    &range,
-                    g,
-                    Dimension::Country,
-                    &none,
-                    Metric::Events,
-                    10,
-                )
+                .breakdown(client, 1, &range, g, &none, by_country)
                 .await
                 .unwrap();
             let values = |b: &reports::Breakdown| {

@@ -4,7 +4,7 @@
 
 use chrono::{Duration, DurationRound, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metric, Range, RolledCache, TopList,
+    self, Dimension, Filters, Granularity, Metric, Range, Ranking, RolledCache, TopList,
     DISTINCT_ERROR_BOUND_95,
 };
 use remarketable_core::rollup;
@@ -265,15 +265,18 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
     let client = db.client().await;
     let now = Utc::now();
     let range = Range::new(now - Duration::hours(8), now + Duration::minutes(1)).unwrap();
+    let by_country = Ranking {
+        dimension: Dimension::Country,
+        order: Metric::Events,
+        limit: 10,
+    };
     let b = reports::breakdown(
         &client,
         1,
         &range,
         Granularity::Hour,
-        Dimension::Country,
         &Filters::default(),
-        Metric::Events,
-        10,
+        by_country,
     )
     .await
     .unwrap();
@@ -302,10 +305,12 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
         1,
         &range,
         Granularity::Hour,
-        Dimension::Country,
         &Filters::default(),
-        Metric::Revenue,
-        3,
+        Ranking {
+            dimension: Dimension::Country,
+            order: Metric::Revenue,
+            limit: 3,
+        },
     )
     .await
     .unwrap();
@@ -511,14 +516,18 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
             for g in Granularity::ALL {
                 for filters in [&Filters::default(), &country, &two] {
                     for d in [Dimension::Country, Dimension::Browser, Dimension::EventType] {
+                        let ranking = Ranking {
+                            dimension: d,
+                            order,
+                            limit: 100,
+                        };
                         let kept = cache
-                            .breakdown(&client, 1, &range, g, d, filters, order, 100)
+                            .breakdown(&client, 1, &range, g, filters, ranking)
                             .await
                             .unwrap();
-                        let full =
-                            reports::breakdown(&client, 1, &range, g, d, filters, order, 100)
-                                .await
-                                .unwrap();
+                        let full = reports::breakdown(&client, 1, &range, g, filters, ranking)
+                            .await
+                            .unwrap();
                         assert_eq!(
                             serde_json::to_value(&kept.rows).unwrap(),
                             serde_json::to_value(&full.rows).unwrap(),
@@ -568,7 +577,12 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
     half_rolled_up(&db).await;
     let now = Utc::now();
     let range = Range::new(now - Duration::hours(8), now + Duration::minutes(5)).unwrap();
-    let (g, d, none) = (Granularity::Hour, Dimension::Country, Filters::default());
+    let (g, none) = (Granularity::Hour, Filters::default());
+    let ranking = Ranking {
+        dimension: Dimension::Country,
+        order: Metric::Events,
+        limit: 100,
+    };
     let cache = std::sync::Arc::new(RolledCache::new(64 << 20));
     let mut rounds = 0;
     // Eight requests at once, as after a rollup run; a second round after fresh events and a
@@ -586,18 +600,9 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
             .await;
             rollup::run(&mut db.client().await).await.unwrap();
         }
-        let full = reports::breakdown(
-            &db.client().await,
-            1,
-            &range,
-            g,
-            d,
-            &none,
-            Metric::Events,
-            100,
-        )
-        .await
-        .unwrap();
+        let full = reports::breakdown(&db.client().await, 1, &range, g, &none, ranking)
+            .await
+            .unwrap();
         let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -610,7 +615,7 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
                 cache
-                    .breakdown(&client, 1, &range, g, d, &none, Metric::Events, 100)
+                    .breakdown(&client, 1, &range, g, &none, ranking)
                     .await
                     .unwrap()
             }));
@@ -636,6 +641,11 @@ async fn a_request_dropped_while_reading_leaves_no_flight_behind() {
     let now = Utc::now();
     let range = Range::new(now - Duration::hours(8), now + Duration::minutes(5)).unwrap();
     let none = Filters::default();
+    let by_country = Ranking {
+        dimension: Dimension::Country,
+        order: Metric::Events,
+        limit: 10,
+    };
     // Ever longer deadlines, each on an empty cache, until one request is dropped while it is
     // reading (a read counted, nothing kept); the flight must be gone with it.
     let mut dropped_while_reading = 0;
@@ -643,16 +653,7 @@ async fn a_request_dropped_while_reading_leaves_no_flight_behind() {
         let cache = RolledCache::new(64 << 20);
         let answer = tokio::time::timeout(
             std::time::Duration::from_micros(100 * step),
-            cache.breakdown(
-                &client,
-                1,
-                &range,
-                Granularity::Hour,
-                Dimension::Country,
-                &none,
-                Metric::Events,
-                10,
-            ),
+            cache.breakdown(&client, 1, &range, Granularity::Hour, &none, by_country),
         )
         .await;
         assert_eq!(cache.in_flight(), 0, "step {step}");
@@ -669,16 +670,7 @@ async fn a_request_dropped_while_reading_leaves_no_flight_behind() {
     );
     // The connection still answers after the dropped requests.
     let b = RolledCache::new(64 << 20)
-        .breakdown(
-            &client,
-            1,
-            &range,
-            Granularity::Hour,
-            Dimension::Country,
-            &none,
-            Metric::Events,
-            10,
-        )
+        .breakdown(&client, 1, &range, Granularity::Hour, &none, by_country)
         .await
         .unwrap();
     assert!(!b.rows.is_empty());
@@ -730,14 +722,18 @@ async fn kept_parts_with_probabilistic_sketches_answer_as_the_full_statement_doe
     for _ in 0..2 {
         for g in [Granularity::Hour, Granularity::Day] {
             for d in [Dimension::Country, Dimension::Browser, Dimension::EventType] {
+                let ranking = Ranking {
+                    dimension: d,
+                    order: Metric::UniqueDevices,
+                    limit: 100,
+                };
                 let kept = cache
-                    .breakdown(&client, 1, &range, g, d, &none, Metric::UniqueDevices, 100)
+                    .breakdown(&client, 1, &range, g, &none, ranking)
                     .await
                     .unwrap();
-                let full =
-                    reports::breakdown(&client, 1, &range, g, d, &none, Metric::UniqueDevices, 100)
-                        .await
-                        .unwrap();
+                let full = reports::breakdown(&client, 1, &range, g, &none, ranking)
+                    .await
+                    .unwrap();
                 assert_eq!(
                     serde_json::to_value(&kept.rows).unwrap(),
                     serde_json::to_value(&full.rows).unwrap(),

@@ -29,8 +29,8 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metric, Metrics, Range, ReportError, RolledCache,
-    TopList, DISTINCT_ERROR_BOUND_95,
+    self, Dimension, Filters, Granularity, Metric, Metrics, Range, Ranking, ReportError,
+    RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -311,16 +311,19 @@ async fn breakdown(
         return Err(bad("limit must be between 1 and 100"));
     }
     let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let ranking = Ranking {
+        dimension,
+        order,
+        limit,
+    };
     let b = cache
         .breakdown(
             &client,
             tenant_id,
             &r.range,
             r.granularity,
-            dimension,
             &r.filters,
-            order,
-            limit,
+            ranking,
         )
         .await
         .map_err(report_error)?;
