@@ -38,3 +38,92 @@ impl TenantRegistry {
         Ok(self.ids.store(rows.iter().map(|r| r.get(0)).collect()))
     }
 }
+
+/// A tenant (a storefront) to register.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub tenant_id: i64,
+    pub name: String,
+    /// IANA time zone of the tenant's calendar days (daily rollups, reports by day).
+    pub time_zone: String,
+}
+
+/// Why a tenant could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("tenant ids are integers greater than 0")]
+    BadTenantId,
+    #[error("name must be 1 to 200 characters without control characters")]
+    BadName,
+    #[error("time_zone must be an IANA time zone name such as Europe/Berlin")]
+    BadTimeZone,
+    #[error("tenant {0} is already registered")]
+    Exists(i64),
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Registers a tenant: the one place every host, the CLI and the benchmarks register through.
+/// The name is trimmed; answers the row's `created_at`.
+pub async fn register<C: GenericClient>(
+    client: &C,
+    tenant: &NewTenant,
+) -> Result<chrono::DateTime<chrono::Utc>, RegisterError> {
+    if tenant.tenant_id <= 0 {
+        return Err(RegisterError::BadTenantId);
+    }
+    let name = tenant.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(RegisterError::BadName);
+    }
+    let known_zone = client
+        .query_opt(
+            "SELECT 1 FROM pg_timezone_names WHERE name = $1",
+            &[&tenant.time_zone],
+        )
+        .await?
+        .is_some();
+    if !known_zone {
+        return Err(RegisterError::BadTimeZone);
+    }
+    // A plain INSERT .. VALUES: `tenants` is a Citus reference table, where INSERT .. SELECT
+    // .. RETURNING forms are refused.
+    let row = client
+        .query_opt(
+            "INSERT INTO tenants (tenant_id, name, time_zone) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO NOTHING RETURNING created_at",
+            &[&tenant.tenant_id, &name, &tenant.time_zone],
+        )
+        .await?;
+    row.map(|r| r.get(0))
+        .ok_or(RegisterError::Exists(tenant.tenant_id))
+}
+
+/// Time zones the demo and benchmark tenants cycle through (tenant N gets `DEMO_ZONES[N % 3]`).
+pub const DEMO_ZONES: [&str; 3] = ["UTC", "Europe/Berlin", "America/New_York"];
+
+/// Registers tenants `1..=count` for demos and benchmarks (`shop N`, time zones cycling through
+/// `zones`); tenants already registered are left as they are. Answers how many were new.
+pub async fn register_demo<C: GenericClient>(
+    client: &C,
+    count: i64,
+    zones: &[&str],
+) -> Result<u64, RegisterError> {
+    let mut added = 0;
+    for id in 1..=count {
+        let zone = zones
+            .get(id as usize % zones.len().max(1))
+            .unwrap_or(&"UTC");
+        let tenant = NewTenant {
+            tenant_id: id,
+            name: format!("shop {id}"),
+            time_zone: (*zone).to_string(),
+        };
+        match register(client, &tenant).await {
+            Ok(_) => added += 1,
+            Err(RegisterError::Exists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(added)
+}

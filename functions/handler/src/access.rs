@@ -36,6 +36,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use remarketable_core::access::{self, AccessError, KeyKind, VerifiedKey};
+use remarketable_core::tenants::{self, RegisterError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -382,57 +383,30 @@ async fn create_tenant(
     admin: AdminAccess,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response, ApiError> {
-    if body.tenant_id <= 0 {
-        return Err(bad_request(
-            "bad_tenant_id",
-            "tenant ids are integers greater than 0",
-        ));
-    }
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(bad_request(
-            "bad_name",
-            "name must be 1 to 200 characters without control characters",
-        ));
-    }
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
-    let known_zone = client
-        .query_opt(
-            "SELECT 1 FROM pg_timezone_names WHERE name = $1",
-            &[&body.time_zone],
-        )
-        .await
-        .map_err(ApiError::database)?
-        .is_some();
-    if !known_zone {
-        return Err(bad_request(
-            "bad_time_zone",
-            "time_zone must be an IANA time zone name such as Europe/Berlin",
-        ));
-    }
-    let row = client
-        .query_opt(
-            "INSERT INTO tenants (tenant_id, name, time_zone) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id) DO NOTHING RETURNING created_at",
-            &[&body.tenant_id, &name, &body.time_zone],
-        )
-        .await
-        .map_err(ApiError::database)?;
-    let Some(row) = row else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "tenant_exists",
-            format!("tenant {} is already registered", body.tenant_id),
-        ));
+    let tenant = tenants::NewTenant {
+        tenant_id: body.tenant_id,
+        name: body.name,
+        time_zone: body.time_zone,
     };
-    let created_at: DateTime<Utc> = row.get(0);
-    tracing::info!(tenant_id = body.tenant_id, admin_key = %admin.key_id, "tenant registered");
+    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let created_at = tenants::register(&**client, &tenant)
+        .await
+        .map_err(|e| match e {
+            RegisterError::BadTenantId => bad_request("bad_tenant_id", e.to_string()),
+            RegisterError::BadName => bad_request("bad_name", e.to_string()),
+            RegisterError::BadTimeZone => bad_request("bad_time_zone", e.to_string()),
+            RegisterError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "tenant_exists", e.to_string())
+            }
+            RegisterError::Database(e) => ApiError::database(e),
+        })?;
+    tracing::info!(tenant_id = tenant.tenant_id, admin_key = %admin.key_id, "tenant registered");
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "tenant_id": body.tenant_id,
-            "name": name,
-            "time_zone": body.time_zone,
+            "tenant_id": tenant.tenant_id,
+            "name": tenant.name.trim(),
+            "time_zone": tenant.time_zone,
             "created_at": created_at,
         })),
     )

@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use chrono::{Duration, Utc};
-use remarketable_core::db;
 use remarketable_core::event::{parse_event, EventLimits, ValidEvent};
+use remarketable_core::{db, tenants};
 use remarketable_loadgen::deliver::{envelope, post_ingest};
 use remarketable_loadgen::traffic::{Traffic, TrafficConfig};
 use std::io::Write;
@@ -70,12 +70,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     db::maintain_partitions(&client).await?;
-    client
-        .execute(
-            "INSERT INTO tenants (tenant_id, name) SELECT g, 'shop ' || g FROM generate_series(1, $1::bigint) g",
-            &[&args.tenants],
-        )
-        .await?;
+    tenants::register_demo(&client, args.tenants, &["UTC"]).await?;
 
     eprintln!(
         "generating {} events of {} tenants ...",

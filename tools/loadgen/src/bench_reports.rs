@@ -11,7 +11,7 @@
 use crate::bench::{free_port, wait_ready, with_db};
 use anyhow::{bail, Context};
 use remarketable_core::access::{self, KeyKind};
-use remarketable_core::{db, rollup};
+use remarketable_core::{db, rollup, tenants};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -167,15 +167,8 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
     db::migrate(&mut client).await?;
     db::maintain_partitions(&client).await?;
     if !reuse {
-        client
-            .batch_execute(
-                "SELECT setseed(0.5);
-                 INSERT INTO tenants (tenant_id, name, time_zone)
-                 SELECT g, 'shop ' || g,
-                        (ARRAY['UTC','Europe/Berlin','America/New_York'])[1 + g % 3]
-                 FROM generate_series(1, 200) g;",
-            )
-            .await?;
+        client.batch_execute("SELECT setseed(0.5)").await?;
+        tenants::register_demo(&client, 200, &tenants::DEMO_ZONES).await?;
     }
     let key = access::create_key(&client, Some(1), KeyKind::Read, "bench")
         .await

@@ -13,8 +13,8 @@
 //! record their id range in `event_id_ranges`, as every writer of `events` does.
 
 use anyhow::Context;
-use remarketable_core::db;
 use remarketable_core::rollup::{self, Rollup};
+use remarketable_core::{db, tenants};
 use std::str::FromStr;
 use std::time::Instant;
 
@@ -91,9 +91,6 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
     client
         .batch_execute(
             "SELECT setseed(0.42);
-             INSERT INTO tenants (tenant_id, name, time_zone)
-                 SELECT g, 'shop ' || g, (ARRAY['UTC','Europe/Berlin','America/New_York'])[1 + g % 3]
-                 FROM generate_series(1, 50) g;
              CREATE TABLE plain_5min (tenant_id bigint, bucket timestamptz, event_type text,
                  country text, browser text, campaign text, event_count bigint, revenue numeric,
                  purchases bigint);
@@ -103,6 +100,7 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
                  purchases bigint);",
         )
         .await?;
+    tenants::register_demo(&client, 50, &tenants::DEMO_ZONES).await?;
 
     println!(
         "rollup throughput: {} windows of {} new events (50 tenants, 50 minutes of event time)",

@@ -24,6 +24,7 @@ use remarketable_core::access::{self, KeyKind};
 use remarketable_core::config::ShareSecret;
 use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
+use remarketable_core::tenants;
 use std::str::FromStr;
 
 #[derive(Parser)]
@@ -258,32 +259,24 @@ async fn tenant(client: &tokio_postgres::Client, command: TenantCommand) -> anyh
             name,
             time_zone,
         } => {
-            if id <= 0 {
-                bail!("tenant id must be greater than 0");
-            }
-            let known_zone = client
-                .query_opt(
-                    "SELECT 1 FROM pg_timezone_names WHERE name = $1",
-                    &[&time_zone],
-                )
-                .await?
-                .is_some();
-            if !known_zone {
-                bail!("unknown time zone {time_zone:?}: use an IANA name such as Europe/Berlin");
-            }
-            let name = name.unwrap_or_else(|| format!("tenant {id}"));
-            let inserted = client
-                .execute(
-                    "INSERT INTO tenants (tenant_id, name, time_zone) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id) DO NOTHING",
-                    &[&id, &name, &time_zone],
-                )
-                .await
-                .context("cannot register the tenant")?;
-            if inserted == 0 {
-                eprintln!("tenant {id} is already registered");
-            } else {
-                eprintln!("registered tenant {id} ({name}, {time_zone})");
+            let tenant = tenants::NewTenant {
+                tenant_id: id,
+                name: name.unwrap_or_else(|| format!("tenant {id}")),
+                time_zone,
+            };
+            match tenants::register(client, &tenant).await {
+                Ok(_) => eprintln!(
+                    "registered tenant {id} ({}, {})",
+                    tenant.name.trim(),
+                    tenant.time_zone
+                ),
+                Err(tenants::RegisterError::Exists(_)) => {
+                    eprintln!("tenant {id} is already registered")
+                }
+                Err(e @ tenants::RegisterError::Database(_)) => {
+                    return Err(anyhow::Error::new(e).context("cannot register the tenant"))
+                }
+                Err(e) => bail!("{e}"),
             }
         }
         TenantCommand::List => {
