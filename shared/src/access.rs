@@ -16,6 +16,7 @@
 //! costs at most one indexed lookup per key and interval.
 
 use crate::config::ShareSecret;
+use crate::error::ErrorCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -79,7 +80,7 @@ impl FromStr for KeyKind {
             "write" => Ok(KeyKind::Write),
             "admin" => Ok(KeyKind::Admin),
             _ => Err(AccessError::Invalid {
-                code: "bad_kind",
+                code: ErrorCode::BadKind,
                 message: "kind must be read, write or admin".into(),
             }),
         }
@@ -97,7 +98,7 @@ pub fn parse_filters<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Filters, AccessError> {
     let bad = |message: String| AccessError::Invalid {
-        code: "bad_filter",
+        code: ErrorCode::BadFilter,
         message,
     };
     let mut filters = Filters::new();
@@ -161,7 +162,7 @@ pub enum AccessError {
     UnknownTenant(i64),
     /// Bad input, with a stable code.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     #[error("the operating system's random source failed")]
     Random,
     #[error("database error")]
@@ -188,7 +189,7 @@ fn is_id(s: &str) -> bool {
 }
 
 /// Checks a key or token id from a path.
-pub fn parse_id(s: &str, code: &'static str) -> Result<String, AccessError> {
+pub fn parse_id(s: &str, code: ErrorCode) -> Result<String, AccessError> {
     if is_id(s) {
         Ok(s.to_string())
     } else {
@@ -202,7 +203,7 @@ pub fn parse_id(s: &str, code: &'static str) -> Result<String, AccessError> {
 fn check_label(label: &str) -> Result<String, AccessError> {
     if label.len() > MAX_LABEL_BYTES || label.chars().any(char::is_control) {
         return Err(AccessError::Invalid {
-            code: "bad_label",
+            code: ErrorCode::BadLabel,
             message: format!(
                 "label must be at most {MAX_LABEL_BYTES} bytes without control characters"
             ),
@@ -273,7 +274,7 @@ pub async fn create_key<C: GenericClient>(
 ) -> Result<NewKey, AccessError> {
     if (kind == KeyKind::Admin) != tenant_id.is_none() {
         return Err(AccessError::Invalid {
-            code: "bad_kind",
+            code: ErrorCode::BadKind,
             message: "admin keys belong to no tenant; read and write keys to one".into(),
         });
     }
@@ -696,7 +697,7 @@ pub fn check_share_ttl(seconds: i64) -> Result<chrono::Duration, AccessError> {
     let ttl = chrono::Duration::seconds(seconds);
     if ttl < MIN_SHARE_TTL || ttl > MAX_SHARE_TTL {
         return Err(AccessError::Invalid {
-            code: "bad_expiry",
+            code: ErrorCode::BadExpiry,
             message: format!(
                 "a share token lives between {} seconds and {} days",
                 MIN_SHARE_TTL.num_seconds(),
@@ -893,7 +894,7 @@ mod tests {
                 matches!(
                     err,
                     AccessError::Invalid {
-                        code: "bad_filter",
+                        code: ErrorCode::BadFilter,
                         ..
                     }
                 ),

@@ -5,6 +5,7 @@
 //! always one the dashboard can draw. Saves carry the version they started from: a save over a
 //! newer version is refused as a conflict instead of silently overwriting someone's work.
 
+use crate::error::ErrorCode;
 /// What a widget plots.
 pub use crate::reports::Metric;
 use crate::reports::{Dimension, TopList};
@@ -78,7 +79,7 @@ pub struct Dashboard {
 pub enum DashboardError {
     /// Bad input, with a stable code (`bad_dashboard_name`, `bad_title`, `bad_layout`).
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     #[error("{0}")]
     Conflict(String),
     #[error("no such dashboard")]
@@ -89,7 +90,7 @@ pub enum DashboardError {
     Database(#[from] tokio_postgres::Error),
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> DashboardError {
+fn invalid(code: ErrorCode, message: impl Into<String>) -> DashboardError {
     DashboardError::Invalid {
         code,
         message: message.into(),
@@ -107,7 +108,7 @@ pub fn parse_name(raw: &str) -> Result<String, DashboardError> {
         Ok(raw.to_string())
     } else {
         Err(invalid(
-            "bad_dashboard_name",
+            ErrorCode::BadDashboardName,
             "a dashboard name is 1 to 40 characters of a-z, 0-9 and '-', not starting with '-'",
         ))
     }
@@ -119,7 +120,7 @@ pub fn parse_title(raw: &str) -> Result<String, DashboardError> {
     let chars = title.chars().count();
     if chars == 0 || chars > MAX_TITLE_CHARS || title.chars().any(char::is_control) {
         return Err(invalid(
-            "bad_title",
+            ErrorCode::BadTitle,
             format!("a title is 1 to {MAX_TITLE_CHARS} characters without control characters"),
         ));
     }
@@ -129,14 +130,18 @@ pub fn parse_title(raw: &str) -> Result<String, DashboardError> {
 impl Layout {
     /// Parses and checks a layout sent by a client.
     pub fn parse(value: serde_json::Value) -> Result<Layout, DashboardError> {
-        let layout: Layout = serde_json::from_value(value)
-            .map_err(|e| invalid("bad_layout", format!("the layout is not valid: {e}")))?;
+        let layout: Layout = serde_json::from_value(value).map_err(|e| {
+            invalid(
+                ErrorCode::BadLayout,
+                format!("the layout is not valid: {e}"),
+            )
+        })?;
         layout.check()?;
         Ok(layout)
     }
 
     fn check(&self) -> Result<(), DashboardError> {
-        let bad = |message: String| Err(invalid("bad_layout", message));
+        let bad = |message: String| Err(invalid(ErrorCode::BadLayout, message));
         if self.widgets.len() > MAX_WIDGETS {
             return bad(format!("a dashboard holds at most {MAX_WIDGETS} widgets"));
         }
@@ -209,7 +214,7 @@ fn from_row(row: &Row) -> Result<Dashboard, DashboardError> {
     // say) is reported rather than guessed at.
     let layout: Layout = serde_json::from_value(layout).map_err(|e| {
         invalid(
-            "bad_layout",
+            ErrorCode::BadLayout,
             format!("the stored layout cannot be read: {e}"),
         )
     })?;

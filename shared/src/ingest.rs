@@ -15,15 +15,17 @@
 //! Any other database failure aborts the transaction and is returned as an [`IngestError`]; the
 //! caller answers non-2xx so the trigger retries the batch and nothing is skipped.
 
+use crate::error::is_transient;
 use crate::event::{parse_event, peek_tenant_id, EventLimits, Rejection, ValidEvent};
+use crate::ledger;
 use crate::partitions::PartitionCache;
 use crate::reason::Reason;
 use crate::tenants::TenantRegistry;
 use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -101,6 +103,16 @@ impl IngestError {
     }
 }
 
+impl From<IngestError> for crate::error::Error {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Unavailable(e) | IngestError::Database(e) => {
+                crate::error::Error::database(&e)
+            }
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for IngestError {
     fn from(e: tokio_postgres::Error) -> Self {
         if is_transient(&e) {
@@ -109,22 +121,6 @@ impl From<tokio_postgres::Error> for IngestError {
             IngestError::Database(e)
         }
     }
-}
-
-/// Errors that go away by themselves: no answer from the server (connection refused, lost or
-/// closed), or SQLSTATE classes 08 (connection), 40 (rollback: serialization, deadlock),
-/// 53 (insufficient resources), 57 (operator intervention: shutdown, cancel), 58 (system), or
-/// a lock timeout.
-pub fn is_transient(e: &tokio_postgres::Error) -> bool {
-    let Some(code) = e.code() else {
-        // No SQLSTATE: transient if the connection could not be made, broke or was closed;
-        // anything else (an unexpected row count, a type mismatch) is a bug to surface.
-        return e.is_closed()
-            || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
-    };
-    let code = code.code();
-    matches!(&code[..2], "08" | "40" | "53" | "57" | "58")
-        || code == SqlState::LOCK_NOT_AVAILABLE.code()
 }
 
 /// Data errors: the row, not the system, is at fault: SQLSTATE class 22 (data exception),
@@ -849,17 +845,8 @@ async fn insert_dead_letters(
     Ok(())
 }
 
-#[derive(Default)]
-struct LedgerCounts {
-    received: i64,
-    stored: i64,
-    duplicates: i64,
-    dead_lettered: i64,
-}
-
-/// Records the batch in the ledger (one row of `ingest_ledger_batches`), per tenant and hour of
-/// enqueue time. Events of a tenant that is not registered, or whose tenant cannot be read,
-/// count under tenant 0.
+/// Records the batch in the ledger, per tenant and hour of enqueue time. Events of a tenant
+/// that is not registered, or whose tenant cannot be read, count under tenant 0.
 async fn record_ledger(
     tx: &Transaction<'_>,
     batch: &Batch,
@@ -867,53 +854,18 @@ async fn record_ledger(
     registered: &HashSet<i64>,
 ) -> Result<(), tokio_postgres::Error> {
     let known = |id: Option<i64>| id.filter(|id| registered.contains(id)).unwrap_or(0);
-    let mut counts: BTreeMap<(i64, DateTime<Utc>), LedgerCounts> = BTreeMap::new();
+    let mut entry = ledger::Entry::default();
     for (incoming, verdict) in batch.events.iter().zip(verdicts) {
-        let hour = incoming
-            .enqueued_at
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or(incoming.enqueued_at);
-        let (tenant, count): (i64, fn(&mut LedgerCounts)) = match verdict {
+        let (tenant, count): (i64, fn(&mut ledger::Counts)) = match verdict {
             Verdict::Stored(tenant) => (*tenant, |c| c.stored += 1),
             Verdict::Duplicate => (known(peek_tenant_id(&incoming.body)), |c| c.duplicates += 1),
             Verdict::Rejected(r) => (known(r.tenant_id), |c| c.dead_lettered += 1),
         };
-        let c = counts.entry((tenant, hour)).or_default();
+        let c = entry.cell(tenant, incoming.enqueued_at);
         c.received += 1;
         count(c);
     }
-    if counts.is_empty() {
-        return Ok(());
-    }
-    let mut tenants = Vec::with_capacity(counts.len());
-    let mut hours = Vec::with_capacity(counts.len());
-    let mut received = Vec::with_capacity(counts.len());
-    let mut stored = Vec::with_capacity(counts.len());
-    let mut duplicates = Vec::with_capacity(counts.len());
-    let mut dead_lettered = Vec::with_capacity(counts.len());
-    for ((tenant, hour), c) in counts {
-        tenants.push(tenant);
-        hours.push(hour);
-        received.push(c.received);
-        stored.push(c.stored);
-        duplicates.push(c.duplicates);
-        dead_lettered.push(c.dead_lettered);
-    }
-    tx.query_typed(
-        include_str!("../sql/insert_ledger_entry.sql"),
-        &[
-            (&batch.source, Type::TEXT),
-            (&batch.partition, Type::TEXT),
-            (&tenants, Type::INT8_ARRAY),
-            (&hours, Type::TIMESTAMPTZ_ARRAY),
-            (&received, Type::INT8_ARRAY),
-            (&stored, Type::INT8_ARRAY),
-            (&duplicates, Type::INT8_ARRAY),
-            (&dead_lettered, Type::INT8_ARRAY),
-        ],
-    )
-    .await?;
-    Ok(())
+    entry.record(tx, &batch.source, &batch.partition).await
 }
 
 fn report(batch: &Batch, verdicts: Vec<Verdict>, position: i64) -> BatchReport {

@@ -12,19 +12,25 @@
 
 pub mod access;
 pub mod cache;
+pub mod collect;
 pub mod config;
 pub mod dashboards;
 pub mod db;
+pub mod error;
 pub mod event;
 pub mod ingest;
+pub mod jobs;
+pub mod ledger;
 pub mod partitions;
 pub mod reason;
 pub mod replay;
 pub mod reports;
 pub mod rollup;
 pub mod sketch;
+pub mod telemetry;
 pub mod tenants;
 
 pub use config::Settings;
+pub use error::{Error, ErrorCode};
 pub use ingest::{Batch, BatchReport, IncomingEvent, IngestError, Ingestor, Outcome};
 pub use reason::Reason;

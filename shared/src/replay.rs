@@ -34,9 +34,10 @@
 
 use crate::event::{parse_event, EventLimits, Rejection, ValidEvent};
 use crate::ingest::{write_events, IncomingEvent, IngestError};
+use crate::ledger;
 use crate::partitions::PartitionCache;
 use crate::reason::Reason;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -291,9 +292,6 @@ fn judge(
     Ok(event)
 }
 
-/// Per (tenant, hour): received, stored, dead-lettered.
-type LedgerDelta = BTreeMap<(i64, DateTime<Utc>), (i64, i64, i64)>;
-
 /// Moves the replayed events from dead-lettered to stored in the ledger (see the module
 /// documentation), as one entry of `ingest_ledger_batches`.
 async fn record_ledger(
@@ -302,48 +300,19 @@ async fn record_ledger(
     registered_at: Option<DateTime<Utc>>,
     replayed: &[&DeadLetter],
 ) -> Result<(), tokio_postgres::Error> {
-    let mut delta = LedgerDelta::new();
+    let mut entry = ledger::Entry::default();
     for letter in replayed {
         let enqueued_at = letter.incoming.enqueued_at;
-        let hour = enqueued_at
-            .duration_trunc(TimeDelta::hours(1))
-            .unwrap_or(enqueued_at);
-        let counted_under = ledger_tenant(tenant_id, registered_at, letter);
-        let from = delta.entry((counted_under, hour)).or_default();
-        from.0 -= 1;
-        from.2 -= 1;
-        let to = delta.entry((tenant_id, hour)).or_default();
-        to.0 += 1;
-        to.1 += 1;
+        let from = entry.cell(ledger_tenant(tenant_id, registered_at, letter), enqueued_at);
+        from.received -= 1;
+        from.dead_lettered -= 1;
+        let to = entry.cell(tenant_id, enqueued_at);
+        to.received += 1;
+        to.stored += 1;
     }
-    let mut tenants = Vec::with_capacity(delta.len());
-    let mut hours = Vec::with_capacity(delta.len());
-    let mut received = Vec::with_capacity(delta.len());
-    let mut stored = Vec::with_capacity(delta.len());
-    let mut dead_lettered = Vec::with_capacity(delta.len());
-    for ((tenant, hour), (r, s, d)) in delta {
-        tenants.push(tenant);
-        hours.push(hour);
-        received.push(r);
-        stored.push(s);
-        dead_lettered.push(d);
-    }
-    let duplicates = vec![0i64; tenants.len()];
-    tx.query_typed(
-        include_str!("../sql/insert_ledger_entry.sql"),
-        &[
-            (&LEDGER_SOURCE, Type::TEXT),
-            (&tenant_id.to_string(), Type::TEXT),
-            (&tenants, Type::INT8_ARRAY),
-            (&hours, Type::TIMESTAMPTZ_ARRAY),
-            (&received, Type::INT8_ARRAY),
-            (&stored, Type::INT8_ARRAY),
-            (&duplicates, Type::INT8_ARRAY),
-            (&dead_lettered, Type::INT8_ARRAY),
-        ],
-    )
-    .await?;
-    Ok(())
+    entry
+        .record(tx, LEDGER_SOURCE, &tenant_id.to_string())
+        .await
 }
 
 /// The tenant ingest counted a dead letter under: 0 when the tenant was not registered then.

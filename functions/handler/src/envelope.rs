@@ -2,10 +2,16 @@
 //!
 //! The host may send array and string values JSON-encoded a second time (a JSON string that
 //! contains the JSON text); every accessor here accepts both the plain and the double-encoded
-//! form. See `../shared/design/FUNCTIONS_CONTRACT.md` and the fixtures in `tests/fixtures/`.
+//! form. ARCHITECTURE.md ("Host contracts") says what the host sends; `tests/fixtures/` holds
+//! every envelope this module decodes.
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use remarketable_core::{Batch, IncomingEvent};
+use remarketable_api::ApiError;
+use remarketable_core::{Batch, ErrorCode, IncomingEvent};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -351,6 +357,36 @@ pub fn http_response(status: u16, body: &Value) -> Value {
         "headers": {"Content-Type": "application/json"},
         "body": body.to_string(),
     })
+}
+
+/// The host sent an envelope we cannot decode: the invocation fails with 400 `bad_envelope`.
+pub fn bad_envelope(e: EnvelopeError) -> ApiError {
+    tracing::error!(error = %e, "invocation envelope not understood");
+    ApiError::new(ErrorCode::BadEnvelope, e.0)
+}
+
+/// Extracts an invocation envelope (an [`InvocationRequest`] unless a trigger has its own
+/// type), answering bad bodies with the API's error shape instead of axum's plain-text
+/// rejections.
+pub struct Envelope<T = InvocationRequest>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Envelope<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::TooLarge, "invocation body is too large")
+            } else {
+                ApiError::new(ErrorCode::BadEnvelope, "invocation body could not be read")
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Envelope).map_err(|e| {
+            bad_envelope(EnvelopeError(format!(
+                "invocation body is not a JSON envelope: {e}"
+            )))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ use remarketable_core::access::{self, KeyKind};
 use remarketable_core::config::ShareSecret;
 use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
-use remarketable_core::tenants;
+use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
+use remarketable_core::ErrorCode;
+use remarketable_core::{jobs, tenants};
 use std::str::FromStr;
 
 #[derive(Parser)]
@@ -52,9 +54,11 @@ enum Command {
         #[arg(long, env = "EVENTS_LOOKAHEAD")]
         lookahead: Option<String>,
     },
-    /// Create missing partitions up to the look-ahead and drop expired ones (what the
-    /// `maintenance` timer does).
+    /// Create missing partitions up to the look-ahead and drop expired ones.
     Partitions,
+    /// Everything the `maintenance` timer does: partitions, ledger compaction, rollup
+    /// retention.
+    Maintenance,
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -215,6 +219,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             maintain(&client).await?;
         }
         Command::Partitions => maintain(&client).await?,
+        Command::Maintenance => {
+            let run = jobs::maintenance(&client)
+                .await
+                .context("maintenance failed")?;
+            eprintln!(
+                "{}",
+                MaintenanceDone {
+                    run: &run,
+                    past_due: false
+                }
+            );
+        }
         Command::Tenant { command } => tenant(&client, command).await?,
         Command::Rollup { command } => rollups(&mut client, command).await?,
         Command::Key { command } => keys(&client, command).await?,
@@ -303,9 +319,14 @@ async fn rollups(
 ) -> anyhow::Result<()> {
     match command {
         RollupCommand::Run => {
-            for advance in rollup::run(client).await.context("rollup failed")? {
-                eprintln!("{advance}");
-            }
+            let run = jobs::rollup(client).await.context("rollup failed")?;
+            eprintln!(
+                "{}",
+                RollupsAdvanced {
+                    run: &run,
+                    past_due: false
+                }
+            );
         }
         RollupCommand::Status => {
             println!("rollup\tlast_event_id\tretention\tlast_run_at\tlast_rows");
@@ -396,7 +417,7 @@ async fn keys(client: &tokio_postgres::Client, command: KeyCommand) -> anyhow::R
             }
         }
         KeyCommand::Revoke { key_id } => {
-            let key_id = access::parse_id(&key_id, "bad_key_id").map_err(access_error)?;
+            let key_id = access::parse_id(&key_id, ErrorCode::BadKeyId).map_err(access_error)?;
             match access::revoke_key(client, &key_id)
                 .await
                 .map_err(access_error)?
@@ -477,7 +498,8 @@ async fn shares(client: &tokio_postgres::Client, command: ShareCommand) -> anyho
             }
         }
         ShareCommand::Revoke { token_id } => {
-            let token_id = access::parse_id(&token_id, "bad_token_id").map_err(access_error)?;
+            let token_id =
+                access::parse_id(&token_id, ErrorCode::BadTokenId).map_err(access_error)?;
             if access::revoke_share_token(client, None, &token_id)
                 .await
                 .map_err(access_error)?

@@ -8,9 +8,9 @@ use remarketable_core::reports::{Dimension, Granularity, Metric, MAX_RANGE_DAYS}
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-use crate::AppState;
+use crate::ApiState;
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new().route("/api/v1/openapi.json", get(|| async { Json(document()) }))
 }
 

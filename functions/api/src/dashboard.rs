@@ -11,7 +11,7 @@
 //! not end up in request logs; the page sends them as `Authorization: Share …`.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::ApiState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,7 +52,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsa
                    img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
                    base-uri 'none'; form-action 'self'";
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/dashboard", get(|| async { redirect_to_page() }))
         .route("/api/dashboard/", get(page))
@@ -102,7 +102,7 @@ async fn page() -> Response {
     response
 }
 
-async fn embed(State(state): State<Arc<AppState>>) -> Response {
+async fn embed(State(state): State<Arc<ApiState>>) -> Response {
     html(&state.settings.embed_frame_ancestors)
 }
 

@@ -1,5 +1,5 @@
 //! Builds the web dashboard (`dashboard/`, TypeScript and Apache ECharts from the npm registry)
-//! into `$OUT_DIR/dashboard`, where `src/dashboard.rs` embeds it: the handler binary carries
+//! into `$OUT_DIR/dashboard`, where `src/dashboard.rs` embeds it: every binary serving the API carries
 //! its pages and needs nothing at run time.
 //!
 //! `npm ci` runs when `dashboard/node_modules` is missing or older than the lock file; then

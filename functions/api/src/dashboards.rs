@@ -11,12 +11,13 @@
 
 use crate::access::{key_holder_of, tenant_id_of, ApiJson, TenantAccess};
 use crate::error::ApiError;
-use crate::AppState;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use crate::{ApiState, Db};
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use remarketable_core::dashboards::{self, DashboardError, Layout};
+use remarketable_core::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 /// Largest body of a save: 30 widgets take well under 8 KiB.
 const MAX_BODY_BYTES: usize = 32 << 10;
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/tenants/{tenant_id}/dashboards", get(list))
         .route(
@@ -36,31 +37,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 fn dashboard_error(e: DashboardError) -> ApiError {
     match e {
-        DashboardError::Invalid { code, message } => {
-            ApiError::new(StatusCode::BAD_REQUEST, code, message)
-        }
-        DashboardError::Conflict(message) => {
-            ApiError::new(StatusCode::CONFLICT, "version_conflict", message)
-        }
-        DashboardError::NotFound => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such dashboard")
-        }
-        e @ DashboardError::TooMany => {
-            ApiError::new(StatusCode::CONFLICT, "too_many_dashboards", e.to_string())
-        }
+        DashboardError::Invalid { code, message } => ApiError::new(code, message),
+        DashboardError::Conflict(message) => ApiError::new(ErrorCode::VersionConflict, message),
+        DashboardError::NotFound => ApiError::new(ErrorCode::NotFound, "no such dashboard"),
+        e @ DashboardError::TooMany => ApiError::new(ErrorCode::TooManyDashboards, e.to_string()),
         DashboardError::Database(e) => ApiError::database(e),
     }
 }
 
 /// `GET /api/v1/tenants/{tenant_id}/dashboards`: also for share links, which draw a layout.
 async fn list(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant): Path<String>,
+    Db(client): Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant_id = tenant_id_of(&tenant)?;
     access.require_tenant(tenant_id)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let list = dashboards::list(&**client, tenant_id)
         .await
         .map_err(dashboard_error)?;
@@ -78,16 +70,15 @@ struct SaveRequest {
 
 /// `PUT /api/v1/tenants/{tenant_id}/dashboards/{name}`
 async fn save(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path((tenant, name)): Path<(String, String)>,
+    Db(mut client): Db,
     ApiJson(body): ApiJson<SaveRequest>,
 ) -> Result<Json<dashboards::Dashboard>, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
     let name = dashboards::parse_name(&name).map_err(dashboard_error)?;
     let title = dashboards::parse_title(&body.title).map_err(dashboard_error)?;
     let layout = Layout::parse(body.layout).map_err(dashboard_error)?;
-    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
     let saved = dashboards::save(
         &mut client,
         tenant_id,
@@ -104,13 +95,12 @@ async fn save(
 
 /// `DELETE /api/v1/tenants/{tenant_id}/dashboards/{name}`
 async fn remove(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path((tenant, name)): Path<(String, String)>,
+    Db(client): Db,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
     let name = dashboards::parse_name(&name).map_err(dashboard_error)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     if dashboards::delete(&**client, tenant_id, &name)
         .await
         .map_err(dashboard_error)?

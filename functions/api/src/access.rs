@@ -26,7 +26,7 @@
 //! not probed). Credentials are never echoed or logged.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{ApiState, Db};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -37,6 +37,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use remarketable_core::access::{self, AccessError, KeyKind, VerifiedKey};
 use remarketable_core::tenants::{self, RegisterError};
+use remarketable_core::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -47,7 +48,7 @@ use std::sync::Arc;
 const MAX_BODY_BYTES: usize = 16 << 10;
 
 /// The routes of this module, merged into [`crate::app`].
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/admin/tenants", post(create_tenant))
         .route(
@@ -73,33 +74,25 @@ pub fn access_error(e: AccessError) -> ApiError {
     match e {
         AccessError::Unauthorized => unauthorized("missing, unknown or revoked credential"),
         AccessError::ShareExpired => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "share_expired",
+            ErrorCode::ShareExpired,
             "the share link has expired; ask for a new one",
         ),
-        AccessError::ShareRevoked => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "share_revoked",
-            "the share link was revoked",
-        ),
+        AccessError::ShareRevoked => {
+            ApiError::new(ErrorCode::ShareRevoked, "the share link was revoked")
+        }
         AccessError::ShareTokensDisabled => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "share_tokens_disabled",
+            ErrorCode::ShareTokensDisabled,
             "share links are not enabled on this service",
         ),
         AccessError::UnknownTenant(id) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_tenant",
+            ErrorCode::UnknownTenant,
             format!("tenant {id} is not registered"),
         ),
-        AccessError::Invalid { code, message } => {
-            ApiError::new(StatusCode::BAD_REQUEST, code, message)
-        }
+        AccessError::Invalid { code, message } => ApiError::new(code, message),
         AccessError::Random => {
             tracing::error!("the operating system's random source failed");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "random_unavailable",
+                ErrorCode::RandomUnavailable,
                 "cannot make a credential now; retry later",
             )
         }
@@ -108,15 +101,15 @@ pub fn access_error(e: AccessError) -> ApiError {
 }
 
 fn unauthorized(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 fn forbidden(message: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(ErrorCode::Forbidden, message)
 }
 
-fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
 }
 
 /// The credential a request presents.
@@ -139,7 +132,7 @@ fn credential(parts: &Parts) -> Result<Credential, ApiError> {
     let share_query = query_param(parts.uri.query(), "share");
     match (header, share_query) {
         (Some(_), Some(_)) => Err(bad_request(
-            "ambiguous_credentials",
+            ErrorCode::AmbiguousCredentials,
             "send either an Authorization header or a share parameter, not both",
         )),
         (None, Some(token)) => Ok(Credential::Share(token.to_string())),
@@ -168,7 +161,7 @@ fn credential(parts: &Parts) -> Result<Credential, ApiError> {
     }
 }
 
-async fn verify_key(state: &AppState, key: &str) -> Result<VerifiedKey, ApiError> {
+async fn verify_key(state: &ApiState, key: &str) -> Result<VerifiedKey, ApiError> {
     let client = state.pool.get().await.map_err(ApiError::pool)?;
     state
         .verifier
@@ -224,12 +217,12 @@ impl TenantAccess {
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for TenantAccess {
+impl FromRequestParts<Arc<ApiState>> for TenantAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Arc<AppState>,
+        state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         match credential(parts)? {
             Credential::Key(key) => {
@@ -278,12 +271,12 @@ pub struct AdminAccess {
     pub key_id: String,
 }
 
-impl FromRequestParts<Arc<AppState>> for AdminAccess {
+impl FromRequestParts<Arc<ApiState>> for AdminAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Arc<AppState>,
+        state: &Arc<ApiState>,
     ) -> Result<Self, ApiError> {
         match credential(parts)? {
             Credential::Key(key) => {
@@ -303,7 +296,7 @@ impl FromRequestParts<Arc<AppState>> for AdminAccess {
 
 /// The tenant of a write key presented to `collect` (header `x-rmk-write-key` or query
 /// `write_key`): 401 without a valid key, 403 for a key of another kind.
-pub async fn write_key_tenant(state: &AppState, presented: Option<&str>) -> Result<i64, ApiError> {
+pub async fn write_key_tenant(state: &ApiState, presented: Option<&str>) -> Result<i64, ApiError> {
     let key = presented
         .map(str::trim)
         .filter(|k| !k.is_empty())
@@ -329,12 +322,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
+                    ErrorCode::TooLarge,
                     format!("request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                bad_request("bad_request", "request body could not be read")
+                bad_request(ErrorCode::BadRequest, "request body could not be read")
             }
         })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -344,15 +336,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         };
         serde_json::from_slice(bytes)
             .map(ApiJson)
-            .map_err(|e| bad_request("bad_request", format!("request body: {e}")))
+            .map_err(|e| bad_request(ErrorCode::BadRequest, format!("request body: {e}")))
     }
 }
 
 pub(crate) fn tenant_id_of(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| bad_request("bad_tenant_id", "tenant ids are integers greater than 0"))
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        bad_request(
+            ErrorCode::BadTenantId,
+            "tenant ids are integers greater than 0",
+        )
+    })
 }
 
 /// A response that carries a secret shown once: never cached anywhere.
@@ -379,8 +373,8 @@ fn utc() -> String {
 
 /// `POST /api/v1/admin/tenants`
 async fn create_tenant(
-    State(state): State<Arc<AppState>>,
     admin: AdminAccess,
+    Db(client): Db,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants::NewTenant {
@@ -388,16 +382,13 @@ async fn create_tenant(
         name: body.name,
         time_zone: body.time_zone,
     };
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let created_at = tenants::register(&**client, &tenant)
         .await
         .map_err(|e| match e {
-            RegisterError::BadTenantId => bad_request("bad_tenant_id", e.to_string()),
-            RegisterError::BadName => bad_request("bad_name", e.to_string()),
-            RegisterError::BadTimeZone => bad_request("bad_time_zone", e.to_string()),
-            RegisterError::Exists(_) => {
-                ApiError::new(StatusCode::CONFLICT, "tenant_exists", e.to_string())
-            }
+            RegisterError::BadTenantId => bad_request(ErrorCode::BadTenantId, e.to_string()),
+            RegisterError::BadName => bad_request(ErrorCode::BadName, e.to_string()),
+            RegisterError::BadTimeZone => bad_request(ErrorCode::BadTimeZone, e.to_string()),
+            RegisterError::Exists(_) => ApiError::new(ErrorCode::TenantExists, e.to_string()),
             RegisterError::Database(e) => ApiError::database(e),
         })?;
     tracing::info!(tenant_id = tenant.tenant_id, admin_key = %admin.key_id, "tenant registered");
@@ -423,9 +414,9 @@ struct NewKeyRequest {
 
 /// `POST /api/v1/admin/tenants/{tenant_id}/keys`
 async fn create_key(
-    State(state): State<Arc<AppState>>,
     admin: AdminAccess,
     Path(tenant): Path<String>,
+    Db(client): Db,
     ApiJson(body): ApiJson<NewKeyRequest>,
 ) -> Result<Response, ApiError> {
     let tenant_id = tenant_id_of(&tenant)?;
@@ -437,11 +428,10 @@ async fn create_key(
         .map_err(access_error)?;
     if kind == KeyKind::Admin {
         return Err(bad_request(
-            "bad_kind",
+            ErrorCode::BadKind,
             "admin keys belong to no tenant: create them with `remarketable key create --admin`",
         ));
     }
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let key = access::create_key(&**client, Some(tenant_id), kind, &body.label)
         .await
         .map_err(access_error)?;
@@ -464,12 +454,11 @@ async fn create_key(
 
 /// `GET /api/v1/admin/tenants/{tenant_id}/keys`
 async fn list_keys(
-    State(state): State<Arc<AppState>>,
     _admin: AdminAccess,
     Path(tenant): Path<String>,
+    Db(client): Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant_id = tenant_id_of(&tenant)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let registered = client
         .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
         .await
@@ -486,22 +475,18 @@ async fn list_keys(
 
 /// `DELETE /api/v1/admin/keys/{key_id}`
 async fn revoke_key(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     admin: AdminAccess,
     Path(key_id): Path<String>,
+    Db(client): Db,
 ) -> Result<StatusCode, ApiError> {
-    let key_id = access::parse_id(&key_id, "bad_key_id").map_err(access_error)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let key_id = access::parse_id(&key_id, ErrorCode::BadKeyId).map_err(access_error)?;
     let found = access::revoke_key(&**client, &key_id)
         .await
         .map_err(access_error)?;
     state.verifier.forget_key(&key_id);
     if found.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such key",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such key"));
     }
     tracing::info!(key_id = %key_id, admin_key = %admin.key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -527,9 +512,10 @@ pub(crate) fn key_holder_of(access: &TenantAccess, tenant: &str) -> Result<i64, 
 
 /// `POST /api/v1/tenants/{tenant_id}/share-tokens`
 async fn create_share_token(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     access: TenantAccess,
     Path(tenant): Path<String>,
+    Db(client): Db,
     ApiJson(body): ApiJson<NewShareRequest>,
 ) -> Result<Response, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
@@ -542,7 +528,6 @@ async fn create_share_token(
     let ttl = access::check_share_ttl(body.expires_in_seconds).map_err(access_error)?;
     let filters = access::parse_filters(body.filters.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(access_error)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let token = access::create_share_token(
         &**client,
         Some(secret),
@@ -565,12 +550,11 @@ async fn create_share_token(
 
 /// `GET /api/v1/tenants/{tenant_id}/share-tokens`
 async fn list_share_tokens(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant): Path<String>,
+    Db(client): Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let tokens = access::list_share_tokens(&**client, tenant_id)
         .await
         .map_err(access_error)?;
@@ -579,23 +563,19 @@ async fn list_share_tokens(
 
 /// `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}`
 async fn revoke_share_token(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     access: TenantAccess,
     Path((tenant, token_id)): Path<(String, String)>,
+    Db(client): Db,
 ) -> Result<StatusCode, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
-    let token_id = access::parse_id(&token_id, "bad_token_id").map_err(access_error)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
+    let token_id = access::parse_id(&token_id, ErrorCode::BadTokenId).map_err(access_error)?;
     let found = access::revoke_share_token(&**client, Some(tenant_id), &token_id)
         .await
         .map_err(access_error)?;
     state.verifier.forget_share(&token_id);
     if !found {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such share token",
-        ));
+        return Err(ApiError::new(ErrorCode::NotFound, "no such share token"));
     }
     tracing::info!(tenant_id, token_id = %token_id, "share token revoked");
     Ok(StatusCode::NO_CONTENT)
@@ -604,21 +584,20 @@ async fn revoke_share_token(
 /// `GET /api/v1/tenants/{tenant_id}/whoami`: what the presented credential grants, for the
 /// dashboard (which filters are fixed, whether it may manage share links, when a link expires).
 async fn whoami(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant): Path<String>,
+    db: Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     access.require_tenant(tenant_id_of(&tenant)?)?;
-    whoami_any(State(state), access).await
+    whoami_any(access, db).await
 }
 
 /// `GET /api/v1/whoami`: the same without knowing the tenant beforehand, so that signing in to
 /// the dashboard takes only a key (or a share link). Adds the tenant's name and time zone.
 async fn whoami_any(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
+    Db(client): Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let tenant = client
         .query_opt(
             "SELECT name, time_zone FROM tenants WHERE tenant_id = $1",

@@ -6,16 +6,16 @@
 
 use crate::access::AdminAccess;
 use crate::error::ApiError;
-use crate::AppState;
+use crate::{ApiState, Db};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use remarketable_core::replay::{self, ReplayError, DEFAULT_MAX};
+use remarketable_core::ErrorCode;
 use serde::Deserialize;
 use std::sync::Arc;
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new().route(
         "/api/v1/admin/tenants/{tenant_id}/dead-letters/replay",
         post(replay_dead_letters),
@@ -30,21 +30,20 @@ struct ReplayRequest {
 }
 
 async fn replay_dead_letters(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     _admin: AdminAccess,
     Path(tenant_id): Path<i64>,
+    Db(mut client): Db,
     body: Option<Json<ReplayRequest>>,
 ) -> Result<Json<replay::ReplayReport>, ApiError> {
     let request = body.map(|Json(r)| r).unwrap_or_default();
     let max = request.max.unwrap_or(DEFAULT_MAX);
     if !(1..=DEFAULT_MAX).contains(&max) {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_parameter",
+            ErrorCode::BadParameter,
             format!("max must be between 1 and {DEFAULT_MAX}"),
         ));
     }
-    let mut client = state.pool.get().await.map_err(ApiError::pool)?;
     let report = replay::replay_dead_letters_after(
         &mut client,
         tenant_id,
@@ -55,10 +54,9 @@ async fn replay_dead_letters(
     )
     .await
     .map_err(|e| match e {
-        ReplayError::Database(e) => ApiError::ingest(e),
+        ReplayError::Database(e) => remarketable_core::Error::from(e).into(),
         ReplayError::Changed => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "replay_conflict",
+            ErrorCode::ReplayConflict,
             "dead letters changed during the replay; run it again",
         ),
     })?;

@@ -21,9 +21,9 @@
 
 use crate::access::TenantAccess;
 use crate::error::ApiError;
-use crate::AppState;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use crate::{ApiState, Db};
+use axum::extract::{Extension, Path, Query};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -32,6 +32,7 @@ use remarketable_core::reports::{
     self, Dimension, Filters, Granularity, Metric, Metrics, Range, Ranking, ReportError,
     RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
 };
+use remarketable_core::ErrorCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 /// Bytes of rolled-up sketches the breakdowns and summaries keep ([`RolledCache`]).
 const ROLLED_CACHE_BYTES: usize = 64 << 20;
 
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/tenants/{tenant_id}/timeseries", get(timeseries))
         .route("/api/v1/tenants/{tenant_id}/breakdown", get(breakdown))
@@ -78,7 +79,7 @@ struct Request {
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message)
+    ApiError::new(ErrorCode::BadParameter, message)
 }
 
 fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -135,9 +136,9 @@ impl ReportQuery {
                         reports::MAX_FILTER_BYTES
                     )));
                 }
-                filters.set(dimension, value).map_err(|message| {
-                    ApiError::new(StatusCode::FORBIDDEN, "filter_fixed", message)
-                })?;
+                filters
+                    .set(dimension, value)
+                    .map_err(|message| ApiError::new(ErrorCode::FilterFixed, message))?;
             }
         }
         let csv = match self.format.as_deref() {
@@ -167,8 +168,7 @@ fn report_error(e: ReportError) -> ApiError {
         ReportError::Sketch(e) => {
             tracing::error!(error = %e, "a sketch from the database does not parse");
             ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "internal error; see the handler log",
             )
         }
@@ -259,15 +259,14 @@ fn with_metrics<'a>(first: &[&'a str]) -> Vec<&'a str> {
 }
 
 async fn timeseries(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let series = reports::timeseries(&client, tenant_id, &r.range, r.granularity, &r.filters)
         .await
         .map_err(report_error)?;
@@ -287,12 +286,12 @@ async fn timeseries(
 }
 
 async fn breakdown(
-    State(state): State<Arc<AppState>>,
     Extension(cache): Extension<Arc<RolledCache>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -310,7 +309,6 @@ async fn breakdown(
     if !(1..=100).contains(&limit) {
         return Err(bad("limit must be between 1 and 100"));
     }
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let ranking = Ranking {
         dimension,
         order,
@@ -347,16 +345,15 @@ async fn breakdown(
 }
 
 async fn summary(
-    State(state): State<Arc<AppState>>,
     Extension(cache): Extension<Arc<RolledCache>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let s = cache
         .summary(&client, tenant_id, &r.range, r.granularity, &r.filters)
         .await
@@ -385,11 +382,11 @@ async fn summary(
 }
 
 async fn top(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -398,7 +395,6 @@ async fn top(
     if !(1..=100).contains(&n) {
         return Err(bad("n must be between 1 and 100"));
     }
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let t = reports::top(
         &client,
         tenant_id,
@@ -422,19 +418,17 @@ async fn top(
 }
 
 async fn ingest(
-    State(state): State<Arc<AppState>>,
     access: TenantAccess,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
+    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     // The ledger and dead letters are per tenant, not per country or campaign: a share link
     // limited to some filters must not see the whole tenant's deliveries.
     if !access.fixed_filters.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "filter_fixed",
+        return Err(ApiError::new(ErrorCode::FilterFixed,
             "this share link is limited to fixed filters; the delivery ledger covers the whole tenant",
         ));
     }
@@ -443,7 +437,6 @@ async fn ingest(
     if !(1..=500).contains(&dead_letters) {
         return Err(bad("dead_letters must be between 1 and 500"));
     }
-    let client = state.pool.get().await.map_err(ApiError::pool)?;
     let report = reports::ingest(&client, tenant_id, &r.range, dead_letters)
         .await
         .map_err(report_error)?;

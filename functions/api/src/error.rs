@@ -1,0 +1,126 @@
+//! The HTTP mapping of the core's error vocabulary, done once: [`ErrorCode`] kind → status, and
+//! `{"error": {"code", "message"}}` with a safe message. The detail of an infrastructure or
+//! internal failure is logged once, here, inside the request's span, and never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use remarketable_core::error::{ErrorCode, ErrorKind};
+use remarketable_core::Error;
+use serde_json::json;
+use std::any::Any;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The status every code of a kind answers with.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code.kind() {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status: status_of(code),
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(ErrorCode::NotFound, "no such function or route")
+    }
+
+    pub fn bad_parameter(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorCode::BadParameter, message)
+    }
+
+    pub fn pool(e: deadpool_postgres::PoolError) -> Self {
+        Error::pool(&e).into()
+    }
+
+    pub fn database(e: tokio_postgres::Error) -> Self {
+        Error::database(&e).into()
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code.as_str(), "message": self.message}})
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let detail = e.detail().unwrap_or_default();
+        match e.code.kind() {
+            ErrorKind::Unavailable => tracing::warn!(code = %e.code, %detail, "{}", e.message),
+            ErrorKind::Internal => tracing::error!(code = %e.code, %detail, "{}", e.message),
+            _ => {}
+        }
+        ApiError::new(e.code, e.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// Answer of [`tower_http::catch_panic::CatchPanicLayer`]: a panic is an internal error.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%detail, "request handler panicked");
+    ApiError::new(
+        ErrorCode::InternalError,
+        "internal error; see the handler log",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_of_codes_clients_rely_on() {
+        for (code, status) in [
+            (ErrorCode::BadParameter, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::WrongTenant, 403),
+            (ErrorCode::UnknownTenant, 404),
+            (ErrorCode::TenantExists, 409),
+            (ErrorCode::TooManyEvents, 413),
+            (ErrorCode::UnsupportedMediaType, 415),
+            (ErrorCode::DatabaseUnavailable, 503),
+            (ErrorCode::ReplayConflict, 503),
+            (ErrorCode::DatabaseError, 500),
+        ] {
+            assert_eq!(status_of(code).as_u16(), status, "{code}");
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_sent() {
+        let e: ApiError = Error::internal("secret detail").into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.body().to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,130 @@
+//! # remarketable-api
+//!
+//! The HTTP API of ReMarketable as one axum [`Router`] that knows no host: served by the Azure
+//! custom handler (forwarded requests), by `lambda_http` on AWS, and by `oneshot` in tests.
+//!
+//! | routes | module |
+//! |---|---|
+//! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}`, `/api/v1/whoami` | [`access`] |
+//! | `/api/v1/tenants/{id}/{timeseries,breakdown,summary,top,ingest}` | [`reports`] |
+//! | `/api/v1/tenants/{id}/dashboards…` | [`dashboards`] |
+//! | `/api/v1/admin/tenants/{id}/dead-letters/replay` | [`replay`] |
+//! | `/api/v1/openapi.json` | [`openapi`] |
+//! | `/api/dashboard/…` (the web pages) | [`dashboard`] |
+//!
+//! Trigger routes (`/ingest`, `/collect`'s envelope, timers) belong to the hosts and never
+//! appear here: this router can be exposed to the internet as it is.
+//!
+//! This crate embeds the dashboard's bundle, built from `dashboard/` by `build.rs` (the one
+//! place that runs npm; `REMARKETABLE_DASHBOARD_DIST` embeds a prebuilt bundle instead).
+
+pub mod access;
+pub mod dashboard;
+pub mod dashboards;
+pub mod error;
+pub mod openapi;
+pub mod replay;
+pub mod reports;
+
+pub use error::ApiError;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, Request};
+use axum::Router;
+use remarketable_core::{db, Settings};
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+/// What every API request may use; built once at start-up, without touching the database
+/// (the pool connects on first use, so hosts answer their readiness probes at once).
+pub struct ApiState {
+    pub settings: Settings,
+    pub pool: deadpool_postgres::Pool,
+    /// Verifies API keys and share tokens, with a short cache.
+    pub verifier: remarketable_core::access::Verifier,
+}
+
+impl ApiState {
+    pub fn new(settings: Settings) -> Self {
+        let pool = db::pool(&settings);
+        let verifier = remarketable_core::access::Verifier::new(settings.access_cache_ttl);
+        ApiState {
+            settings,
+            pool,
+            verifier,
+        }
+    }
+}
+
+/// A pooled database connection for one request; a handler that takes one as an argument gets
+/// a 503 `database_unavailable` answer when none can be had.
+pub struct Db(pub deadpool_postgres::Object);
+
+impl FromRequestParts<Arc<ApiState>> for Db {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        state.pool.get().await.map(Db).map_err(ApiError::pool)
+    }
+}
+
+/// The API's routes with their state and CORS, for a host to merge with its own routes and
+/// then [`finish`].
+pub fn routes(state: Arc<ApiState>) -> Router {
+    let cors = cors(&state.settings.reports_cors_origins);
+    // The HTTP API is reachable from the origins REPORTS_CORS_ORIGINS names (none by default);
+    // the dashboard's pages are same-origin.
+    let api = Router::new()
+        .merge(access::routes())
+        .merge(reports::routes())
+        .merge(openapi::routes())
+        .merge(replay::routes())
+        .merge(dashboards::routes())
+        .layer(cors);
+    api.merge(dashboard::routes()).with_state(state)
+}
+
+/// The API on its own, as a host with no routes of its own serves it.
+pub fn router(state: Arc<ApiState>) -> Router {
+    finish(routes(state))
+}
+
+/// What every served router ends with: JSON 404s, panics answered as JSON 500s, and one
+/// tracing span per request (method and path only: query strings may carry credentials).
+pub fn finish(app: Router) -> Router {
+    app.fallback(|| async { ApiError::not_found() })
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_request(())
+                .on_response(())
+                .on_failure(()),
+        )
+}
+
+/// CORS for the HTTP API: the configured origins may call it with a bearer key (no cookies
+/// are involved, so credentials mode stays off).
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(600))
+}

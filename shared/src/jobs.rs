@@ -1,0 +1,76 @@
+//! The scheduled jobs, the same for every host (Azure timers, EventBridge schedules, the CLI).
+//!
+//! Each takes its own connection's transactions; running one twice at once is safe (rollups
+//! serialize on their watermark rows, partition upkeep on its advisory lock in SQL).
+
+use crate::db::{self, PartitionChange};
+use crate::rollup::{self, Advance};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tokio_postgres::Client;
+
+/// One run of the rollups: the 5-minute, hourly and daily rollups in order.
+#[derive(Debug, Serialize)]
+pub struct RollupRun {
+    #[serde(rename = "rollups")]
+    pub advances: Vec<Advance>,
+}
+
+/// Advances every rollup over the events committed since its last run.
+pub async fn rollup(client: &mut Client) -> Result<RollupRun, crate::Error> {
+    Ok(RollupRun {
+        advances: rollup::run(client).await?,
+    })
+}
+
+/// One maintenance run: partitions created ahead and expired, ledger rows folded, rollup rows
+/// past their retention deleted.
+#[derive(Debug)]
+pub struct MaintenanceRun {
+    pub partitions: Vec<PartitionChange>,
+    pub ledger_totals_folded: i64,
+    pub rollup_rows_deleted: Vec<(String, i64)>,
+}
+
+impl MaintenanceRun {
+    pub fn created(&self) -> Vec<&PartitionChange> {
+        self.changes("created")
+    }
+
+    pub fn dropped(&self) -> Vec<&PartitionChange> {
+        self.changes("dropped")
+    }
+
+    fn changes(&self, action: &str) -> Vec<&PartitionChange> {
+        self.partitions
+            .iter()
+            .filter(|c| c.action == action)
+            .collect()
+    }
+
+    /// The figures a host returns as the run's result.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "created": self.created().len(),
+            "dropped": self.dropped().len(),
+            "ledger_totals_folded": self.ledger_totals_folded,
+            "rollup_rows_deleted": self
+                .rollup_rows_deleted
+                .iter()
+                .map(|(r, n)| (r.clone(), *n))
+                .collect::<BTreeMap<_, _>>(),
+        })
+    }
+}
+
+/// Partition upkeep, ledger compaction and rollup retention, each in its own statement.
+pub async fn maintenance(client: &Client) -> Result<MaintenanceRun, crate::Error> {
+    let partitions = db::maintain_partitions(client).await?;
+    let ledger_totals_folded = db::compact_ledger(client).await?;
+    let rollup_rows_deleted = rollup::apply_retention(client).await?;
+    Ok(MaintenanceRun {
+        partitions,
+        ledger_totals_folded,
+        rollup_rows_deleted,
+    })
+}
