@@ -8,8 +8,9 @@
 //!   [`traffic::Expected`] outcome.
 //! - [`malformed`]: malformed events of many kinds, each labelled with the dead-letter reason
 //!   code the ingest path gives it.
-//! - [`deliver`]: the two targets (a handler's `/ingest` as Event Hubs trigger invocations;
-//!   devhost's hub producer endpoint as NDJSON) and the retry rules.
+//! - [`deliver`]: the two targets (a handler's `/ingest` as Event Hubs trigger invocations,
+//!   encoded by devhost's encoder; devhost's hub producer endpoint as NDJSON) and the retry
+//!   rules.
 //! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
