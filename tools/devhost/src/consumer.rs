@@ -6,8 +6,8 @@
 //! batch is delivered again once the handler is back (or after the next start).
 
 use crate::app::{FunctionDef, Trigger};
+use crate::ctx::Ctx;
 use crate::envelope::{self, PartitionInfo, RetryInfo};
-use crate::host::Ctx;
 use crate::hub::{Partition, StoredEvent};
 use crate::invoke::{invoke, Outcome};
 use crate::state;

@@ -2,7 +2,7 @@
 //! handler's `{"Outputs", "Logs", "ReturnValue"}` answer.
 
 use crate::hub::StoredEvent;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, DurationRound, SecondsFormat, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
@@ -71,9 +71,19 @@ pub struct RetryInfo {
     pub error: String,
 }
 
-/// Enqueued times without the `Z`, as the host writes them.
+/// An enqueued time as the hub keeps it: to the millisecond. Every caller gets the same
+/// precision, whatever clock its times came from.
+fn enqueued_millis(t: &DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(*t)
+}
+
+/// Enqueued times without the `Z`, as the host writes them: a whole second has no fraction
+/// (`10:00:03`, see the fixtures), otherwise milliseconds.
 fn enqueued_text(t: &DateTime<Utc>) -> String {
-    t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    enqueued_millis(t)
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.f")
+        .to_string()
 }
 
 /// The `POST /<function>` body for an Event Hubs batch (`cardinality: many`).
@@ -92,7 +102,7 @@ pub fn event_hub(
             json!({
                 "x-opt-sequence-number": e.seq,
                 "x-opt-offset": e.offset.to_string(),
-                "x-opt-enqueued-time": e.enqueued.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "x-opt-enqueued-time": enqueued_millis(&e.enqueued).to_rfc3339_opts(SecondsFormat::AutoSi, true),
                 "SequenceNumber": e.seq,
                 "Offset": e.offset.to_string(),
                 "PartitionKey": e.key,

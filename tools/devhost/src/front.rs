@@ -7,8 +7,8 @@
 use crate::app::{
     AuthLevel, FunctionDef, Output, Trigger, FUNCTION_KEY_SETTING, MASTER_KEY_SETTING,
 };
+use crate::ctx::Ctx;
 use crate::envelope::{self, HttpRequestInfo};
-use crate::host::Ctx;
 use crate::hub::Target;
 use crate::invoke::{invoke, Outcome};
 use axum::body::Body;
@@ -63,7 +63,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
 }
 
 async fn status(State(ctx): State<Arc<Ctx>>) -> Json<Value> {
-    Json(crate::host::status_json(&ctx))
+    Json(crate::ctx::status_json(&ctx))
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {

@@ -2,9 +2,9 @@
 //! answer, show its `Logs`, apply its non-HTTP outputs.
 
 use crate::app::{FunctionDef, Output};
+use crate::ctx::Ctx;
 use crate::envelope::{self, InvocationResult};
 use crate::handler::CallError;
-use crate::host::Ctx;
 use crate::hub::Target;
 use bytes::Bytes;
 use serde_json::Value;

@@ -29,6 +29,7 @@
 
 pub mod app;
 pub mod consumer;
+pub mod ctx;
 pub mod envelope;
 pub mod front;
 pub mod handler;

@@ -6,8 +6,8 @@
 //! retry policy.
 
 use crate::app::{FunctionDef, Trigger};
+use crate::ctx::Ctx;
 use crate::envelope::{self, RetryInfo, ScheduleStatus};
-use crate::host::Ctx;
 use crate::invoke::{invoke, Outcome};
 use crate::state;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};

@@ -2,12 +2,12 @@
 //! `/ingest` end to end (HTTP envelope, validation, dedup, binary COPY, ledger), into the same
 //! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
 
+use crate::deliver::{envelope, post_ingest};
+use crate::traffic::{Traffic, TrafficConfig};
 use anyhow::{bail, Context};
 use chrono::{Duration, Utc};
 use remarketable_core::event::{parse_event, EventLimits, ValidEvent};
 use remarketable_core::{db, tenants};
-use remarketable_loadgen::deliver::{envelope, post_ingest};
-use remarketable_loadgen::traffic::{Traffic, TrafficConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -12,8 +12,11 @@
 //!   (timeout, connection cut, other 5xx), which is counted as an uncertain resend.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use remarketable_devhost::envelope::{event_hub, Encoding, PartitionInfo};
+use remarketable_devhost::hub::StoredEvent;
+use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why one attempt failed, by what it means for the chunk.
@@ -207,31 +210,68 @@ pub async fn post_ingest(
         .map_err(|e| AttemptError::Refused(format!("{url} answered something not JSON: {e}")))
 }
 
-/// An Event Hubs trigger invocation (the plain encoding) for one partition's batch.
+/// An Event Hubs trigger invocation (the plain encoding) for one partition's batch, written by
+/// devhost's encoder so that loadgen sends exactly what the Functions host stand-in sends.
+/// Sequence numbers run on from `first_sequence`; offsets are made up (400 bytes an event).
 pub fn envelope(
     partition: usize,
     first_sequence: i64,
     enqueued: &[DateTime<Utc>],
     bodies: &[String],
 ) -> Value {
-    let sequences: Vec<i64> = (0..bodies.len() as i64)
-        .map(|i| first_sequence + i)
+    let events: Vec<Arc<StoredEvent>> = bodies
+        .iter()
+        .zip(enqueued)
+        .zip(first_sequence..)
+        .map(|((body, at), seq)| {
+            Arc::new(StoredEvent {
+                seq,
+                offset: (seq * 400) as u64,
+                enqueued: *at,
+                key: None,
+                body: body.clone(),
+            })
+        })
         .collect();
-    json!({
-        "Data": {"events": bodies},
-        "Metadata": {
-            "PartitionContext": {
-                "FullyQualifiedNamespace": "loadgen.local",
-                "EventHubName": "clickstream",
-                "ConsumerGroup": "$Default",
-                "PartitionId": partition.to_string(),
-            },
-            "SequenceNumberArray": sequences,
-            "OffsetArray": sequences.iter().map(|s| (s * 400).to_string()).collect::<Vec<_>>(),
-            "EnqueuedTimeUtcArray": enqueued
-                .iter()
-                .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string())
-                .collect::<Vec<_>>(),
-        }
-    })
+    let info = PartitionInfo {
+        namespace: "loadgen.local".into(),
+        hub: "clickstream".into(),
+        consumer_group: "$Default".into(),
+        partition: partition as u32,
+    };
+    event_hub("ingest", "events", &events, &info, None, Encoding::Plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_numbers_events_as_loadgen_always_did() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+        let enqueued = [
+            at("2026-11-26T10:00:01.125999Z"),
+            at("2026-11-26T10:00:02Z"),
+        ];
+        let bodies = vec!["{\"a\":1}".to_string(), "{\"b\":2}".to_string()];
+        let e = envelope(3, 41, &enqueued, &bodies);
+        let meta = &e["Metadata"];
+        assert_eq!(e["Data"]["events"], json!(bodies));
+        assert_eq!(meta["PartitionContext"]["PartitionId"], "3");
+        assert_eq!(
+            meta["PartitionContext"]["FullyQualifiedNamespace"],
+            "loadgen.local"
+        );
+        assert_eq!(meta["PartitionContext"]["EventHubName"], "clickstream");
+        assert_eq!(meta["PartitionContext"]["ConsumerGroup"], "$Default");
+        assert_eq!(meta["SequenceNumberArray"], json!([41, 42]));
+        assert_eq!(meta["OffsetArray"], json!(["16400", "16800"]));
+        // Truncated to the millisecond as loadgen always sent them; a whole second without a
+        // fraction, as the fixtures write it.
+        assert_eq!(
+            meta["EnqueuedTimeUtcArray"],
+            json!(["2026-11-26T10:00:01.125", "2026-11-26T10:00:02"])
+        );
+    }
 }

@@ -8,16 +8,22 @@
 //!   [`traffic::Expected`] outcome.
 //! - [`malformed`]: malformed events of many kinds, each labelled with the dead-letter reason
 //!   code the ingest path gives it.
-//! - [`deliver`]: the two targets (a handler's `/ingest` as Event Hubs trigger invocations;
-//!   devhost's hub producer endpoint as NDJSON) and the retry rules.
+//! - [`deliver`]: the two targets (a handler's `/ingest` as Event Hubs trigger invocations,
+//!   encoded by devhost's encoder; devhost's hub producer endpoint as NDJSON) and the retry
+//!   rules.
 //! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
+//! - [`bench`], [`bench_rollup`], [`bench_reports`]: the ingest, rollup and reports
+//!   benchmarks, each with the arguments of its subcommand.
 //!
-//! The `loadgen` binary is a thin command line over these, plus the ingest benchmark.
+//! The `loadgen` binary is a thin command line over these.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod bench_reports;
+pub mod bench_rollup;
 pub mod check;
 pub mod deliver;
 pub mod malformed;

@@ -11,10 +11,6 @@
 //! ```
 //! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
-mod bench;
-mod bench_reports;
-mod bench_rollup;
-
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use remarketable_core::event::EventLimits;
@@ -22,6 +18,7 @@ use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
+use remarketable_loadgen::{bench, bench_reports, bench_rollup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
