@@ -58,7 +58,14 @@ impl deadpool_postgres::Connect for PoolConnect {
         Box::pin(async move {
             tls::connect(&config, &self.tls, &self.connector)
                 .await
-                .map_err(ConnectError::into_postgres)
+                .map_err(|e| {
+                    // The pool's error shows only "error performing TLS handshake" at its top
+                    // level, which is all its callers log; say here which setting to change.
+                    if e.is_tls() {
+                        tracing::warn!("{e}");
+                    }
+                    e.into_postgres()
+                })
         })
     }
 }

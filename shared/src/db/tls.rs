@@ -528,6 +528,11 @@ impl ConnectError {
         self.error
     }
 
+    /// Whether TLS is why the connection failed (the handshake, or a server without TLS).
+    pub fn is_tls(&self) -> bool {
+        handshake_error(&self.error).is_some() || self.server_refused_tls()
+    }
+
     /// Whether the server answered the request for TLS with "no". tokio-postgres has no error
     /// kind for it, only this message (pinned by the TLS integration test).
     fn server_refused_tls(&self) -> bool {
