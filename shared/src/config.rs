@@ -15,6 +15,9 @@ use std::str::FromStr;
 pub struct Settings {
     /// Parsed `DATABASE_URL`. Kept parsed so the secret text is not carried around.
     pub database: tokio_postgres::Config,
+    /// `sslmode` and `sslrootcert` of `DATABASE_URL` (or `DATABASE_SSLROOTCERT`), which
+    /// tokio-postgres cannot hold: see [`crate::db::tls`].
+    pub database_tls: crate::db::DbTls,
     /// `DB_POOL_SIZE` (default 8): connections per handler process.
     pub pool_size: usize,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
@@ -79,6 +82,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_hosts", &self.database.get_hosts().len())
             .field("database_name", &self.database.get_dbname())
+            .field("database_sslmode", &self.database_tls.mode)
             .field("pool_size", &self.pool_size)
             .field("limits", &self.limits)
             .field("collect_max_body_bytes", &self.collect_max_body_bytes)
@@ -124,12 +128,10 @@ impl Settings {
         let url = reader
             .get("DATABASE_URL")
             .ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        let database = tokio_postgres::Config::from_str(url).map_err(|_| ConfigError::Invalid {
-            name: "DATABASE_URL",
-            // The parser's message may quote the URL, which may hold a password.
-            why: "not a PostgreSQL connection string (postgres://user:password@host:port/db?sslmode=require)"
-                .into(),
-        })?;
+        // sslmode (with libpq's verify-ca / verify-full) and sslrootcert are read here; the
+        // rest goes to tokio-postgres. Errors name the setting, never the URL.
+        let (database, database_tls) =
+            crate::db::parse_database_url(url, reader.get(crate::db::tls::ROOT_CERT_SETTING))?;
         let defaults = EventLimits::default();
         let limits = EventLimits {
             max_event_bytes: reader.number(
@@ -165,6 +167,7 @@ impl Settings {
         };
         Ok(Settings {
             database,
+            database_tls,
             pool_size: reader.number("DB_POOL_SIZE", 8, 1, 256)?,
             connect_timeout: std::time::Duration::from_secs(reader.number(
                 "DB_CONNECT_TIMEOUT_SECONDS",

@@ -2,36 +2,30 @@
 
 use crate::config::Settings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::sync::Once;
-use tokio_postgres_rustls::MakeRustlsConnect;
+use futures_util::future::BoxFuture;
+
+pub mod tls;
+pub use tls::{parse_database_url, ConnectError, Connector, DbTls, SslMode};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// The TLS connector used for every connection. `sslmode` in `DATABASE_URL` decides whether
-/// TLS is used (`prefer` by default; Azure requires `require`); server certificates are checked
-/// against the Mozilla roots.
-pub fn tls() -> MakeRustlsConnect {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Fails only if another provider was installed first, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    MakeRustlsConnect::with_webpki_roots()
-}
-
 /// A pool that connects lazily: creating it touches no network, so the handler is ready for
-/// the host's readiness probe before the database answers.
+/// the host's readiness probe before the database answers. TLS follows `sslmode` as libpq
+/// does (see [`tls`]).
 pub fn pool(settings: &Settings) -> Pool {
     let mut config = settings.database.clone();
     config.connect_timeout(settings.connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("remarketable");
     }
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         config,
-        tls(),
+        PoolConnect {
+            tls: settings.database_tls.clone(),
+            connector: Connector::new(&settings.database_tls),
+        },
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -45,17 +39,56 @@ pub fn pool(settings: &Settings) -> Pool {
         .expect("a pool with a runtime and timeouts always builds")
 }
 
-/// Connects one client outside any pool (for the admin CLI and tests). The connection task is
-/// spawned on the current runtime.
+/// How the pool opens a connection: the same path as [`connect_with`], so `prefer` falls back
+/// to plain text there too.
+struct PoolConnect {
+    tls: DbTls,
+    connector: Connector,
+}
+
+impl deadpool_postgres::Connect for PoolConnect {
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let config = config.clone();
+        Box::pin(async move {
+            tls::connect(&config, &self.tls, &self.connector)
+                .await
+                .map_err(|e| {
+                    // The pool's error shows only "error performing TLS handshake" at its top
+                    // level, which is all its callers log; say here which setting to change.
+                    if e.is_tls() {
+                        tracing::warn!("{e}");
+                    }
+                    e.into_postgres()
+                })
+        })
+    }
+}
+
+/// Connects one client outside any pool (for the admin CLI and tests), with the TLS the
+/// config's `sslmode` asks for (disable, prefer or require; see [`tls`]). The connection task
+/// is spawned on the current runtime.
 pub async fn connect(
     config: &tokio_postgres::Config,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(tls()).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "database connection closed");
-        }
-    });
+    connect_with(config, &DbTls::of_config(config))
+        .await
+        .map_err(ConnectError::into_postgres)
+}
+
+/// Connects one client with TLS settings read by [`parse_database_url`] (which knows
+/// `verify-ca`, `verify-full` and `sslrootcert`); the error says which setting to change when
+/// TLS is why it failed.
+pub async fn connect_with(
+    config: &tokio_postgres::Config,
+    tls: &DbTls,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let (client, _task) = tls::connect(config, tls, &Connector::new(tls)).await?;
     Ok(client)
 }
 

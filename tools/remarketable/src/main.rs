@@ -27,7 +27,6 @@ use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
 use remarketable_core::{jobs, tenants};
-use std::str::FromStr;
 
 #[derive(Parser)]
 #[command(name = "remarketable", version, about = "ReMarketable admin CLI")]
@@ -190,9 +189,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = tokio_postgres::Config::from_str(&cli.database_url)
-        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
-    let mut client = db::connect(&config)
+    // The same reading as the handler's: libpq's sslmode values, sslrootcert, and
+    // DATABASE_SSLROOTCERT.
+    let root_cert = std::env::var(db::tls::ROOT_CERT_SETTING).ok();
+    let (config, tls) = db::parse_database_url(&cli.database_url, root_cert.as_deref())?;
+    let mut client = db::connect_with(&config, &tls)
         .await
         .context("cannot connect to the database named by DATABASE_URL")?;
     match cli.command {
