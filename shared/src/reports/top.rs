@@ -1,0 +1,109 @@
+//! Top lists: the most frequent devices or pages, from the TopN counters.
+
+use super::sql::{query, rolled_rows_from, scope};
+use super::vocabulary::{Filters, Freshness, Granularity, Range, ReportError};
+use serde::Serialize;
+use std::str::FromStr;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopList {
+    Devices,
+    Pages,
+}
+
+impl TopList {
+    fn column(self) -> (&'static str, &'static str) {
+        match self {
+            TopList::Devices => ("top_devices", "e.device_id::text"),
+            TopList::Pages => (
+                "top_pages",
+                "CASE WHEN octet_length(left(split_part(e.page_url, '?', 1), 255)) <= 255 \
+                 THEN left(split_part(e.page_url, '?', 1), 255) \
+                 ELSE left(split_part(e.page_url, '?', 1), 63) END",
+            ),
+        }
+    }
+}
+
+impl FromStr for TopList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "devices" => Ok(TopList::Devices),
+            "pages" => Ok(TopList::Pages),
+            _ => Err("list must be devices or pages".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopItem {
+    pub item: String,
+    /// A TopN estimate.
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Top {
+    pub list: TopList,
+    pub granularity: Granularity,
+    pub range: Range,
+    pub items: Vec<TopItem>,
+    /// Always true: TopN counters are estimates after merges.
+    pub estimated: bool,
+    pub freshness: Freshness,
+}
+
+/// The most frequent devices or pages (TopN estimates).
+pub async fn top(
+    client: &Client,
+    tenant_id: i64,
+    range: &Range,
+    granularity: Granularity,
+    list: TopList,
+    filters: &Filters,
+    n: i32,
+) -> Result<Top, ReportError> {
+    let scope = scope(client, tenant_id, range, granularity).await?;
+    let (_, _, bound, _) = granularity.sql();
+    let rollup = granularity.rollup();
+    let (column, item) = list.column();
+    let rolled = rolled_rows_from(granularity, None, filters, false);
+    let sql = format!(
+        "WITH rolled AS (
+             SELECT topn_union_agg(r.{column}) AS counter FROM ({rolled}) r
+             WHERE r.tenant_id = $1 AND {bound}),
+         fresh AS (
+             SELECT topn_add_agg({item}) AS counter FROM events e
+             WHERE e.tenant_id = $1
+               AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
+               AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
+               AND ($4::text IS NULL OR e.event_type = $4)
+               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
+               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
+               AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7))
+         SELECT t.item, t.frequency
+         FROM rolled, fresh,
+              LATERAL topn(topn_union(coalesce(rolled.counter, '{{}}'::jsonb),
+                                      coalesce(fresh.counter, '{{}}'::jsonb)), {}) t
+         ORDER BY 2 DESC, 1",
+        n.clamp(1, 100)
+    );
+    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    Ok(Top {
+        list,
+        granularity,
+        range: scope.range,
+        items: rows
+            .iter()
+            .map(|r| TopItem {
+                item: r.get(0),
+                count: r.get(1),
+            })
+            .collect(),
+        estimated: true,
+        freshness: scope.freshness,
+    })
+}
