@@ -1,13 +1,12 @@
 //! The kept rolled parts of breakdowns and summaries, and the single flight that reads each once.
 
-use super::sql::{query, query_with, rolled_rows, scope, Scope};
+use super::sql::{fresh_events, query, raw_value, rolled_rows, scope, Param, Params, Scope};
 use super::vocabulary::{
     ranked, Breakdown, BreakdownRow, Dimension, Filters, Granularity, Metrics, Range, Ranking,
     ReportError, Summary,
 };
 use crate::sketch::Sketch;
 use chrono::{DateTime, Utc};
-use postgres_types::Type;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -371,8 +370,9 @@ async fn read_rolled(
     dimension: Option<Dimension>,
     filters: &Filters,
 ) -> Result<Rolled, ReportError> {
-    let (_, _, bound, _) = g.sql();
+    let bound = g.rolled_bound();
     let rollup = g.rollup();
+    let tenant = Param::Tenant.placeholder();
     let rolled = rolled_rows(g, dimension, filters);
     // Written as a join, not a subquery in the target list, which Citus cannot push down.
     let sql = format!(
@@ -384,14 +384,14 @@ async fn read_rolled(
                       hll_cardinality(hll_union_agg(r.devices)) AS devices_estimate,
                       hll_cardinality(hll_union_agg(r.sessions)) AS sessions_estimate
                FROM ({rolled}) r
-               WHERE r.tenant_id = $1 AND {bound}
+               WHERE r.tenant_id = {tenant} AND {bound}
                GROUP BY r.value)
          SELECT w.last_event_id, g.value, g.event_count, g.revenue, g.purchases, g.devices,
                 g.sessions, g.devices_estimate, g.sessions_estimate
          FROM w LEFT JOIN g ON true
          ORDER BY g.event_count DESC, g.value COLLATE \"C\""
     );
-    let rows = query(client, &sql, tenant_id, scope, filters).await?;
+    let rows = query(client, &sql, &Params::new(tenant_id, scope, filters)).await?;
     let watermark = rows
         .first()
         .map(|r| r.get(0))
@@ -428,26 +428,22 @@ async fn merge_fresh(
     filters: &Filters,
     rolled: &Rolled,
 ) -> Result<Vec<(String, Metrics)>, ReportError> {
-    let raw_dim = match dimension {
-        Some(d) => format!("coalesce(e.{}, '')", d.name()),
-        None => "''".to_string(),
-    };
+    let raw_dim = raw_value(dimension);
+    let fresh = fresh_events(Param::KeptWatermark.placeholder());
     let sql = format!(
         "SELECT {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
                 count(*) FILTER (WHERE e.event_type = 'purchase'),
                 hll_send(hll_add_agg(hll_hash_bigint(e.device_id), 14, 5)),
                 hll_send(hll_add_agg(hll_hash_bigint(e.session_id), 14, 5))
          FROM events e
-         WHERE e.tenant_id = $1 AND e.event_id > $10
-           AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
-           AND ($4::text IS NULL OR e.event_type = $4)
-           AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
-           AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
-           AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
+         WHERE {fresh}
          GROUP BY 1"
     );
-    let extra: [(&(dyn postgres_types::ToSql + Sync), Type); 1] = [(&rolled.watermark, Type::INT8)];
-    let rows = query_with(client, &sql, tenant_id, scope, filters, &extra).await?;
+    let params = Params {
+        kept_watermark: Some(rolled.watermark),
+        ..Params::new(tenant_id, scope, filters)
+    };
+    let rows = query(client, &sql, &params).await?;
     let mut fresh: HashMap<String, &Row> = rows.iter().map(|r| (r.get(0), r)).collect();
     let merge = |kept: Option<&RolledGroup>, row: &Row| -> Result<Metrics, ReportError> {
         let sketch =

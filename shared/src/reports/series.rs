@@ -1,6 +1,6 @@
 //! The report functions: each figure read in one statement, rollup rows and raw events merged.
 
-use super::sql::{merged_cte, metrics_by, query, scope, Scope};
+use super::sql::{merged_cte, metrics_by, query, scope, Params, Scope};
 use super::vocabulary::{
     ranked, Breakdown, BreakdownRow, Filters, Granularity, Metrics, Point, Range, Ranking,
     ReportError, Summary, TimeSeries,
@@ -21,7 +21,7 @@ pub async fn timeseries(
         merged_cte(granularity, None, filters),
         metrics_by("bucket")
     );
-    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    let rows = query(client, &sql, &Params::new(tenant_id, &scope, filters)).await?;
     Ok(TimeSeries {
         granularity,
         range: scope.range,
@@ -53,7 +53,7 @@ pub async fn breakdown(
         merged_cte(granularity, Some(dimension), filters),
         metrics_by("value"),
     );
-    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    let rows = query(client, &sql, &Params::new(tenant_id, &scope, filters)).await?;
     Ok(Breakdown {
         dimension,
         granularity,
@@ -84,7 +84,7 @@ async fn totals(
         merged_cte(granularity, None, filters),
         metrics_by("")
     );
-    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    let rows = query(client, &sql, &Params::new(tenant_id, &scope, filters)).await?;
     Ok((Metrics::from_row(&rows[0], 0), scope))
 }
 

@@ -1,12 +1,151 @@
 //! The SQL of the reports: the pieces each closed type chooses, the statement that scopes a
-//! report, and the binding of the common parameters.
+//! report, and the parameters every report statement binds ([`Param`], [`Params`]).
+//!
+//! Statement text is assembled from `&'static str` pieces chosen by closed types and from
+//! [`Param::placeholder`]s; every value a caller chose reaches the database as a bind
+//! parameter.
 
 use super::vocabulary::{
     Dimension, Filters, Freshness, Granularity, Range, ReportError, MAX_BUCKETS,
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use postgres_types::Type;
+use postgres_types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
+
+/// The bind parameters of the report statements. A parameter's position (`$n`, its
+/// discriminant) and its type are defined here only; statement text names a parameter by
+/// [`Param::placeholder`] and its value comes from the field of [`Params`] of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Param {
+    Tenant = 1,
+    /// The range, aligned to whole buckets.
+    From = 2,
+    To = 3,
+    /// The filters, NULL for any value.
+    EventType = 4,
+    Country = 5,
+    Browser = 6,
+    Campaign = 7,
+    /// The tenant's time zone, for local days.
+    TimeZone = 8,
+    /// The least event time of the events not yet rolled up.
+    FreshFrom = 9,
+    /// The watermark of a kept rolled part: the raw events above it are merged in.
+    KeptWatermark = 10,
+}
+
+impl Param {
+    /// Every parameter, in position order.
+    const ALL: [Param; 10] = [
+        Param::Tenant,
+        Param::From,
+        Param::To,
+        Param::EventType,
+        Param::Country,
+        Param::Browser,
+        Param::Campaign,
+        Param::TimeZone,
+        Param::FreshFrom,
+        Param::KeptWatermark,
+    ];
+
+    /// `$n` for the statement text.
+    pub(super) fn placeholder(self) -> &'static str {
+        const PLACEHOLDERS: [&str; 10] =
+            ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10"];
+        PLACEHOLDERS[self as usize - 1]
+    }
+
+    fn ty(self) -> Type {
+        match self {
+            Param::Tenant | Param::KeptWatermark => Type::INT8,
+            Param::From | Param::To | Param::FreshFrom => Type::TIMESTAMPTZ,
+            Param::EventType
+            | Param::Country
+            | Param::Browser
+            | Param::Campaign
+            | Param::TimeZone => Type::TEXT,
+        }
+    }
+
+    /// The parameter carrying a dimension's filter value.
+    pub(super) fn filter(d: Dimension) -> Param {
+        match d {
+            Dimension::EventType => Param::EventType,
+            Dimension::Country => Param::Country,
+            Dimension::Browser => Param::Browser,
+            Dimension::Campaign => Param::Campaign,
+        }
+    }
+}
+
+/// The values of the [`Param`]s of one report statement, by name.
+pub(super) struct Params<'a> {
+    pub(super) tenant: i64,
+    pub(super) from: DateTime<Utc>,
+    pub(super) to: DateTime<Utc>,
+    pub(super) event_type: Option<&'a str>,
+    pub(super) country: Option<&'a str>,
+    pub(super) browser: Option<&'a str>,
+    pub(super) campaign: Option<&'a str>,
+    pub(super) time_zone: &'a str,
+    pub(super) fresh_from: DateTime<Utc>,
+    /// Bound only by the statements that merge raw events into a kept part.
+    pub(super) kept_watermark: Option<i64>,
+}
+
+impl<'a> Params<'a> {
+    /// The parameters of a report of `tenant` over `scope`, filtered by `filters`.
+    pub(super) fn new(tenant: i64, scope: &'a Scope, filters: &'a Filters) -> Self {
+        Params {
+            tenant,
+            from: scope.range.from,
+            to: scope.range.to,
+            event_type: filters.value(Dimension::EventType),
+            country: filters.value(Dimension::Country),
+            browser: filters.value(Dimension::Browser),
+            campaign: filters.value(Dimension::Campaign),
+            time_zone: &scope.time_zone,
+            fresh_from: scope.fresh_from,
+            kept_watermark: None,
+        }
+    }
+
+    /// The value of `p`; `None` for an optional parameter not given.
+    fn value(&self, p: Param) -> Option<&(dyn ToSql + Sync)> {
+        Some(match p {
+            Param::Tenant => &self.tenant,
+            Param::From => &self.from,
+            Param::To => &self.to,
+            Param::EventType => &self.event_type,
+            Param::Country => &self.country,
+            Param::Browser => &self.browser,
+            Param::Campaign => &self.campaign,
+            Param::TimeZone => &self.time_zone,
+            Param::FreshFrom => &self.fresh_from,
+            Param::KeptWatermark => self.kept_watermark.as_ref()?,
+        })
+    }
+
+    /// The values with their types, in position order, up to the first parameter not given
+    /// (only the last one is optional; a statement naming one not given fails at the database,
+    /// which says how many it wanted).
+    fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        Param::ALL
+            .into_iter()
+            .map_while(|p| Some((self.value(p)?, p.ty())))
+            .collect()
+    }
+}
+
+/// Runs a report statement with its parameters.
+pub(super) async fn query(
+    client: &Client,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>, ReportError> {
+    Ok(client.query_typed(sql, &params.typed()).await?)
+}
 
 impl Granularity {
     /// The rollup slices table (V6): totals and single-dimension values per bucket.
@@ -18,6 +157,15 @@ impl Granularity {
         }
     }
 
+    /// The full dimensional rollup table.
+    fn events_table(self) -> &'static str {
+        match self {
+            Granularity::FiveMinutes => "rollup_events_5min",
+            Granularity::Hour => "rollup_events_1hour",
+            Granularity::Day => "rollup_events_1day",
+        }
+    }
+
     pub(super) fn nominal(self) -> TimeDelta {
         match self {
             Granularity::FiveMinutes => TimeDelta::minutes(5),
@@ -26,6 +174,7 @@ impl Granularity {
         }
     }
 
+    /// The rollup's name in `rollup_state`.
     pub(super) fn rollup(self) -> &'static str {
         match self {
             Granularity::FiveMinutes => "5min",
@@ -34,33 +183,52 @@ impl Granularity {
         }
     }
 
-    /// SQL pieces: rollup table, its bucket as a timestamptz, the bound on its key, and the
-    /// same bucket computed from a raw event. `$2`/`$3` are the aligned range, `$8` the zone.
-    pub(super) fn sql(self) -> (&'static str, &'static str, &'static str, &'static str) {
+    /// A rollup row `r`'s bucket as a timestamptz (a local day starts at the zone's midnight).
+    fn rolled_bucket(self) -> String {
         match self {
-            Granularity::FiveMinutes => (
-                "rollup_events_5min",
-                "r.bucket",
-                "r.bucket >= $2 AND r.bucket < $3",
-                "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')",
+            Granularity::FiveMinutes | Granularity::Hour => "r.bucket".to_string(),
+            Granularity::Day => format!(
+                "(r.day::timestamp AT TIME ZONE {})",
+                Param::TimeZone.placeholder()
             ),
-            Granularity::Hour => (
-                "rollup_events_1hour",
-                "r.bucket",
-                "r.bucket >= $2 AND r.bucket < $3",
-                "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')",
-            ),
-            Granularity::Day => (
-                "rollup_events_1day",
-                "(r.day::timestamp AT TIME ZONE $8)",
-                "r.day >= ($2 AT TIME ZONE $8)::date AND r.day < ($3 AT TIME ZONE $8)::date",
-                "((e.event_time AT TIME ZONE $8)::date::timestamp AT TIME ZONE $8)",
-            ),
+        }
+    }
+
+    /// The bound of a rollup row `r`'s key to the aligned range.
+    pub(super) fn rolled_bound(self) -> String {
+        let (from, to) = (Param::From.placeholder(), Param::To.placeholder());
+        match self {
+            Granularity::FiveMinutes | Granularity::Hour => {
+                format!("r.bucket >= {from} AND r.bucket < {to}")
+            }
+            Granularity::Day => {
+                let zone = Param::TimeZone.placeholder();
+                format!(
+                    "r.day >= ({from} AT TIME ZONE {zone})::date \
+                     AND r.day < ({to} AT TIME ZONE {zone})::date"
+                )
+            }
+        }
+    }
+
+    /// The bucket of a raw event `e`, as [`Granularity::rolled_bucket`] gives it for rollup rows.
+    fn raw_bucket(self) -> String {
+        match self {
+            Granularity::FiveMinutes => {
+                "date_bin('5 minutes', e.event_time, TIMESTAMPTZ 'epoch')".to_string()
+            }
+            Granularity::Hour => {
+                "date_bin('1 hour', e.event_time, TIMESTAMPTZ 'epoch')".to_string()
+            }
+            Granularity::Day => {
+                let zone = Param::TimeZone.placeholder();
+                format!("((e.event_time AT TIME ZONE {zone})::date::timestamp AT TIME ZONE {zone})")
+            }
         }
     }
 }
 
-/// A tenant's zone and the range aligned to whole buckets of `granularity`.
+/// A tenant's zone/// A tenant's zone and the range aligned to whole buckets of `granularity`.
 pub(super) struct Scope {
     pub(super) time_zone: String,
     pub(super) range: Range,
@@ -148,45 +316,76 @@ fn interval_text(g: Granularity) -> &'static str {
     }
 }
 
+/// The condition on raw events `e` of a report not yet in its rolled part: the tenant's, above
+/// `watermark` (a SQL expression), in the aligned range from the fresh events' least time, and
+/// matching the filters. Events always have an event type; other dimensions may be missing,
+/// which the filter value `""` selects.
+pub(super) fn fresh_events(watermark: &str) -> String {
+    let filters = Dimension::ALL.map(|d| {
+        let p = Param::filter(d).placeholder();
+        let column = match d {
+            Dimension::EventType => "e.event_type".to_string(),
+            _ => format!("coalesce(e.{}, '')", d.name()),
+        };
+        format!("({p}::text IS NULL OR {column} = {p})")
+    });
+    format!(
+        "e.tenant_id = {tenant} AND e.event_id > {watermark}
+           AND e.event_time >= {from} AND e.event_time < {to} AND e.event_time >= {fresh_from}
+           AND {filters}",
+        tenant = Param::Tenant.placeholder(),
+        from = Param::From.placeholder(),
+        to = Param::To.placeholder(),
+        fresh_from = Param::FreshFrom.placeholder(),
+        filters = filters.join("\n           AND "),
+    )
+}
+
+/// The watermark of `g`'s rollup as read inside a statement, so that it and the rollup rows
+/// come from the same snapshot.
+pub(super) fn watermark_now(g: Granularity) -> String {
+    format!(
+        "(SELECT last_event_id FROM rollup_state WHERE rollup = '{}')",
+        g.rollup()
+    )
+}
+
+/// A raw event's value of `dimension` as a report groups it (`''` when it has none, or when
+/// the report is not by dimension).
+pub(super) fn raw_value(dimension: Option<Dimension>) -> String {
+    match dimension {
+        Some(d) => format!("coalesce(e.{}, '')", d.name()),
+        None => "''".to_string(),
+    }
+}
+
 /// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,
 /// event_count, revenue, purchases, devices, sessions, devices_estimate, sessions_estimate),
 /// rollup part plus raw part. The estimates are a slice row's own distinct counts (V8), NULL
 /// for other rows.
-/// Parameters: $1 tenant, $2 $3 aligned range, $4..$7 filters (event_type, country, browser,
-/// campaign; NULL = any), $8 time zone, $9 the least time of the fresh events. The rollup's
-/// watermark is read inside the statement,
-/// so that it and the rollup rows come from the same snapshot.
 pub(super) fn merged_cte(
     g: Granularity,
     dimension: Option<Dimension>,
     filters: &Filters,
 ) -> String {
-    let (_, bucket, bound, raw_bucket) = g.sql();
-    let rollup = g.rollup();
-    let raw_dim = match dimension {
-        Some(d) => format!("coalesce(e.{}, '')", d.name()),
-        None => "''".to_string(),
-    };
+    let (bucket, bound, raw_bucket) = (g.rolled_bucket(), g.rolled_bound(), g.raw_bucket());
+    let raw_dim = raw_value(dimension);
     let rolled = rolled_rows(g, dimension, filters);
+    let fresh = fresh_events(&watermark_now(g));
+    let tenant = Param::Tenant.placeholder();
     format!(
         "merged AS (
             SELECT {bucket} AS bucket, r.value, r.event_count, r.revenue,
                    r.purchases, r.devices, r.sessions, r.devices_estimate, r.sessions_estimate
             FROM ({rolled}) r
-            WHERE r.tenant_id = $1 AND {bound}
+            WHERE r.tenant_id = {tenant} AND {bound}
             UNION ALL
             SELECT {raw_bucket}, {raw_dim}, count(*), coalesce(sum(e.revenue), 0),
                    count(*) FILTER (WHERE e.event_type = 'purchase'),
                    hll_add_agg(hll_hash_bigint(e.device_id), 14, 5),
                    hll_add_agg(hll_hash_bigint(e.session_id), 14, 5), NULL, NULL
             FROM events e
-            WHERE e.tenant_id = $1
-              AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
-              AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
-              AND ($4::text IS NULL OR e.event_type = $4)
-              AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
-              AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
-              AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7)
+            WHERE {fresh}
             GROUP BY 1, 2
         )"
     )
@@ -211,7 +410,7 @@ pub(super) fn rolled_rows_from(
     filters: &Filters,
     value_slices: bool,
 ) -> String {
-    let (table, _, _, _) = g.sql();
+    let table = g.events_table();
     let key = if g == Granularity::Day {
         "day"
     } else {
@@ -240,34 +439,28 @@ pub(super) fn rolled_rows_from(
                     sessions, devices_estimate, sessions_estimate, top_devices, top_pages
              FROM {slices} WHERE dimension = '{}' AND value = {}",
             d.name(),
-            filter_param(d)
+            Param::filter(d).placeholder()
         ),
         _ => {
             let value = match dimension {
                 Some(d) => d.name(),
                 None => "''",
             };
+            // The rollups store a missing dimension as '' (see the raw side's coalesce).
+            let filters = Dimension::ALL
+                .map(|d| {
+                    let p = Param::filter(d).placeholder();
+                    format!("({p}::text IS NULL OR {} = {p})", d.name())
+                })
+                .join("\n                   AND ");
             format!(
                 "SELECT tenant_id, {key}, {value} AS value, event_count, revenue, purchases,
                         devices, sessions, NULL::float8 AS devices_estimate,
                         NULL::float8 AS sessions_estimate, top_devices, top_pages
                  FROM {table}
-                 WHERE ($4::text IS NULL OR event_type = $4)
-                   AND ($5::text IS NULL OR country = $5)
-                   AND ($6::text IS NULL OR browser = $6)
-                   AND ($7::text IS NULL OR campaign = $7)"
+                 WHERE {filters}"
             )
         }
-    }
-}
-
-/// The bind parameter carrying a dimension's filter value.
-fn filter_param(d: Dimension) -> &'static str {
-    match d {
-        Dimension::EventType => "$4",
-        Dimension::Country => "$5",
-        Dimension::Browser => "$6",
-        Dimension::Campaign => "$7",
     }
 }
 
@@ -298,80 +491,15 @@ pub(super) fn metrics_by(group: &str) -> String {
     )
 }
 
-const PARAM_TYPES: [Type; 9] = [
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TIMESTAMPTZ,
-];
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(super) async fn query(
-    client: &Client,
-    sql: &str,
-    tenant_id: i64,
-    scope: &Scope,
-    filters: &Filters,
-) -> Result<Vec<Row>, ReportError> {
-    query_with(client, sql, tenant_id, scope, filters, &[]).await
-}
-
-/// The values of the nine common parameters of a report statement ($1..$9).
-struct Binds<'a> {
-    tenant_id: i64,
-    scope: &'a Scope,
-    event_type: Option<&'a str>,
-    country: Option<&'a str>,
-    browser: Option<&'a str>,
-    campaign: Option<&'a str>,
-}
-
-impl<'a> Binds<'a> {
-    fn new(tenant_id: i64, scope: &'a Scope, filters: &'a Filters) -> Self {
-        Binds {
-            tenant_id,
-            scope,
-            event_type: filters.value(Dimension::EventType),
-            country: filters.value(Dimension::Country),
-            browser: filters.value(Dimension::Browser),
-            campaign: filters.value(Dimension::Campaign),
+    #[test]
+    fn parameters_are_numbered_in_order() {
+        for (i, p) in Param::ALL.into_iter().enumerate() {
+            assert_eq!(p as usize, i + 1);
+            assert_eq!(p.placeholder(), format!("${}", i + 1));
         }
     }
-
-    fn values(&self) -> [&(dyn postgres_types::ToSql + Sync); 9] {
-        [
-            &self.tenant_id,
-            &self.scope.range.from,
-            &self.scope.range.to,
-            &self.event_type,
-            &self.country,
-            &self.browser,
-            &self.campaign,
-            &self.scope.time_zone,
-            &self.scope.fresh_from,
-        ]
-    }
-}
-
-/// [`query`] with more parameters after the nine common ones (`$10`, ...).
-pub(super) async fn query_with(
-    client: &Client,
-    sql: &str,
-    tenant_id: i64,
-    scope: &Scope,
-    filters: &Filters,
-    extra: &[(&(dyn postgres_types::ToSql + Sync), Type)],
-) -> Result<Vec<Row>, ReportError> {
-    let binds = Binds::new(tenant_id, scope, filters);
-    let typed: Vec<(&(dyn postgres_types::ToSql + Sync), Type)> = binds
-        .values()
-        .into_iter()
-        .zip(PARAM_TYPES.iter().cloned())
-        .chain(extra.iter().cloned())
-        .collect();
-    Ok(client.query_typed(sql, &typed).await?)
 }

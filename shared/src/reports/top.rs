@@ -1,6 +1,6 @@
 //! Top lists: the most frequent devices or pages, from the TopN counters.
 
-use super::sql::{query, rolled_rows_from, scope};
+use super::sql::{fresh_events, query, rolled_rows_from, scope, watermark_now, Param, Params};
 use super::vocabulary::{Filters, Freshness, Granularity, Range, ReportError};
 use serde::Serialize;
 use std::str::FromStr;
@@ -67,23 +67,18 @@ pub async fn top(
     n: i32,
 ) -> Result<Top, ReportError> {
     let scope = scope(client, tenant_id, range, granularity).await?;
-    let (_, _, bound, _) = granularity.sql();
-    let rollup = granularity.rollup();
+    let bound = granularity.rolled_bound();
     let (column, item) = list.column();
     let rolled = rolled_rows_from(granularity, None, filters, false);
+    let fresh = fresh_events(&watermark_now(granularity));
+    let tenant = Param::Tenant.placeholder();
     let sql = format!(
         "WITH rolled AS (
              SELECT topn_union_agg(r.{column}) AS counter FROM ({rolled}) r
-             WHERE r.tenant_id = $1 AND {bound}),
+             WHERE r.tenant_id = {tenant} AND {bound}),
          fresh AS (
              SELECT topn_add_agg({item}) AS counter FROM events e
-             WHERE e.tenant_id = $1
-               AND e.event_id > (SELECT last_event_id FROM rollup_state WHERE rollup = '{rollup}')
-               AND e.event_time >= $2 AND e.event_time < $3 AND e.event_time >= $9
-               AND ($4::text IS NULL OR e.event_type = $4)
-               AND ($5::text IS NULL OR coalesce(e.country, '') = $5)
-               AND ($6::text IS NULL OR coalesce(e.browser, '') = $6)
-               AND ($7::text IS NULL OR coalesce(e.campaign, '') = $7))
+             WHERE {fresh})
          SELECT t.item, t.frequency
          FROM rolled, fresh,
               LATERAL topn(topn_union(coalesce(rolled.counter, '{{}}'::jsonb),
@@ -91,7 +86,7 @@ pub async fn top(
          ORDER BY 2 DESC, 1",
         n.clamp(1, 100)
     );
-    let rows = query(client, &sql, tenant_id, &scope, filters).await?;
+    let rows = query(client, &sql, &Params::new(tenant_id, &scope, filters)).await?;
     Ok(Top {
         list,
         granularity,
