@@ -10,11 +10,14 @@
 //! the SQL text is assembled from `&'static str` pieces chosen by those enums.
 //!
 //! One module per job: `vocabulary` (the closed types callers choose and the results they
-//! get), `sql` (the SQL text and its bind parameters), `series` (the report functions), `rolled`
-//! (the kept rolled parts of breakdowns and summaries, [`RolledCache`]), `top` (top lists) and
+//! get), `sql` (the SQL text and its bind parameters), `series` (the time series), `rolled` (the kept
+//! rolled parts of breakdowns and summaries, [`RolledCache`]), `oracle` (the full-statement
+//! breakdown and summary the tests check the kept parts against), `top` (top lists) and
 //! `health` (the ingest ledger and dead letters).
 
 mod health;
+#[doc(hidden)]
+pub mod oracle;
 mod rolled;
 mod series;
 mod sql;
@@ -23,7 +26,7 @@ mod vocabulary;
 
 pub use health::{ingest, DeadLetter, IngestReport, LedgerHour};
 pub use rolled::RolledCache;
-pub use series::{breakdown, summary, timeseries};
+pub use series::timeseries;
 pub use top::{top, Top, TopItem, TopList};
 pub use vocabulary::{
     Breakdown, BreakdownRow, Dimension, Filters, Freshness, Granularity, Metric, Metrics, Point,

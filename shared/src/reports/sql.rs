@@ -6,7 +6,7 @@
 //! parameter.
 
 use super::vocabulary::{
-    Dimension, Filters, Freshness, Granularity, Range, ReportError, MAX_BUCKETS,
+    Dimension, Filters, Freshness, Granularity, Metrics, Range, ReportError, Summary, MAX_BUCKETS,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use postgres_types::{ToSql, Type};
@@ -238,6 +238,25 @@ pub(super) struct Scope {
     /// Whether the rollup's retention keeps every bucket of the range for days to come, so
     /// that its rolled part changes only with the watermark (see [`super::RolledCache`]).
     pub(super) cacheable: bool,
+}
+
+impl Summary {
+    /// A summary from the totals (with their scopes) of a range and of the one before it.
+    pub(super) fn of(
+        granularity: Granularity,
+        current: (Metrics, Scope),
+        previous: (Metrics, Scope),
+    ) -> Self {
+        let ((current, scope), (previous, previous_scope)) = (current, previous);
+        Summary {
+            granularity,
+            range: scope.range,
+            current,
+            previous_range: previous_scope.range,
+            previous,
+            freshness: scope.freshness,
+        }
+    }
 }
 
 pub(super) async fn scope(
