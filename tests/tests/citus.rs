@@ -231,11 +231,13 @@ async fn reports_on_citus(client: &tokio_postgres::Client) {
         let total: i64 = series.points.iter().map(|p| p.metrics.events).sum();
         assert_eq!(total, raw, "timeseries {g:?}");
         for _ in 0..2 {
-            let full = reports::summary(client, 1, &range, g, &none).await.unwrap();
+            let full = reports::oracle::summary(client, 1, &range, g, &none)
+                .await
+                .unwrap();
             let kept = cache.summary(client, 1, &range, g, &none).await.unwrap();
             assert_eq!(full.current.events, raw, "summary {g:?}");
             assert_eq!(kept.current, full.current, "kept summary {g:?}");
-            let full = reports::breakdown(client, 1, &range, g, &none, by_country)
+            let full = reports::oracle::breakdown(client, 1, &range, g, &none, by_country)
                 .await
                 .unwrap();
             let kept = cache

@@ -197,7 +197,7 @@ async fn a_committed_event_is_visible_at_once_and_counted_once_after_the_rollup(
     let client = db.client().await;
     let now = Utc::now();
     let range = Range::new(now - Duration::hours(1), now + Duration::minutes(5)).unwrap();
-    let before = reports::summary(
+    let before = reports::oracle::summary(
         &client,
         1,
         &range,
@@ -210,7 +210,7 @@ async fn a_committed_event_is_visible_at_once_and_counted_once_after_the_rollup(
     e["event_type"] = json!("purchase");
     e["revenue"] = json!("12.5");
     ingest(&db, "2", 0, &[e], 10).await;
-    let after = reports::summary(
+    let after = reports::oracle::summary(
         &client,
         1,
         &range,
@@ -241,7 +241,7 @@ async fn a_committed_event_is_visible_at_once_and_counted_once_after_the_rollup(
 
     // The rollup takes the fresh events in; the figures do not move.
     rollup::run(&mut db.client().await).await.unwrap();
-    let rolled = reports::summary(
+    let rolled = reports::oracle::summary(
         &client,
         1,
         &range,
@@ -270,7 +270,7 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
         order: Metric::Events,
         limit: 10,
     };
-    let b = reports::breakdown(
+    let b = reports::oracle::breakdown(
         &client,
         1,
         &range,
@@ -300,7 +300,7 @@ async fn breakdown_and_top_lists_match_the_raw_events() {
         ));
     }
     // Ranked by revenue: most revenue first; ties by events, then value.
-    let by_revenue = reports::breakdown(
+    let by_revenue = reports::oracle::breakdown(
         &client,
         1,
         &range,
@@ -440,7 +440,7 @@ async fn reports_read_while_events_arrive_and_rollups_commit_count_every_event_o
         for _ in 0..40 {
             for g in Granularity::ALL {
                 let before = db.count(count).await;
-                let s = reports::summary(&client, 1, &range, g, &Filters::default())
+                let s = reports::oracle::summary(&client, 1, &range, g, &Filters::default())
                     .await
                     .unwrap();
                 let after = db.count(count).await;
@@ -459,7 +459,7 @@ async fn reports_read_while_events_arrive_and_rollups_commit_count_every_event_o
     let total = db
         .count("SELECT count(*) FROM events WHERE tenant_id = 1")
         .await;
-    let s = reports::summary(
+    let s = reports::oracle::summary(
         &db.client().await,
         1,
         &range,
@@ -525,9 +525,10 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
                             .breakdown(&client, 1, &range, g, filters, ranking)
                             .await
                             .unwrap();
-                        let full = reports::breakdown(&client, 1, &range, g, filters, ranking)
-                            .await
-                            .unwrap();
+                        let full =
+                            reports::oracle::breakdown(&client, 1, &range, g, filters, ranking)
+                                .await
+                                .unwrap();
                         assert_eq!(
                             serde_json::to_value(&kept.rows).unwrap(),
                             serde_json::to_value(&full.rows).unwrap(),
@@ -536,7 +537,7 @@ async fn kept_rolled_parts_answer_as_the_full_statement_does() {
                         assert_eq!(kept.range, full.range);
                     }
                     let kept = cache.summary(&client, 1, &range, g, filters).await.unwrap();
-                    let full = reports::summary(&client, 1, &range, g, filters)
+                    let full = reports::oracle::summary(&client, 1, &range, g, filters)
                         .await
                         .unwrap();
                     assert_eq!(
@@ -600,7 +601,7 @@ async fn requests_missing_the_same_part_at_once_read_it_once() {
             .await;
             rollup::run(&mut db.client().await).await.unwrap();
         }
-        let full = reports::breakdown(&db.client().await, 1, &range, g, &none, ranking)
+        let full = reports::oracle::breakdown(&db.client().await, 1, &range, g, &none, ranking)
             .await
             .unwrap();
         let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
@@ -731,7 +732,7 @@ async fn kept_parts_with_probabilistic_sketches_answer_as_the_full_statement_doe
                     .breakdown(&client, 1, &range, g, &none, ranking)
                     .await
                     .unwrap();
-                let full = reports::breakdown(&client, 1, &range, g, &none, ranking)
+                let full = reports::oracle::breakdown(&client, 1, &range, g, &none, ranking)
                     .await
                     .unwrap();
                 assert_eq!(
@@ -741,7 +742,7 @@ async fn kept_parts_with_probabilistic_sketches_answer_as_the_full_statement_doe
                 );
             }
             let kept = cache.summary(&client, 1, &range, g, &none).await.unwrap();
-            let full = reports::summary(&client, 1, &range, g, &none)
+            let full = reports::oracle::summary(&client, 1, &range, g, &none)
                 .await
                 .unwrap();
             assert_eq!(kept.current, full.current, "{g:?}");
