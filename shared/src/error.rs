@@ -169,10 +169,6 @@ impl Error {
         self.code.retryable()
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Error::new(ErrorCode::NotFound, message)
-    }
-
     pub fn internal(detail: impl fmt::Display) -> Self {
         Error::new(
             ErrorCode::InternalError,
