@@ -15,6 +15,7 @@
 //! Verified credentials are cached for `ACCESS_CACHE_TTL_SECONDS`, so the hot path (`collect`)
 //! costs at most one indexed lookup per key and interval.
 
+use crate::cache::BoundedMap;
 use crate::config::ShareSecret;
 use crate::error::ErrorCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,7 +24,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -37,8 +38,6 @@ pub const MAX_SHARE_TTL: chrono::Duration = chrono::Duration::days(90);
 pub const MIN_SHARE_TTL: chrono::Duration = chrono::Duration::seconds(60);
 /// Longest label of a key or share token, in bytes.
 pub const MAX_LABEL_BYTES: usize = 200;
-/// Longest value of a fixed filter, in bytes.
-pub const MAX_FILTER_VALUE_BYTES: usize = 200;
 /// Verified credentials kept in memory at most (the cache is emptied when full).
 const CACHE_CAPACITY: usize = 10_000;
 /// `last_used_at` is refreshed at most this often per key.
@@ -90,59 +89,17 @@ impl FromStr for KeyKind {
 /// Dimensions a share token may fix: the reports' closed set of dimensions.
 pub use crate::reports::Dimension as FilterDimension;
 
-/// Fixed filters of a share token, validated: dimension name to value.
-pub type Filters = BTreeMap<FilterDimension, String>;
+/// Fixed filters of a share token: the reports' filters, checked by [`Filters::fixed`].
+pub use crate::reports::Filters;
 
-/// Checks caller-supplied filters (`{"country": "DE"}` or `country=DE` pairs).
+/// Checks caller-supplied fixed filters (`{"country": "DE"}` or `country=DE` pairs).
 pub fn parse_filters<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Filters, AccessError> {
-    let bad = |message: String| AccessError::Invalid {
-        code: ErrorCode::BadFilter,
-        message,
-    };
-    let mut filters = Filters::new();
-    for (name, value) in pairs {
-        let dimension = name.parse::<FilterDimension>().ok().ok_or_else(|| {
-            bad("filter dimensions are event_type, country, browser and campaign".into())
-        })?;
-        let ok = match dimension {
-            FilterDimension::Country => {
-                value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
-            }
-            FilterDimension::EventType => {
-                !value.is_empty()
-                    && value.len() <= 64
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            }
-            FilterDimension::Browser | FilterDimension::Campaign => {
-                !value.trim().is_empty()
-                    && value.len() <= MAX_FILTER_VALUE_BYTES
-                    && !value.chars().any(char::is_control)
-            }
-        };
-        if !ok {
-            return Err(bad(format!(
-                "invalid value for filter {}: country is an ISO 3166-1 alpha-2 code (DE), \
-                 event_type a lowercase token, others 1 to {MAX_FILTER_VALUE_BYTES} bytes of text",
-                dimension.name()
-            )));
-        }
-        if filters.insert(dimension, value.to_string()).is_some() {
-            return Err(bad(format!("filter {} is given twice", dimension.name())));
-        }
-    }
-    Ok(filters)
-}
-
-/// Filters as plain name/value pairs, for the JSON surface.
-pub fn filter_names(filters: &Filters) -> BTreeMap<String, String> {
-    filters
-        .iter()
-        .map(|(d, v)| (d.name().to_string(), v.clone()))
-        .collect()
+    Filters::fixed(pairs).map_err(|e| AccessError::Invalid {
+        code: e.code,
+        message: e.message,
+    })
 }
 
 /// Why a credential or an access-control request was refused. Messages are safe to show and
@@ -394,14 +351,14 @@ struct StoredKey {
 /// A small map of recently verified credentials, each trusted for `ttl`.
 struct TtlMap<V> {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (V, std::time::Instant)>>,
+    entries: Mutex<BoundedMap<String, (V, std::time::Instant)>>,
 }
 
 impl<V: Clone> TtlMap<V> {
     fn new(ttl: Duration) -> Self {
         TtlMap {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(BoundedMap::new(CACHE_CAPACITY)),
         }
     }
 
@@ -416,13 +373,13 @@ impl<V: Clone> TtlMap<V> {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_CAPACITY {
-            entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-            if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(id.to_string(), (value, std::time::Instant::now()));
+        // One unit per credential; expired ones are the first to go.
+        entries.insert(
+            id.to_string(),
+            (value, std::time::Instant::now()),
+            1,
+            |_, (_, at)| at.elapsed() < self.ttl,
+        );
     }
 
     fn forget(&self, id: &str) {
@@ -586,7 +543,7 @@ struct Payload {
     tid: String,
     ten: i64,
     exp: i64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "Filters::is_empty")]
     f: Filters,
 }
 
@@ -721,7 +678,7 @@ pub async fn create_share_token<C: GenericClient>(
     let ttl = check_share_ttl(ttl.num_seconds())?;
     let label = check_label(label)?;
     let token_id = new_id()?;
-    let names = filter_names(&filters);
+    let names = filters.names();
     let filters_json = serde_json::to_value(&names).expect("filters serialize");
     let ttl_text = format!("{} seconds", ttl.num_seconds());
     // Whole seconds: the token carries its expiry in seconds.
@@ -876,7 +833,7 @@ mod tests {
     fn filters_are_a_closed_set() {
         let f = parse_filters([("country", "DE"), ("campaign", "black-friday")]).unwrap();
         assert_eq!(
-            filter_names(&f),
+            f.names(),
             BTreeMap::from([
                 ("campaign".to_string(), "black-friday".to_string()),
                 ("country".to_string(), "DE".to_string())

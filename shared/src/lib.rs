@@ -16,6 +16,7 @@ pub mod collect;
 pub mod config;
 pub mod dashboards;
 pub mod db;
+pub mod dead_letters;
 pub mod error;
 pub mod event;
 pub mod ingest;

@@ -32,6 +32,7 @@
 //! the tenant was registered after the event was dead-lettered (`tenants.created_at` later than
 //! `dead_letters.received_at`); otherwise it is the tenant.
 
+use crate::dead_letters::DeadLetter;
 use crate::event::{parse_event, EventLimits, Rejection, ValidEvent};
 use crate::ingest::{write_events, IncomingEvent, IngestError};
 use crate::ledger;
@@ -225,34 +226,6 @@ pub async fn replay_dead_letters_after(
         "dead letters replayed"
     );
     Ok(report)
-}
-
-/// One pending dead letter, as an event delivered again.
-struct DeadLetter {
-    id: i64,
-    partition: String,
-    /// When it was dead-lettered.
-    received_at: DateTime<Utc>,
-    /// Its reason at ingest.
-    reason: String,
-    incoming: IncomingEvent,
-}
-
-impl DeadLetter {
-    fn from_row(row: &tokio_postgres::Row) -> Self {
-        DeadLetter {
-            id: row.get("dead_letter_id"),
-            partition: row.get("stream_partition"),
-            received_at: row.get("received_at"),
-            reason: row.get("reason"),
-            incoming: IncomingEvent {
-                sequence: row.get("stream_sequence"),
-                offset: row.get("stream_offset"),
-                enqueued_at: row.get("enqueued_at"),
-                body: row.get("payload"),
-            },
-        }
-    }
 }
 
 /// Today's verdict on a dead letter of `tenant_id`, as ingest would give it (a panic while

@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use remarketable_core::access::{self, AccessError, KeyKind, VerifiedKey};
+use remarketable_core::access::{self, AccessError, Filters, KeyKind, VerifiedKey};
 use remarketable_core::tenants::{self, RegisterError};
 use remarketable_core::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -190,7 +190,7 @@ pub struct TenantAccess {
     pub tenant_id: i64,
     /// Dimension (`event_type`, `country`, `browser`, `campaign`) to the value every report of
     /// this request is restricted to.
-    pub fixed_filters: BTreeMap<String, String>,
+    pub fixed_filters: Filters,
     /// True for share tokens: they may read reports and nothing else.
     pub read_only: bool,
     pub via: Via,
@@ -230,7 +230,7 @@ impl FromRequestParts<Arc<ApiState>> for TenantAccess {
                 match (verified.kind, verified.tenant_id) {
                     (KeyKind::Read, Some(tenant_id)) => Ok(TenantAccess {
                         tenant_id,
-                        fixed_filters: BTreeMap::new(),
+                        fixed_filters: Filters::default(),
                         read_only: false,
                         via: Via::ApiKey {
                             key_id: verified.key_id,
@@ -253,7 +253,7 @@ impl FromRequestParts<Arc<ApiState>> for TenantAccess {
                     .map_err(access_error)?;
                 Ok(TenantAccess {
                     tenant_id: claims.tenant_id,
-                    fixed_filters: access::filter_names(&claims.filters),
+                    fixed_filters: claims.filters,
                     read_only: true,
                     via: Via::ShareToken {
                         token_id: claims.token_id,

@@ -118,11 +118,7 @@ impl ReportQuery {
             Some(g) => g.parse().map_err(bad)?,
             None => Granularity::for_range(&range),
         };
-        let mut filters = Filters::default();
-        for (name, value) in &access.fixed_filters {
-            let dimension: Dimension = name.parse().map_err(bad)?;
-            filters.set(dimension, value).map_err(bad)?;
-        }
+        let mut filters = access.fixed_filters.clone();
         for (dimension, value) in [
             (Dimension::EventType, &self.event_type),
             (Dimension::Country, &self.country),
@@ -130,15 +126,7 @@ impl ReportQuery {
             (Dimension::Campaign, &self.campaign),
         ] {
             if let Some(value) = value {
-                if value.len() > reports::MAX_FILTER_BYTES {
-                    return Err(bad(format!(
-                        "filter {dimension} is longer than {} bytes",
-                        reports::MAX_FILTER_BYTES
-                    )));
-                }
-                filters
-                    .set(dimension, value)
-                    .map_err(|message| ApiError::new(ErrorCode::FilterFixed, message))?;
+                filters.set(dimension, value)?;
             }
         }
         let csv = match self.format.as_deref() {

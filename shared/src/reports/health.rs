@@ -2,6 +2,7 @@
 
 use super::sql::scope;
 use super::vocabulary::{Freshness, Granularity, Range, ReportError};
+use crate::dead_letters::{self, DeadLetter, PREVIEW_BYTES};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -14,20 +15,6 @@ pub struct LedgerHour {
     pub stored: i64,
     pub duplicates: i64,
     pub dead_lettered: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub dead_letter_id: i64,
-    pub reason: String,
-    pub message: String,
-    pub stream_partition: String,
-    pub stream_sequence: i64,
-    pub enqueued_at: DateTime<Utc>,
-    pub received_at: DateTime<Utc>,
-    pub replay_status: String,
-    /// The start of the raw payload as text (invalid UTF-8 replaced), at most 512 bytes.
-    pub payload_preview: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,27 +49,22 @@ pub async fn ingest(
             dead_lettered: r.get(4),
         })
         .collect();
+    // The payload's first bytes only, under the payload's own name.
+    let columns = dead_letters::COLUMNS.replace(
+        "payload",
+        &format!("substring(payload FROM 1 FOR {PREVIEW_BYTES}) AS payload"),
+    );
     let recent_dead_letters = client
         .query(
-            "SELECT dead_letter_id, reason, message, stream_partition, stream_sequence,
-                    enqueued_at, received_at, replay_status, substring(payload FROM 1 FOR 512)
-             FROM dead_letters WHERE tenant_id = $1
-             ORDER BY received_at DESC, dead_letter_id DESC LIMIT $2",
+            &format!(
+                "SELECT {columns} FROM dead_letters WHERE tenant_id = $1
+                 ORDER BY received_at DESC, dead_letter_id DESC LIMIT $2"
+            ),
             &[&tenant_id, &dead_letters.clamp(1, 500)],
         )
         .await?
         .iter()
-        .map(|r| DeadLetter {
-            dead_letter_id: r.get(0),
-            reason: r.get(1),
-            message: r.get(2),
-            stream_partition: r.get(3),
-            stream_sequence: r.get(4),
-            enqueued_at: r.get(5),
-            received_at: r.get(6),
-            replay_status: r.get(7),
-            payload_preview: String::from_utf8_lossy(r.get::<_, &[u8]>(8)).into_owned(),
-        })
+        .map(DeadLetter::from_row)
         .collect();
     Ok(IngestReport {
         range: scope.range,

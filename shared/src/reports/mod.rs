@@ -24,7 +24,7 @@ mod sql;
 mod top;
 mod vocabulary;
 
-pub use health::{ingest, DeadLetter, IngestReport, LedgerHour};
+pub use health::{ingest, IngestReport, LedgerHour};
 pub use rolled::RolledCache;
 pub use series::timeseries;
 pub use top::{top, Top, TopItem, TopList};
@@ -80,10 +80,10 @@ mod tests {
         let mut f = Filters::default();
         f.set(Dimension::Country, "DE").unwrap();
         f.set(Dimension::Country, "DE").unwrap();
-        assert!(f
-            .set(Dimension::Country, "FR")
-            .unwrap_err()
-            .contains("fixed"));
-        assert!(f.set(Dimension::Browser, &"x".repeat(300)).is_err());
+        let err = f.set(Dimension::Country, "FR").unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::FilterFixed);
+        assert!(err.message.contains("fixed"), "{err}");
+        let err = f.set(Dimension::Browser, &"x".repeat(300)).unwrap_err();
+        assert_eq!(err.code, crate::ErrorCode::BadParameter);
     }
 }

@@ -5,6 +5,7 @@ use super::vocabulary::{
     ranked, Breakdown, BreakdownRow, Dimension, Filters, Granularity, Metrics, Range, Ranking,
     ReportError, Summary,
 };
+use crate::cache::BoundedMap;
 use crate::sketch::Sketch;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -28,18 +29,12 @@ use tokio_postgres::{Client, Row};
 pub struct RolledCache {
     /// Largest total size of the kept sketches, in bytes.
     capacity: usize,
-    state: Mutex<CacheState>,
+    kept: Mutex<BoundedMap<RolledKey, Arc<Rolled>>>,
     hits: AtomicU64,
     reads: AtomicU64,
     /// Parts being read now: requests that miss the same part at once (as every viewer of a
     /// dashboard does after a rollup run) wait for one read instead of each making its own.
     flights: Mutex<HashMap<RolledKey, Arc<Flight>>>,
-}
-
-#[derive(Default)]
-struct CacheState {
-    entries: HashMap<RolledKey, Arc<Rolled>>,
-    bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,7 +93,7 @@ impl RolledCache {
     pub fn new(capacity: usize) -> RolledCache {
         RolledCache {
             capacity,
-            state: Mutex::new(CacheState::default()),
+            kept: Mutex::new(BoundedMap::new(capacity)),
             hits: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             flights: Mutex::new(HashMap::new()),
@@ -121,8 +116,8 @@ impl RolledCache {
     }
 
     fn get(&self, key: &RolledKey) -> Option<Arc<Rolled>> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.entries.get(key).cloned()
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(key).cloned()
     }
 
     /// Keeps `rolled` under `key`. When full, parts read at other watermarks go first (they
@@ -132,18 +127,11 @@ impl RolledCache {
         if size > self.capacity / 8 {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.bytes + size > self.capacity {
-            state.entries.retain(|k, _| k.watermark == key.watermark);
-            if state.bytes + size > self.capacity {
-                state.entries.clear();
-            }
-            state.bytes = state.entries.values().map(|r| r.bytes()).sum();
-        }
-        if let Some(old) = state.entries.insert(key, rolled) {
-            state.bytes -= old.bytes();
-        }
-        state.bytes += size;
+        let watermark = key.watermark;
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, rolled, size, |k, _| k.watermark == watermark);
     }
 
     /// [`breakdown`](super::breakdown), reading the rolled part from the cache when it is there.

@@ -8,6 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use tokio_postgres::Row;
 
+use crate::error::{Error, ErrorCode};
+
 /// log2m of every sketch (V4): the 95 % relative error bound of a distinct count is
 /// 2 × 1.04 / sqrt(2^14).
 pub const DISTINCT_ERROR_BOUND_95: f64 = 0.0163;
@@ -114,28 +116,87 @@ impl FromStr for Dimension {
 }
 
 /// Equality filters, one optional value per dimension; `""` selects events without the
-/// dimension.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+/// dimension. The same type is a report's query filters and a share token's fixed filters
+/// (which must name a value: see [`Filters::fixed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Filters(pub BTreeMap<Dimension, String>);
 
 impl Filters {
-    /// Adds a filter, refusing over-long values and a second, different value for a dimension
-    /// (e.g. a request contradicting a share token's fixed filter).
-    pub fn set(&mut self, dimension: Dimension, value: &str) -> Result<(), String> {
+    /// Adds a report's filter, refusing over-long values (`bad_parameter`) and a second, different value
+    /// for a dimension (`filter_fixed`: e.g. a request contradicting a share token's filter).
+    pub fn set(&mut self, dimension: Dimension, value: &str) -> Result<(), Error> {
         if value.len() > MAX_FILTER_BYTES {
-            return Err(format!(
-                "filter {dimension} is longer than {MAX_FILTER_BYTES} bytes"
+            return Err(Error::new(
+                ErrorCode::BadParameter,
+                format!("filter {dimension} is longer than {MAX_FILTER_BYTES} bytes"),
             ));
         }
         match self.0.get(&dimension) {
-            Some(existing) if existing != value => Err(format!(
-                "filter {dimension} is fixed to {existing:?} for this credential"
+            Some(existing) if existing != value => Err(Error::new(
+                ErrorCode::FilterFixed,
+                format!("filter {dimension} is fixed to {existing:?} for this credential"),
             )),
             _ => {
                 self.0.insert(dimension, value.to_string());
                 Ok(())
             }
         }
+    }
+
+    /// Filters a credential fixes (`{"country": "DE"}` or `country=DE` pairs): each dimension
+    /// once, each naming a real value (country an ISO 3166-1 alpha-2 code, event_type a
+    /// lowercase token, others 1 to [`MAX_FILTER_BYTES`] bytes of text). Refusals are
+    /// `bad_filter`.
+    pub fn fixed<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Filters, Error> {
+        let bad = |message: String| Error::new(ErrorCode::BadFilter, message);
+        let mut filters = Filters::default();
+        for (name, value) in pairs {
+            let dimension = name.parse::<Dimension>().map_err(|_| {
+                bad("filter dimensions are event_type, country, browser and campaign".into())
+            })?;
+            let ok = match dimension {
+                Dimension::Country => {
+                    value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
+                }
+                Dimension::EventType => {
+                    !value.is_empty()
+                        && value.len() <= 64
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                }
+                Dimension::Browser | Dimension::Campaign => {
+                    !value.trim().is_empty()
+                        && value.len() <= MAX_FILTER_BYTES
+                        && !value.chars().any(char::is_control)
+                }
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "invalid value for filter {dimension}: country is an ISO 3166-1 alpha-2 code \
+                     (DE), event_type a lowercase token, others 1 to {MAX_FILTER_BYTES} bytes of text"
+                )));
+            }
+            if filters.0.insert(dimension, value.to_string()).is_some() {
+                return Err(bad(format!("filter {dimension} is given twice")));
+            }
+        }
+        Ok(filters)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The filters as plain name/value pairs, for the JSON surface.
+    pub fn names(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(d, v)| (d.name().to_string(), v.clone()))
+            .collect()
     }
 
     pub(super) fn value(&self, d: Dimension) -> Option<&str> {
