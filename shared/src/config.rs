@@ -18,8 +18,20 @@ pub struct Settings {
     /// `sslmode` and `sslrootcert` of `DATABASE_URL` (or `DATABASE_SSLROOTCERT`), which
     /// tokio-postgres cannot hold: see [`crate::db::tls`].
     pub database_tls: crate::db::DbTls,
-    /// `DB_POOL_SIZE` (default 8): connections per handler process.
+    /// `DB_POOL_SIZE` (default 8): connections per handler process for ingest, the jobs,
+    /// collect and the API's small reads and writes. Reports never take these.
     pub pool_size: usize,
+    /// `REPORT_POOL_SIZE` (default 4): connections per handler process for reports, apart from
+    /// the ones above, so that no report load can take ingest's capacity.
+    pub report_pool_size: usize,
+    /// `REPORT_TIMEOUT_MS` (default 5000): each report statement's `statement_timeout`, and
+    /// (plus a second) the deadline of a report request, waiting for a connection included.
+    pub report_timeout: std::time::Duration,
+    /// `REPORT_CONCURRENCY_PER_CREDENTIAL` (default 8: a dashboard's widgets at once) and
+    /// `REPORT_CONCURRENCY_PER_TENANT` (default 16): reports one key or share link, and one tenant, may have running at once in
+    /// a process; more are refused at once with 429 `too_many_requests`.
+    pub report_concurrency_per_credential: usize,
+    pub report_concurrency_per_tenant: usize,
     /// `DB_CONNECT_TIMEOUT_SECONDS` (default 5).
     pub connect_timeout: std::time::Duration,
     /// Limits of the event contract (`EVENT_*`).
@@ -84,6 +96,16 @@ impl fmt::Debug for Settings {
             .field("database_name", &self.database.get_dbname())
             .field("database_sslmode", &self.database_tls.mode)
             .field("pool_size", &self.pool_size)
+            .field("report_pool_size", &self.report_pool_size)
+            .field("report_timeout", &self.report_timeout)
+            .field(
+                "report_concurrency_per_credential",
+                &self.report_concurrency_per_credential,
+            )
+            .field(
+                "report_concurrency_per_tenant",
+                &self.report_concurrency_per_tenant,
+            )
             .field("limits", &self.limits)
             .field("collect_max_body_bytes", &self.collect_max_body_bytes)
             .field("collect_max_events", &self.collect_max_events)
@@ -169,6 +191,25 @@ impl Settings {
             database,
             database_tls,
             pool_size: reader.number("DB_POOL_SIZE", 8, 1, 256)?,
+            report_pool_size: reader.number("REPORT_POOL_SIZE", 4, 1, 256)?,
+            report_timeout: std::time::Duration::from_millis(reader.number(
+                "REPORT_TIMEOUT_MS",
+                5_000,
+                100,
+                600_000,
+            )?),
+            report_concurrency_per_credential: reader.number(
+                "REPORT_CONCURRENCY_PER_CREDENTIAL",
+                8,
+                1,
+                1_000,
+            )?,
+            report_concurrency_per_tenant: reader.number(
+                "REPORT_CONCURRENCY_PER_TENANT",
+                16,
+                1,
+                10_000,
+            )?,
             connect_timeout: std::time::Duration::from_secs(reader.number(
                 "DB_CONNECT_TIMEOUT_SECONDS",
                 5,
@@ -304,6 +345,15 @@ mod tests {
     fn defaults_apply() {
         let s = Settings::from_map(&map(&[("DATABASE_URL", "postgres://u:secret@h/db")])).unwrap();
         assert_eq!(s.pool_size, 8);
+        assert_eq!(s.report_pool_size, 4);
+        assert_eq!(s.report_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            (
+                s.report_concurrency_per_credential,
+                s.report_concurrency_per_tenant
+            ),
+            (8, 16)
+        );
         assert_eq!(s.limits, EventLimits::default());
         assert_eq!(s.collect_max_events, 500);
         assert!(!format!("{s:?}").contains("secret"));

@@ -11,11 +11,45 @@ mod embedded {
     refinery::embed_migrations!("migrations");
 }
 
-/// A pool that connects lazily: creating it touches no network, so the handler is ready for
-/// the host's readiness probe before the database answers. TLS follows `sslmode` as libpq
-/// does (see [`tls`]).
+/// The pool of ingest, the jobs and the API's small requests (`DB_POOL_SIZE`). It connects
+/// lazily: creating it touches no network, so the handler is ready for the host's readiness
+/// probe before the database answers. TLS follows `sslmode` as libpq does (see [`tls`]).
 pub fn pool(settings: &Settings) -> Pool {
+    build_pool(
+        settings,
+        settings.database.clone(),
+        settings.pool_size,
+        settings.connect_timeout,
+    )
+}
+
+/// The reports' own pool (`REPORT_POOL_SIZE`), so a report load cannot take the connections
+/// ingest needs. Its sessions carry `statement_timeout = REPORT_TIMEOUT_MS`, set when they
+/// connect (no round trip per request); a report waits for a connection at most that long.
+pub fn report_pool(settings: &Settings) -> Pool {
     let mut config = settings.database.clone();
+    let timeout = format!(
+        "-c statement_timeout={}",
+        settings.report_timeout.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {timeout}"),
+        _ => timeout,
+    };
+    config.options(&options);
+    if config.get_application_name().is_none() {
+        config.application_name("remarketable-reports");
+    }
+    let wait = settings.report_timeout.min(settings.connect_timeout);
+    build_pool(settings, config, settings.report_pool_size, wait)
+}
+
+fn build_pool(
+    settings: &Settings,
+    mut config: tokio_postgres::Config,
+    size: usize,
+    wait: std::time::Duration,
+) -> Pool {
     config.connect_timeout(settings.connect_timeout);
     if config.get_application_name().is_none() {
         config.application_name("remarketable");
@@ -31,9 +65,9 @@ pub fn pool(settings: &Settings) -> Pool {
         },
     );
     Pool::builder(manager)
-        .max_size(settings.pool_size)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(settings.connect_timeout))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(settings.connect_timeout))
         .build()
         .expect("a pool with a runtime and timeouts always builds")

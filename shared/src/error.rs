@@ -26,6 +26,8 @@ pub enum ErrorKind {
     TooLarge,
     /// A body of a media type that is not taken (415).
     UnsupportedMediaType,
+    /// Over a rate or concurrency limit of the caller's; retry after a pause (429).
+    RateLimited,
     /// A dependency is down or busy; the same request may succeed later (503).
     Unavailable,
     /// A fault of ours or of the database that retrying alone will not fix (500).
@@ -102,8 +104,11 @@ codes! {
     EventTooLarge => "event_too_large", TooLarge;
     TooManyEvents => "too_many_events", TooLarge;
     UnsupportedMediaType => "unsupported_media_type", UnsupportedMediaType;
+    // Limits of a caller.
+    TooManyRequests => "too_many_requests", RateLimited;
     // Infrastructure.
     DatabaseUnavailable => "database_unavailable", Unavailable;
+    ReportTimeout => "report_timeout", Unavailable;
     RandomUnavailable => "random_unavailable", Unavailable;
     ReplayConflict => "replay_conflict", Unavailable;
     DatabaseError => "database_error", Internal;
@@ -115,6 +120,17 @@ impl ErrorCode {
     /// are: a trigger answers them by failing the invocation so the source redelivers.
     pub const fn retryable(self) -> bool {
         matches!(self.kind(), ErrorKind::Unavailable)
+    }
+
+    /// How long a client should wait before asking again (the HTTP `Retry-After`): a moment
+    /// past a caller's own limit (not [`retryable`](Self::retryable): the same request keeps
+    /// being refused while the caller keeps the pace), longer for a busy or absent dependency.
+    pub const fn retry_after_seconds(self) -> Option<u32> {
+        match self.kind() {
+            ErrorKind::RateLimited => Some(1),
+            ErrorKind::Unavailable => Some(5),
+            _ => None,
+        }
     }
 }
 
@@ -182,7 +198,14 @@ impl Error {
         let detail = std::error::Error::source(e)
             .map(|s| format!("{e}: {s}"))
             .unwrap_or_else(|| e.to_string());
-        if is_transient(e) {
+        if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            // statement_timeout (the reports' pool sets one) or a cancel request.
+            Error::new(
+                ErrorCode::ReportTimeout,
+                "the report took longer than its time limit; retry later or ask for a shorter range",
+            )
+            .with_detail(detail)
+        } else if is_transient(e) {
             Error::new(
                 ErrorCode::DatabaseUnavailable,
                 "the database is unavailable; retry later",
@@ -275,6 +298,7 @@ mod tests {
             retryable,
             [
                 "database_unavailable",
+                "report_timeout",
                 "random_unavailable",
                 "replay_conflict"
             ]

@@ -609,3 +609,31 @@ pub async fn call(
         headers,
     }
 }
+
+/// The fixture with its enqueue times moved to now, in whichever encoding the fixture uses, so
+/// the events fall inside retention whenever the tests run.
+pub fn fresh_batch_fixture(name: &str) -> Value {
+    let mut v = fixture(name);
+    let times = &mut v["Metadata"]["EnqueuedTimeUtcArray"];
+    let encoded = times.is_string();
+    let list: Vec<Value> = if encoded {
+        serde_json::from_str(times.as_str().unwrap()).unwrap()
+    } else {
+        times.as_array().unwrap().clone()
+    };
+    let now = Utc::now();
+    let fresh: Vec<Value> = (0..list.len())
+        .map(|i| {
+            json!((now + Duration::milliseconds(i as i64))
+                .naive_utc()
+                .format("%Y-%m-%dT%H:%M:%S%.3f")
+                .to_string())
+        })
+        .collect();
+    *times = if encoded {
+        json!(Value::Array(fresh).to_string())
+    } else {
+        Value::Array(fresh)
+    };
+    v
+}

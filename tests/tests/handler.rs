@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use http_body_util::BodyExt;
 use remarketable_handler::envelope::{EventHubInvocation, InvocationRequest};
 use remarketable_handler::{app, AppState};
@@ -34,34 +34,6 @@ async fn call(app: &Router, method: &str, path: &str, body: Value) -> (StatusCod
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
-}
-
-/// The fixture with its enqueue times moved to now, in whichever encoding the fixture uses, so
-/// the events fall inside retention whenever the tests run.
-fn fresh_batch_fixture(name: &str) -> Value {
-    let mut v = fixture(name);
-    let times = &mut v["Metadata"]["EnqueuedTimeUtcArray"];
-    let encoded = times.is_string();
-    let list: Vec<Value> = if encoded {
-        serde_json::from_str(times.as_str().unwrap()).unwrap()
-    } else {
-        times.as_array().unwrap().clone()
-    };
-    let now = Utc::now();
-    let fresh: Vec<Value> = (0..list.len())
-        .map(|i| {
-            json!((now + Duration::milliseconds(i as i64))
-                .naive_utc()
-                .format("%Y-%m-%dT%H:%M:%S%.3f")
-                .to_string())
-        })
-        .collect();
-    *times = if encoded {
-        json!(Value::Array(fresh).to_string())
-    } else {
-        Value::Array(fresh)
-    };
-    v
 }
 
 fn closed_port_settings() -> remarketable_core::Settings {

@@ -19,6 +19,7 @@
 //! place that runs npm; `REMARKETABLE_DASHBOARD_DIST` embeds a prebuilt bundle instead).
 
 pub mod access;
+pub mod admission;
 pub mod dashboard;
 pub mod dashboards;
 pub mod error;
@@ -42,7 +43,12 @@ use tower_http::trace::TraceLayer;
 /// (the pool connects on first use, so hosts answer their readiness probes at once).
 pub struct ApiState {
     pub settings: Settings,
+    /// Ingest's, the jobs' and the API's small requests' pool (`DB_POOL_SIZE`).
     pub pool: deadpool_postgres::Pool,
+    /// The reports' own pool (`REPORT_POOL_SIZE`, statements time out).
+    pub reports: deadpool_postgres::Pool,
+    /// Running reports per credential and tenant.
+    pub admission: admission::Admission,
     /// Verifies API keys and share tokens, with a short cache.
     pub verifier: remarketable_core::access::Verifier,
 }
@@ -50,10 +56,17 @@ pub struct ApiState {
 impl ApiState {
     pub fn new(settings: Settings) -> Self {
         let pool = db::pool(&settings);
+        let reports = db::report_pool(&settings);
+        let admission = admission::Admission::new(
+            settings.report_concurrency_per_credential,
+            settings.report_concurrency_per_tenant,
+        );
         let verifier = remarketable_core::access::Verifier::new(settings.access_cache_ttl);
         ApiState {
             settings,
             pool,
+            reports,
+            admission,
             verifier,
         }
     }
@@ -82,7 +95,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
     // the dashboard's pages are same-origin.
     let api = Router::new()
         .merge(access::routes())
-        .merge(reports::routes())
+        .merge(reports::routes(&state))
         .merge(openapi::routes())
         .merge(replay::routes())
         .merge(dashboards::routes())

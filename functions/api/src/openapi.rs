@@ -249,15 +249,28 @@ fn operation(op: &Operation) -> Value {
     }
     let error = json!({"description": "an error", "content": {"application/json": {"schema":
         {"$ref": "#/components/schemas/Error"}}}});
-    json!({
+    let mut operation = json!({
         "summary": op.summary,
         "security": op.security.iter().map(|s| json!({*s: []})).collect::<Vec<_>>(),
         "parameters": parameters,
         "responses": {
             "200": {"description": "the report", "content": content},
-            "400": error, "401": error, "403": error, "404": error, "503": error
+            "400": error, "401": error, "403": error, "404": error,
+            "503": {"description": "database unavailable, or report_timeout; see Retry-After",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    "content": error["content"]}
         }
-    })
+    });
+    // The reports (the operations that also answer CSV) are admitted per credential and
+    // tenant (`admission`).
+    if op.csv {
+        operation["responses"]["429"] = json!({
+            "description": "too_many_requests: the credential or tenant has its most reports running",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": error["content"],
+        });
+    }
+    operation
 }
 
 /// The document.

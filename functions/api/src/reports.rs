@@ -20,10 +20,12 @@
 //! ([`RolledCache`]), and merge the raw events above that watermark into it at every request.
 
 use crate::access::TenantAccess;
+use crate::admission::{self, Report};
 use crate::error::ApiError;
-use crate::{ApiState, Db};
+use crate::ApiState;
 use axum::extract::{Extension, Path, Query};
 use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -40,7 +42,7 @@ use std::sync::Arc;
 /// Bytes of rolled-up sketches the breakdowns and summaries keep ([`RolledCache`]).
 const ROLLED_CACHE_BYTES: usize = 64 << 20;
 
-pub fn routes() -> Router<Arc<ApiState>> {
+pub fn routes(state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/tenants/{tenant_id}/timeseries", get(timeseries))
         .route("/api/v1/tenants/{tenant_id}/breakdown", get(breakdown))
@@ -48,6 +50,10 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/tenants/{tenant_id}/top", get(top))
         .route("/api/v1/tenants/{tenant_id}/ingest", get(ingest))
         .layer(Extension(Arc::new(RolledCache::new(ROLLED_CACHE_BYTES))))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            admission::deadline,
+        ))
 }
 
 /// Query parameters, as sent; parsed into closed types by [`Request::parse`].
@@ -247,11 +253,10 @@ fn with_metrics<'a>(first: &[&'a str]) -> Vec<&'a str> {
 }
 
 async fn timeseries(
-    access: TenantAccess,
+    Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
-    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -275,11 +280,10 @@ async fn timeseries(
 
 async fn breakdown(
     Extension(cache): Extension<Arc<RolledCache>>,
-    access: TenantAccess,
+    Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
-    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -334,11 +338,10 @@ async fn breakdown(
 
 async fn summary(
     Extension(cache): Extension<Arc<RolledCache>>,
-    access: TenantAccess,
+    Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
-    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -370,11 +373,10 @@ async fn summary(
 }
 
 async fn top(
-    access: TenantAccess,
+    Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
-    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
@@ -406,11 +408,10 @@ async fn top(
 }
 
 async fn ingest(
-    access: TenantAccess,
+    Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
     headers: HeaderMap,
-    Db(client): Db,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
     // The ledger and dead letters are per tenant, not per country or campaign: a share link

@@ -56,7 +56,7 @@ pub struct BenchReportsArgs {
     /// handler's connections are open and the figures are those of a running service.
     #[arg(long, default_value_t = 32)]
     warmup: usize,
-    /// The handler's connection pool size (`DB_POOL_SIZE`).
+    /// The handler's report connections (`REPORT_POOL_SIZE`; `DB_POOL_SIZE` gets the same).
     #[arg(long, default_value_t = 16)]
     pool_size: usize,
 }
@@ -180,6 +180,10 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("DATABASE_URL", with_db(&args.database_url, &args.database))
         .env("DB_POOL_SIZE", args.pool_size.to_string())
+        .env("REPORT_POOL_SIZE", args.pool_size.to_string())
+        // One key asks at concurrency 16: measure the reports, not the per-credential cap.
+        .env("REPORT_CONCURRENCY_PER_CREDENTIAL", "64")
+        .env("REPORT_CONCURRENCY_PER_TENANT", "64")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -361,7 +365,7 @@ async fn unrolled(client: &tokio_postgres::Client) -> anyhow::Result<i64> {
 }
 
 /// Inserts `n` events timed between `from` and `to` and records their id range.
-async fn generate(
+pub(crate) async fn generate(
     client: &tokio_postgres::Client,
     n: i64,
     from: chrono::DateTime<chrono::Utc>,
@@ -386,10 +390,10 @@ async fn generate(
 }
 
 /// Milliseconds of each request, sorted.
-struct Latencies(Vec<f64>);
+pub(crate) struct Latencies(pub(crate) Vec<f64>);
 
 impl Latencies {
-    fn p(&self, percentile: usize) -> f64 {
+    pub(crate) fn p(&self, percentile: usize) -> f64 {
         let i = (self.0.len() * percentile).div_ceil(100).saturating_sub(1);
         self.0[i.min(self.0.len() - 1)]
     }

@@ -14,14 +14,15 @@
 //! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
-//! - [`bench`], [`bench_rollup`], [`bench_reports`]: the ingest, rollup and reports
-//!   benchmarks, each with the arguments of its subcommand.
+//! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_isolation`]: the ingest, rollup,
+//!   reports and noisy-neighbour benchmarks, each with the arguments of its subcommand.
 //!
 //! The `loadgen` binary is a thin command line over these.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_isolation;
 pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;

@@ -8,6 +8,7 @@
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
 //! loadgen bench-rollup --database-url postgres://...
 //! loadgen bench-reports --database-url postgres://... --handler target/release/handler
+//! loadgen bench-isolation --database-url postgres://... --handler target/release/handler
 //! ```
 //! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
@@ -18,7 +19,7 @@ use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
-use remarketable_loadgen::{bench, bench_reports, bench_rollup};
+use remarketable_loadgen::{bench, bench_isolation, bench_reports, bench_rollup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -47,6 +48,8 @@ enum Command {
     /// Benchmark: rollup throughput next to a plain INSERT .. SELECT .. GROUP BY, and the run
     /// time of empty and one-batch windows with 24 and 720 partitions.
     BenchRollup(bench_rollup::BenchRollupArgs),
+    /// Ingest idle and under a flood of uncacheable reports, with the ratio.
+    BenchIsolation(bench_isolation::BenchIsolationArgs),
     /// Benchmark: p50/p95/p99 of the largest tenant's 30-day reports through the handler, at
     /// concurrency 1 and 16, next to the same answers from the raw events, at 1 M and 10 M events.
     BenchReports(bench_reports::BenchReportsArgs),
@@ -141,6 +144,9 @@ async fn main() -> ExitCode {
         Command::Check(args) => check(args).await,
         Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchIsolation(args) => {
+            bench_isolation::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::BenchReports(args) => bench_reports::run(args).await.map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
