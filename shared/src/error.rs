@@ -20,6 +20,8 @@ pub enum ErrorKind {
     Forbidden,
     /// No such thing (404).
     NotFound,
+    /// The path exists, the method does not (405).
+    MethodNotAllowed,
     /// The state does not allow it (409).
     Conflict,
     /// Over a size limit (413).
@@ -92,9 +94,11 @@ codes! {
     Forbidden => "forbidden", Forbidden;
     WrongTenant => "wrong_tenant", Forbidden;
     FilterFixed => "filter_fixed", Forbidden;
+    NotForShareLinks => "not_for_share_links", Forbidden;
     ShareTokensDisabled => "share_tokens_disabled", Forbidden;
     // Things and states.
     NotFound => "not_found", NotFound;
+    MethodNotAllowed => "method_not_allowed", MethodNotAllowed;
     UnknownTenant => "unknown_tenant", NotFound;
     TenantExists => "tenant_exists", Conflict;
     VersionConflict => "version_conflict", Conflict;

@@ -312,13 +312,19 @@ pub async fn write_key_tenant(state: &ApiState, presented: Option<&str>) -> Resu
     }
 }
 
-/// A JSON body, refused with our error shape. An empty body reads as `{}`.
+/// A JSON body, refused with our error shape. An empty body reads as `{}`; a body sent with a
+/// content type that is not JSON is a 415 `unsupported_media_type`.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req.headers().get(header::CONTENT_TYPE).map(|v| {
+            let essence = v.to_str().unwrap_or("").split(';').next().unwrap_or("");
+            let essence = essence.trim().to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        });
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -331,6 +337,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
+        } else if json_type == Some(false) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "a request body must be sent as application/json",
+            ));
         } else {
             &bytes
         };

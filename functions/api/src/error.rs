@@ -24,6 +24,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -85,6 +86,58 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Every error answer in the one JSON shape: what the framework answers by itself (axum's
+/// extractor rejections: a bad path id, a malformed or duplicated query field, an integer out
+/// of range, a body that is not JSON or not `application/json`, too large; 405 for a method
+/// a route does not take) comes as `text/plain` or empty, and is rewritten here with a stable
+/// code for its status. The framework's text, which names only the parameter and the parse
+/// error, stays the message (cut to 300 bytes).
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.len() > 300 {
+        let mut cut = 300;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        s if s.is_client_error() => ErrorCode::BadRequest,
+        _ => ErrorCode::InternalError,
+    };
+    if message.is_empty() {
+        message = match code {
+            ErrorCode::MethodNotAllowed => "this route does not take that method".into(),
+            ErrorCode::InternalError => "internal error; see the service log".into(),
+            _ => status
+                .canonical_reason()
+                .unwrap_or("refused")
+                .to_lowercase(),
+        };
+    }
+    let mut answer = ApiError::new(code, message).into_response();
+    // Headers the framework set that still apply (`Allow` of a 405).
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    answer
 }
 
 /// Answer of [`tower_http::catch_panic::CatchPanicLayer`]: a panic is an internal error.

@@ -108,10 +108,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
     finish(routes(state))
 }
 
-/// What every served router ends with: JSON 404s, panics answered as JSON 500s, and one
-/// tracing span per request (method and path only: query strings may carry credentials).
+/// What every served router ends with: JSON 404s, every error answer as JSON (the
+/// framework's own rejections included: [`error::json_errors`]), panics answered as JSON
+/// 500s, and one tracing span per request (method and path only: query strings may carry
+/// credentials).
 pub fn finish(app: Router) -> Router {
     app.fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()

@@ -215,8 +215,11 @@ fn csv_answer(name: &str, header_line: &[&str], rows: Vec<Vec<String>>) -> Respo
 }
 
 fn csv_field(s: &str) -> String {
-    // A leading =, +, - or @ would make a spreadsheet evaluate the field as a formula.
-    let s = if s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err() {
+    // A leading =, +, - or @ would make a spreadsheet evaluate the field as a formula; a
+    // leading TAB or CR hides such a character from a check that looks at the first one only.
+    let s = if s.starts_with(['\t', '\r'])
+        || (s.starts_with(['=', '+', '-', '@']) && s.parse::<f64>().is_err())
+    {
         format!("'{s}")
     } else {
         s.to_string()
@@ -381,6 +384,12 @@ async fn top(
     access.require_tenant(tenant_id)?;
     let r = q.parse(&access, &headers)?;
     let list: TopList = q.list.as_deref().unwrap_or("pages").parse().map_err(bad)?;
+    if list == TopList::Devices && access.read_only {
+        return Err(ApiError::new(
+            ErrorCode::NotForShareLinks,
+            "device identifiers are for the tenant's keys, not for share links",
+        ));
+    }
     let n = q.n.unwrap_or(10);
     if !(1..=100).contains(&n) {
         return Err(bad("n must be between 1 and 100"));
@@ -426,9 +435,14 @@ async fn ingest(
     if !(1..=500).contains(&dead_letters) {
         return Err(bad("dead_letters must be between 1 and 500"));
     }
-    let report = reports::ingest(&client, tenant_id, &r.range, dead_letters)
+    let mut report = reports::ingest(&client, tenant_id, &r.range, dead_letters)
         .await
         .map_err(report_error)?;
+    // Dead letters carry raw payloads (device identifiers, whatever a producer sent): for the
+    // tenant's keys only. A share link sees the ledger's counts.
+    if access.read_only {
+        report.recent_dead_letters.clear();
+    }
     if r.csv {
         let rows = report
             .hours
@@ -464,5 +478,7 @@ mod tests {
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("-12.5"), "-12.5");
         assert_eq!(csv_field("@cmd"), "'@cmd");
+        assert_eq!(csv_field("\t=1+2"), "'\t=1+2");
+        assert_eq!(csv_field("\r=1+2"), "\"'\r=1+2\"");
     }
 }

@@ -85,5 +85,9 @@ mod tests {
         assert!(err.message.contains("fixed"), "{err}");
         let err = f.set(Dimension::Browser, &"x".repeat(300)).unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::BadParameter);
+        for nasty in ["a\0b", "tab\there", "\u{7f}"] {
+            let err = f.set(Dimension::Campaign, nasty).unwrap_err();
+            assert_eq!(err.code, crate::ErrorCode::BadParameter, "{nasty:?}");
+        }
     }
 }

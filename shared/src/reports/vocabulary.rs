@@ -132,6 +132,15 @@ impl Filters {
                 format!("filter {dimension} is longer than {MAX_FILTER_BYTES} bytes"),
             ));
         }
+        // PostgreSQL cannot take a NUL in text at all (the event contract refuses it), and no
+        // analyst means a value with other control characters: refused as a bad parameter
+        // rather than sent to the database.
+        if value.chars().any(char::is_control) {
+            return Err(Error::new(
+                ErrorCode::BadParameter,
+                format!("filter {dimension} contains a control character"),
+            ));
+        }
         match self.0.get(&dimension) {
             Some(existing) if existing != value => Err(Error::new(
                 ErrorCode::FilterFixed,
