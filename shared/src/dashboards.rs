@@ -255,6 +255,13 @@ pub async fn save(
     let tx = client.transaction().await?;
     let saved = match expected_version {
         None => {
+            // Creations of one tenant take turns, so concurrent ones cannot all count 49 and
+            // all insert (the limit held only for one request at a time).
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('remarketable.dashboards', $1))",
+                &[&tenant_id],
+            )
+            .await?;
             let count: i64 = tx
                 .query_one(
                     "SELECT count(*) FROM dashboards WHERE tenant_id = $1",

@@ -493,3 +493,42 @@ async fn the_page_and_its_assets_are_served_with_their_security_headers() {
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_dashboard_limit_holds_under_concurrent_creations() {
+    // The pool is as large as the concurrency, so the creations really overlap in the database.
+    let s = setup(&[("DB_POOL_SIZE", "16")]).await;
+    let mut tasks = Vec::new();
+    for i in 0..70 {
+        let (app, key) = (s.app.clone(), s.key1.clone());
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/api/v1/tenants/1/dashboards/c{i}");
+            let body = json!({"title": "c", "layout": layout(1)});
+            let a = call(&app, "PUT", &path, Some(&key), body).await;
+            (a.status, a.code().to_string())
+        }));
+    }
+    let (mut stored, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (StatusCode::OK, _) => stored += 1,
+            (StatusCode::CONFLICT, code) if code == "too_many_dashboards" => refused += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((stored, refused), (50, 20));
+    let listed = call(
+        &s.app,
+        "GET",
+        "/api/v1/tenants/1/dashboards",
+        Some(&s.key1),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        listed.body["dashboards"].as_array().map(Vec::len),
+        Some(50),
+        "{}",
+        listed.text
+    );
+}
