@@ -410,6 +410,17 @@ impl Verifier {
         }
     }
 
+    /// The cheap part of [`verify_key`](Self::verify_key), for callers that would rather not
+    /// take a database connection when none is needed: a malformed key is refused, a key this
+    /// instance verified recently is answered (`Some`); `None` means the database must say.
+    pub fn cached_key(&self, presented: &str) -> Result<Option<VerifiedKey>, AccessError> {
+        let (claimed_kind, key_id) = split_key(presented).ok_or(AccessError::Unauthorized)?;
+        self.keys
+            .get(key_id)
+            .map(|stored| check_key(presented, claimed_kind, key_id, &stored))
+            .transpose()
+    }
+
     /// Checks a presented key: format, known id, hash, not revoked. The kind is the caller's
     /// to check.
     pub async fn verify_key<C: GenericClient>(
@@ -465,15 +476,7 @@ impl Verifier {
                 stored
             }
         };
-        let genuine = bool::from(key_hash(presented).ct_eq(&stored.hash));
-        if !genuine || stored.revoked || stored.kind != claimed_kind {
-            return Err(AccessError::Unauthorized);
-        }
-        Ok(VerifiedKey {
-            key_id: key_id.to_string(),
-            tenant_id: stored.tenant_id,
-            kind: stored.kind,
-        })
+        check_key(presented, claimed_kind, key_id, &stored)
     }
 
     /// Drops a key from this instance's cache (after revoking it here).
@@ -484,6 +487,23 @@ impl Verifier {
     /// Drops a share token from this instance's cache (after revoking it here).
     pub fn forget_share(&self, token_id: &str) {
         self.shares.forget(token_id);
+    }
+
+    /// The cheap part of [`verify_share`](Self::verify_share): signature and expiry are
+    /// checked (no connection needed), and a token this instance looked up recently is
+    /// answered (`Some`); `None` means the database must say whether it was revoked.
+    pub fn cached_share(
+        &self,
+        secret: Option<&ShareSecret>,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ShareClaims>, AccessError> {
+        let secret = secret.ok_or(AccessError::ShareTokensDisabled)?;
+        let claims = open_share_token(secret, presented, now)?;
+        self.shares
+            .get(&claims.token_id)
+            .map(|row| check_share(claims, &row))
+            .transpose()
     }
 
     /// Checks a presented share token: signature under `secret`, expiry at `now`, and the
@@ -518,14 +538,37 @@ impl Verifier {
                 row
             }
         };
-        if row.tenant_id != claims.tenant_id {
-            return Err(AccessError::Unauthorized);
-        }
-        if row.revoked {
-            return Err(AccessError::ShareRevoked);
-        }
-        Ok(claims)
+        check_share(claims, &row)
     }
+}
+
+/// A presented key against what is stored for its id (the hash compared in constant time).
+fn check_key(
+    presented: &str,
+    claimed_kind: KeyKind,
+    key_id: &str,
+    stored: &StoredKey,
+) -> Result<VerifiedKey, AccessError> {
+    let genuine = bool::from(key_hash(presented).ct_eq(&stored.hash));
+    if !genuine || stored.revoked || stored.kind != claimed_kind {
+        return Err(AccessError::Unauthorized);
+    }
+    Ok(VerifiedKey {
+        key_id: key_id.to_string(),
+        tenant_id: stored.tenant_id,
+        kind: stored.kind,
+    })
+}
+
+/// A share token's signed claims against its stored row.
+fn check_share(claims: ShareClaims, row: &ShareRow) -> Result<ShareClaims, AccessError> {
+    if row.tenant_id != claims.tenant_id {
+        return Err(AccessError::Unauthorized);
+    }
+    if row.revoked {
+        return Err(AccessError::ShareRevoked);
+    }
+    Ok(claims)
 }
 
 /// What a share token grants.

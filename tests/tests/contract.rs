@@ -181,3 +181,27 @@ async fn control_characters_in_filters_are_bad_parameters() {
     assert_eq!(status, StatusCode::OK, "{body}");
     drop(db);
 }
+
+#[tokio::test]
+async fn malformed_credentials_are_refused_without_a_database_connection() {
+    // Nothing listens on port 9: any request that takes a connection answers 503.
+    let settings = settings_with(
+        "postgres://postgres@127.0.0.1:9/remarketable?sslmode=disable",
+        &[(
+            "SHARE_TOKEN_SECRET",
+            "a share-token secret of at least thirty-two bytes",
+        )],
+    );
+    let app = app(Arc::new(AppState::new(settings)));
+    for auth in [
+        "Bearer not-a-key",
+        "Bearer rmk_read_short",
+        "Share rms_eyJ2IjoxfQ.forged",
+        "Share garbage",
+    ] {
+        let (status, _, body) =
+            send(&app, "GET", "/api/v1/tenants/1/summary", auth, None, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth}: {body}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{auth}: {body}");
+    }
+}

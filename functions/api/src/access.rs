@@ -161,7 +161,11 @@ fn credential(parts: &Parts) -> Result<Credential, ApiError> {
     }
 }
 
+/// Cheap checks first: a malformed or recently verified key needs no connection.
 async fn verify_key(state: &ApiState, key: &str) -> Result<VerifiedKey, ApiError> {
+    if let Some(verified) = state.verifier.cached_key(key).map_err(access_error)? {
+        return Ok(verified);
+    }
     let client = state.pool.get().await.map_err(ApiError::pool)?;
     state
         .verifier
@@ -240,17 +244,23 @@ impl FromRequestParts<Arc<ApiState>> for TenantAccess {
                 }
             }
             Credential::Share(token) => {
-                let client = state.pool.get().await.map_err(ApiError::pool)?;
-                let claims = state
+                let secret = state.settings.share_token_secret.as_ref();
+                // Signature and expiry before a connection; the database only for revocation.
+                let claims = match state
                     .verifier
-                    .verify_share(
-                        &**client,
-                        state.settings.share_token_secret.as_ref(),
-                        &token,
-                        Utc::now(),
-                    )
-                    .await
-                    .map_err(access_error)?;
+                    .cached_share(secret, &token, Utc::now())
+                    .map_err(access_error)?
+                {
+                    Some(claims) => claims,
+                    None => {
+                        let client = state.pool.get().await.map_err(ApiError::pool)?;
+                        state
+                            .verifier
+                            .verify_share(&**client, secret, &token, Utc::now())
+                            .await
+                            .map_err(access_error)?
+                    }
+                };
                 Ok(TenantAccess {
                     tenant_id: claims.tenant_id,
                     fixed_filters: claims.filters,
