@@ -31,6 +31,7 @@ resource "aws_vpc_security_group_ingress_rule" "database_from" {
 # For `remarketable migrate` and psql: a CloudShell VPC environment (or any host) in a private
 # subnet with this group reaches the database, and Secrets Manager through the endpoint.
 resource "aws_security_group" "admin" {
+  #checkov:skip=CKV2_AWS_5:attached by the operator to a CloudShell VPC environment, outside Terraform
   count       = local.rds ? 1 : 0
   name        = "${var.name}-admin"
   description = "Administration (migrations, psql) from inside the VPC"

@@ -14,6 +14,7 @@ resource "aws_kinesis_stream" "events" {
 }
 
 resource "aws_security_group" "msk" {
+  #checkov:skip=CKV2_AWS_5:attached to the MSK Serverless cluster (vpc_config), which checkov does not follow
   count       = local.msk ? 1 : 0
   name        = "${var.name}-msk"
   description = "MSK Serverless and the ingest mapping's pollers (which use this group too)"

@@ -276,6 +276,16 @@ variable "secret_recovery_days" {
   default     = 30
 }
 
+variable "availability_zones" {
+  description = "The two availability zones of the private subnets (default: <region>a and <region>b)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = length(var.availability_zones) == 0 || length(var.availability_zones) == 2
+    error_message = "availability_zones names two zones (or none for the default)."
+  }
+}
+
 variable "vpc_cidr" {
   description = "CIDR of the VPC made for RDS and MSK (two private subnets are carved from it)."
   type        = string

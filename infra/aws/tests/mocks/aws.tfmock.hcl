@@ -10,7 +10,7 @@ mock_data "aws_region" {
   defaults = { name = "eu-west-1" }
 }
 mock_data "aws_availability_zones" {
-  defaults = { names = ["eu-west-1a", "eu-west-1b", "eu-west-1c"] }
+  defaults = { names = ["eu-west-1a", "eu-west-1b"] }
 }
 mock_data "aws_iam_policy_document" {
   defaults = { json = "{\"Version\":\"2012-10-17\",\"Statement\":[]}" }
