@@ -11,6 +11,18 @@ resource "aws_lambda_function_url" "http" {
   invoke_mode        = "BUFFERED"
 }
 
+# With auth NONE, anyone may call the URL: the function's resource policy must say so (the
+# console adds this statement by itself, the API does not).
+resource "aws_lambda_permission" "function_url" {
+  #checkov:skip=CKV_AWS_301:the public Function URL is the API's front door (see CKV_AWS_258); only InvokeFunctionUrl with auth NONE is granted, not InvokeFunction
+  count                  = var.function_url ? 1 : 0
+  statement_id           = "function-url-public"
+  action                 = "lambda:InvokeFunctionUrl"
+  function_name          = aws_lambda_function.fn["http"].function_name
+  principal              = "*"
+  function_url_auth_type = "NONE"
+}
+
 resource "aws_apigatewayv2_api" "http" {
   count         = var.http_api ? 1 : 0
   name          = var.name

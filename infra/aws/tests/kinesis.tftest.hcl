@@ -121,6 +121,10 @@ run "function_url_is_open_and_http_api_is_optional" {
     error_message = "the API authenticates its own bearer credentials: the URL is open"
   }
   assert {
+    condition     = aws_lambda_permission.function_url[0].action == "lambda:InvokeFunctionUrl" && aws_lambda_permission.function_url[0].function_url_auth_type == "NONE" && aws_lambda_permission.function_url[0].principal == "*"
+    error_message = "an open function URL needs its public invoke permission"
+  }
+  assert {
     condition     = length(aws_apigatewayv2_api.http) == 0
     error_message = "no HTTP API unless asked for"
   }
