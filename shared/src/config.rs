@@ -27,8 +27,8 @@ pub struct Settings {
     /// `REPORT_TIMEOUT_MS` (default 5000): each report statement's `statement_timeout`, and
     /// (plus a second) the deadline of a report request, waiting for a connection included.
     pub report_timeout: std::time::Duration,
-    /// `REPORT_CONCURRENCY_PER_CREDENTIAL` (default 8: a dashboard's widgets at once) and
-    /// `REPORT_CONCURRENCY_PER_TENANT` (default 16): reports one key or share link, and one tenant, may have running at once in
+    /// `REPORT_CONCURRENCY_PER_CREDENTIAL` (default 16: a dashboard's widgets at once) and
+    /// `REPORT_CONCURRENCY_PER_TENANT` (default 32): reports one key or share link, and one tenant, may have running at once in
     /// a process; more are refused at once with 429 `too_many_requests`.
     pub report_concurrency_per_credential: usize,
     pub report_concurrency_per_tenant: usize,
@@ -200,13 +200,13 @@ impl Settings {
             )?),
             report_concurrency_per_credential: reader.number(
                 "REPORT_CONCURRENCY_PER_CREDENTIAL",
-                8,
+                16,
                 1,
                 1_000,
             )?,
             report_concurrency_per_tenant: reader.number(
                 "REPORT_CONCURRENCY_PER_TENANT",
-                16,
+                32,
                 1,
                 10_000,
             )?,
@@ -352,7 +352,7 @@ mod tests {
                 s.report_concurrency_per_credential,
                 s.report_concurrency_per_tenant
             ),
-            (8, 16)
+            (16, 32)
         );
         assert_eq!(s.limits, EventLimits::default());
         assert_eq!(s.collect_max_events, 500);

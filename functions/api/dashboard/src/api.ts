@@ -75,11 +75,18 @@ export class Api {
       init.body = JSON.stringify(options.body);
     }
     let response: Response;
-    try {
-      response = await fetch(this.url(path, options.query), init);
-    } catch (e) {
-      if (isAbort(e)) throw e;
-      throw new ApiError(0, 'network', 'the server could not be reached');
+    // A 429 (this credential has its most reports running) is retried after the server's
+    // Retry-After, a few times: a dashboard of many widgets asks for them all at once.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        response = await fetch(this.url(path, options.query), init);
+      } catch (e) {
+        if (isAbort(e)) throw e;
+        throw new ApiError(0, 'network', 'the server could not be reached');
+      }
+      if (response.status !== 429 || attempt >= 4) break;
+      const seconds = Math.min(Math.max(Number(response.headers.get('Retry-After')) || 1, 1), 5);
+      await pause(seconds * 1000 * (0.5 + Math.random()), options.signal);
     }
     if (response.status === 204) return undefined as T;
     const text = await response.text();
@@ -178,4 +185,23 @@ export class Api {
       this.tenantPath(tenant, `share-tokens/${encodeURIComponent(tokenId)}`),
     );
   }
+}
+
+/** Waits `ms`, or rejects as an abort when `signal` fires first. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new DOMException('aborted', 'AbortError'));
+      return;
+    }
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        reject(new DOMException('aborted', 'AbortError'));
+      },
+      { once: true },
+    );
+  });
 }
