@@ -182,11 +182,12 @@ pub fn batch_raw(partition: &str, first: i64, at: DateTime<Utc>, bodies: Vec<Vec
     Batch {
         source: "test-namespace/clickstream".into(),
         partition: partition.into(),
+        contiguous: true,
         events: bodies
             .into_iter()
             .enumerate()
             .map(|(i, body)| IncomingEvent {
-                sequence: first + i as i64,
+                sequence: (first + i as i64).into(),
                 offset: Some(format!("{}", (first + i as i64) * 512)),
                 enqueued_at: at + Duration::milliseconds(i as i64),
                 body,

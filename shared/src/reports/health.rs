@@ -22,7 +22,7 @@ pub struct DeadLetter {
     pub reason: String,
     pub message: String,
     pub stream_partition: String,
-    pub stream_sequence: i64,
+    pub stream_sequence: crate::Position,
     pub enqueued_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub replay_status: String,
