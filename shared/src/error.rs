@@ -106,6 +106,8 @@ codes! {
     DatabaseUnavailable => "database_unavailable", Unavailable;
     RandomUnavailable => "random_unavailable", Unavailable;
     ReplayConflict => "replay_conflict", Unavailable;
+    // The stream collect publishes to (Kinesis on AWS) refused or did not answer.
+    StreamUnavailable => "stream_unavailable", Unavailable;
     DatabaseError => "database_error", Internal;
     InternalError => "internal_error", Internal;
 }
@@ -276,7 +278,8 @@ mod tests {
             [
                 "database_unavailable",
                 "random_unavailable",
-                "replay_conflict"
+                "replay_conflict",
+                "stream_unavailable"
             ]
         );
     }
