@@ -93,6 +93,12 @@ impl TestDb {
         url_of(&self.config, None)
     }
 
+    /// The URL of this database reached through `via` (e.g. a [`Proxy`]), for processes
+    /// started by a test.
+    pub fn url_via(&self, via: SocketAddr) -> String {
+        url_of(&self.config, Some(via))
+    }
+
     /// Handler settings pointing at this database (or at `via`, e.g. a [`Proxy`]).
     pub fn settings(&self, via: Option<SocketAddr>) -> Settings {
         settings_for(&url_of(&self.config, via))
