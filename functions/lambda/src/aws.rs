@@ -46,11 +46,11 @@ impl Credentials {
 pub enum AwsError {
     #[error("AWS settings: {0}")]
     Config(String),
-    #[error("{target}: no answer: {source}")]
+    // The cause is part of the text (and not also a `source`, which would print it twice).
+    #[error("{target}: no answer: {cause}")]
     Transport {
         target: &'static str,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
     },
     /// AWS answered with an error (`__type` and message, as the JSON protocol sends them).
     #[error("{target}: HTTP {status}: {kind}: {message}")]
@@ -60,11 +60,10 @@ pub enum AwsError {
         kind: String,
         message: String,
     },
-    #[error("{target}: unexpected answer: {source}")]
+    #[error("{target}: unexpected answer: {cause}")]
     Answer {
         target: &'static str,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -103,6 +102,8 @@ impl Aws {
         let secret = get("AWS_SECRET_ACCESS_KEY")
             .ok_or_else(|| AwsError::Config("AWS_SECRET_ACCESS_KEY is not set".into()))?;
         let credentials = Credentials::new(key, secret, get("AWS_SESSION_TOKEN").map(|s| &**s));
+        // rustls on ring, as the database connections; the first caller installs it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
@@ -175,16 +176,16 @@ impl Aws {
         let response = request
             .send()
             .await
-            .map_err(|source| AwsError::Transport { target, source })?;
+            .map_err(|cause| AwsError::Transport { target, cause })?;
         let status = response.status().as_u16();
         let bytes = response
             .bytes()
             .await
-            .map_err(|source| AwsError::Transport { target, source })?;
+            .map_err(|cause| AwsError::Transport { target, cause })?;
         let value: serde_json::Value = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|source| AwsError::Answer { target, source })?
+            serde_json::from_slice(&bytes).map_err(|cause| AwsError::Answer { target, cause })?
         };
         if !(200..300).contains(&status) {
             let text = |k: &str| {

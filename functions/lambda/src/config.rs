@@ -72,12 +72,11 @@ impl fmt::Debug for LambdaSettings {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("setting {name}: the secret {arn} could not be read: {source}")]
+    #[error("setting {name}: the secret {arn} could not be read: {cause}")]
     Secret {
         name: &'static str,
         arn: String,
-        #[source]
-        source: AwsError,
+        cause: AwsError,
     },
     #[error("setting {name}: {why}")]
     Invalid { name: &'static str, why: String },
@@ -131,7 +130,7 @@ impl LambdaSettings {
             })?;
             let resolved = resolve(aws, service, &arn)
                 .await
-                .map_err(|source| StartError::Secret { name, arn, source })?;
+                .map_err(|cause| StartError::Secret { name, arn, cause })?;
             map.insert(name.to_string(), resolved);
         }
         let core = Settings::from_map(&map)?;

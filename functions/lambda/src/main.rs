@@ -26,8 +26,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // CloudWatch adds its own timestamps.
         .without_time()
         .init();
-    // TLS to AWS APIs and to the database use ring, as the rest of the workspace.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let env: HashMap<String, String> = std::env::vars().collect();
     let host = match start(env).await {
         Ok(host) => host,
