@@ -26,6 +26,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         // CloudWatch adds its own timestamps.
         .without_time()
         .init();
+    // rustls on ring for every HTTPS client (AWS APIs, the init error report), as the
+    // database connections.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env: HashMap<String, String> = std::env::vars().collect();
     let host = match start(env).await {
         Ok(host) => host,

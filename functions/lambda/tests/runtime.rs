@@ -4,11 +4,10 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use base64::Engine;
 use chrono::Utc;
 use http_body_util::BodyExt;
 use remarketable_core::access::{self, KeyKind};
-use remarketable_devhost::lambda_api::Outcome;
+use remarketable_devhost::lambda_api::{self, msk_event, KafkaRecord, Outcome};
 use remarketable_tests::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -20,50 +19,26 @@ mod support;
 const MSK_ARN: &str = "arn:aws:kafka:eu-west-1:123456789012:cluster/clickstream/uuid-1";
 const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/clickstream";
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// An MSK event: records (topic, partition, offset, value).
+/// An MSK event: records (topic, partition, offset, value), timestamped now.
 pub fn kafka_event(records: &[(&str, i64, i64, Vec<u8>)]) -> Value {
     let now = Utc::now().timestamp_millis();
-    let mut map = serde_json::Map::new();
-    for (topic, partition, offset, value) in records {
-        let key = format!("{topic}-{partition}");
-        let list = map.entry(key).or_insert_with(|| json!([]));
-        list.as_array_mut().unwrap().push(json!({
-            "topic": topic, "partition": partition, "offset": offset,
-            "timestamp": now, "timestampType": "CREATE_TIME",
-            "key": null, "value": b64(value),
-            "headers": [{"source": [119, 101, 98]}],
-        }));
-    }
-    json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": MSK_ARN,
-        "bootstrapServers": "b-1.example:9098",
-        "records": map,
-    })
-}
-
-/// A Kinesis event of one shard: (sequence number, data).
-pub fn kinesis_event(shard: &str, records: &[(String, Vec<u8>)]) -> Value {
-    let now = Utc::now().timestamp_millis() as f64 / 1000.0;
-    let records: Vec<Value> = records
+    let records: Vec<KafkaRecord> = records
         .iter()
-        .map(|(seq, data)| {
-            json!({
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
-                            "sequenceNumber": seq, "data": b64(data),
-                            "approximateArrivalTimestamp": now},
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("{shard}:{seq}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/rmk", "awsRegion": "eu-west-1",
-                "eventSourceARN": STREAM_ARN,
-            })
+        .map(|(topic, partition, offset, value)| KafkaRecord {
+            topic,
+            partition: *partition,
+            offset: *offset,
+            timestamp_ms: now,
+            value: Some(value),
         })
         .collect();
-    json!({ "Records": records })
+    msk_event(MSK_ARN, &records)
+}
+
+/// A Kinesis event of one shard of [`STREAM_ARN`], arrived now.
+pub fn kinesis_event(shard: &str, records: &[(String, Vec<u8>)]) -> Value {
+    let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+    lambda_api::kinesis_event(STREAM_ARN, shard, now, records)
 }
 
 fn body(tenant: i64, n: i64) -> Vec<u8> {

@@ -251,3 +251,68 @@ async fn init_error(
     *shared.init_error.lock().expect("init lock") = Some(error_object(&headers, &body));
     StatusCode::ACCEPTED
 }
+
+/// One Kafka record as an event source mapping delivers it.
+#[derive(Debug, Clone)]
+pub struct KafkaRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i64,
+    pub offset: i64,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+}
+
+/// An MSK (`aws:kafka`) event as Lambda's Kafka poller sends it: records grouped under
+/// `"<topic>-<partition>"`, values base64, headers as arrays of signed bytes.
+pub fn msk_event(cluster_arn: &str, records: &[KafkaRecord<'_>]) -> serde_json::Value {
+    use base64::Engine;
+    let mut map = serde_json::Map::new();
+    for r in records {
+        let list = map
+            .entry(format!("{}-{}", r.topic, r.partition))
+            .or_insert_with(|| serde_json::json!([]));
+        if let serde_json::Value::Array(list) = list {
+            list.push(serde_json::json!({
+                "topic": r.topic, "partition": r.partition, "offset": r.offset,
+                "timestamp": r.timestamp_ms, "timestampType": "CREATE_TIME", "key": null,
+                "value": r.value.map(|v| base64::engine::general_purpose::STANDARD.encode(v)),
+                "headers": [{"source": [119, 101, 98]}],
+            }));
+        }
+    }
+    serde_json::json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": cluster_arn,
+        "bootstrapServers": "b-1.local:9098",
+        "records": map,
+    })
+}
+
+/// A Kinesis event of one shard of `stream_arn`: (sequence number, data), arrived at
+/// `arrival_s` (seconds since the epoch).
+pub fn kinesis_event(
+    stream_arn: &str,
+    shard: &str,
+    arrival_s: f64,
+    records: &[(String, Vec<u8>)],
+) -> serde_json::Value {
+    use base64::Engine;
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(seq, data)| {
+            serde_json::json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                            "sequenceNumber": seq,
+                            "data": base64::engine::general_purpose::STANDARD.encode(data),
+                            "approximateArrivalTimestamp": arrival_s},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("{shard}:{seq}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/rmk-local",
+                "awsRegion": "eu-west-1", "eventSourceARN": stream_arn,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}
