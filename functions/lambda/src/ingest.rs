@@ -44,23 +44,45 @@ fn bad(message: impl Into<String>) -> Error {
     Error::new(ErrorCode::BadEnvelope, message)
 }
 
-/// Decodes an `ingest` invocation payload.
-pub fn decode(payload: Value, kafka_source_name: Option<&str>) -> Result<Decoded, Error> {
-    let kafka_source = payload.get("eventSource").and_then(Value::as_str);
-    match kafka_source {
+/// The top-level fields that tell the event kinds apart; everything else is skipped unbuilt.
+#[derive(serde::Deserialize)]
+struct Probe {
+    #[serde(rename = "eventSource")]
+    event_source: Option<String>,
+    #[serde(rename = "Records")]
+    records: Option<serde::de::IgnoredAny>,
+}
+
+/// Decodes an `ingest` invocation payload (its JSON text, parsed straight into the
+/// aws_lambda_events types: no intermediate JSON tree for a batch of thousands of records).
+pub fn decode(payload: &str, kafka_source_name: Option<&str>) -> Result<Decoded, Error> {
+    let probe: Probe =
+        serde_json::from_str(payload).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    match probe.event_source.as_deref() {
         Some("aws:kafka") | Some("aws:SelfManagedKafka") => {
             decode_kafka(payload, kafka_source_name)
         }
         Some(other) => Err(bad(format!("unsupported eventSource {other:?}"))),
-        None if payload.get("Records").is_some() => decode_kinesis(payload),
+        None if probe.records.is_some() => decode_kinesis(payload),
         None => Err(bad(
             "not a Kafka or Kinesis event (no eventSource and no Records)",
         )),
     }
 }
 
-fn decode_kafka(mut payload: Value, self_managed_name: Option<&str>) -> Result<Decoded, Error> {
-    // aws_lambda_events has no default for `headers`; records without it are valid payloads.
+fn decode_kafka(payload: &str, self_managed_name: Option<&str>) -> Result<Decoded, Error> {
+    let event = match serde_json::from_str::<KafkaEvent>(payload) {
+        Ok(event) => event,
+        Err(_) => kafka_without_headers(payload)?,
+    };
+    kafka_batches(event, self_managed_name)
+}
+
+/// aws_lambda_events has no default for `headers`, and records without it are valid payloads:
+/// those are read through a JSON tree with empty headers filled in.
+fn kafka_without_headers(payload: &str) -> Result<KafkaEvent, Error> {
+    let mut payload: Value =
+        serde_json::from_str(payload).map_err(|e| bad(format!("Kafka event: {e}")))?;
     if let Some(Value::Object(records)) = payload.get_mut("records") {
         for list in records.values_mut() {
             if let Value::Array(list) = list {
@@ -72,8 +94,10 @@ fn decode_kafka(mut payload: Value, self_managed_name: Option<&str>) -> Result<D
             }
         }
     }
-    let event: KafkaEvent =
-        serde_json::from_value(payload).map_err(|e| bad(format!("Kafka event: {e}")))?;
+    serde_json::from_value(payload).map_err(|e| bad(format!("Kafka event: {e}")))
+}
+
+fn kafka_batches(event: KafkaEvent, self_managed_name: Option<&str>) -> Result<Decoded, Error> {
     let (kind, cluster) = match event.event_source.as_deref() {
         Some("aws:kafka") => (
             StreamKind::Msk,
@@ -145,9 +169,9 @@ fn decode_kafka(mut payload: Value, self_managed_name: Option<&str>) -> Result<D
     })
 }
 
-fn decode_kinesis(payload: Value) -> Result<Decoded, Error> {
+fn decode_kinesis(payload: &str) -> Result<Decoded, Error> {
     let event: KinesisEvent =
-        serde_json::from_value(payload).map_err(|e| bad(format!("Kinesis event: {e}")))?;
+        serde_json::from_str(payload).map_err(|e| bad(format!("Kinesis event: {e}")))?;
     let mut groups: BTreeMap<(String, String), Vec<IncomingEvent>> = BTreeMap::new();
     for (i, record) in event.records.into_iter().enumerate() {
         let source = record

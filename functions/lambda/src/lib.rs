@@ -69,8 +69,14 @@ impl Host {
     }
 
     /// One `ingest` invocation: every partition of the event, in sorted order.
-    pub async fn ingest(&self, event: LambdaEvent<Value>) -> Result<Value, Failure> {
-        let decoded = ingest::decode(event.payload, self.settings.kafka_source_name.as_deref())?;
+    pub async fn ingest(
+        &self,
+        event: LambdaEvent<Box<serde_json::value::RawValue>>,
+    ) -> Result<Value, Failure> {
+        let decoded = ingest::decode(
+            event.payload.get(),
+            self.settings.kafka_source_name.as_deref(),
+        )?;
         let mut answer = IngestAnswer {
             batch_item_failures: Vec::new(),
             batches: Vec::new(),

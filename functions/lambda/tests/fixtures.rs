@@ -40,7 +40,7 @@ const MSK_ARN: &str =
 fn msk_batches_by_topic_and_record_partition_in_sorted_order() {
     let event: KafkaEvent = round_trip("msk.json");
     assert_eq!(event.records.len(), 2);
-    let decoded = ingest::decode(fixture("msk.json"), None).unwrap();
+    let decoded = ingest::decode(&text("msk.json"), None).unwrap();
     assert_eq!(decoded.kind, StreamKind::Msk);
     let keys: Vec<(String, String)> = decoded
         .batches
@@ -86,7 +86,7 @@ fn msk_batches_by_topic_and_record_partition_in_sorted_order() {
 fn self_managed_kafka_needs_its_configured_name() {
     let event: KafkaEvent = round_trip("self_managed_kafka.json");
     assert_eq!(event.event_source.as_deref(), Some("aws:SelfManagedKafka"));
-    let decoded = ingest::decode(fixture("self_managed_kafka.json"), Some("onprem")).unwrap();
+    let decoded = ingest::decode(&text("self_managed_kafka.json"), Some("onprem")).unwrap();
     assert_eq!(decoded.kind, StreamKind::SelfManagedKafka);
     assert_eq!(decoded.batches.len(), 1);
     assert_eq!(decoded.batches[0].source, "onprem/clicks");
@@ -94,7 +94,7 @@ fn self_managed_kafka_needs_its_configured_name() {
     // A tombstone (value null) arrives as an empty body, to be dead-lettered.
     assert!(decoded.batches[0].events[1].body.is_empty());
 
-    let unnamed = ingest::decode(fixture("self_managed_kafka.json"), None).unwrap_err();
+    let unnamed = ingest::decode(&text("self_managed_kafka.json"), None).unwrap_err();
     assert_eq!(unnamed.code, ErrorCode::InternalError);
     assert!(unnamed.message.contains("KAFKA_SOURCE_NAME"));
 }
@@ -105,12 +105,9 @@ fn kafka_records_without_headers_are_decoded() {
     let raw = serde_json::from_str::<KafkaEvent>(&text("self_managed_kafka_no_headers.json"));
     assert!(raw.is_err());
     // ... the host fills them in.
-    let decoded = ingest::decode(
-        fixture("self_managed_kafka_no_headers.json"),
-        Some("onprem"),
-    )
-    .unwrap();
-    let with = ingest::decode(fixture("self_managed_kafka.json"), Some("onprem")).unwrap();
+    let decoded =
+        ingest::decode(&text("self_managed_kafka_no_headers.json"), Some("onprem")).unwrap();
+    let with = ingest::decode(&text("self_managed_kafka.json"), Some("onprem")).unwrap();
     assert_eq!(decoded.batches, with.batches);
 }
 
@@ -118,7 +115,7 @@ fn kafka_records_without_headers_are_decoded() {
 fn kinesis_positions_are_the_exact_sequence_numbers_per_shard() {
     let event: KinesisEvent = round_trip("kinesis.json");
     assert_eq!(event.records.len(), 2);
-    let decoded = ingest::decode(fixture("kinesis.json"), None).unwrap();
+    let decoded = ingest::decode(&text("kinesis.json"), None).unwrap();
     assert_eq!(decoded.kind, StreamKind::Kinesis);
     assert_eq!(decoded.batches.len(), 1);
     let batch = &decoded.batches[0];

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_lambda;
 pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;
