@@ -115,6 +115,8 @@ codes! {
     ReportTimeout => "report_timeout", Unavailable;
     RandomUnavailable => "random_unavailable", Unavailable;
     ReplayConflict => "replay_conflict", Unavailable;
+    // The stream collect publishes to (Kinesis on AWS) refused or did not answer.
+    StreamUnavailable => "stream_unavailable", Unavailable;
     DatabaseError => "database_error", Internal;
     InternalError => "internal_error", Internal;
 }
@@ -304,7 +306,8 @@ mod tests {
                 "database_unavailable",
                 "report_timeout",
                 "random_unavailable",
-                "replay_conflict"
+                "replay_conflict",
+                "stream_unavailable"
             ]
         );
     }

@@ -19,6 +19,7 @@ use crate::error::is_transient;
 use crate::event::{parse_event, peek_tenant_id, EventLimits, Rejection, ValidEvent};
 use crate::ledger;
 use crate::partitions::PartitionCache;
+use crate::position::Position;
 use crate::reason::Reason;
 use crate::tenants::TenantRegistry;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -42,13 +43,18 @@ pub struct Batch {
     pub source: String,
     pub partition: String,
     pub events: Vec<IncomingEvent>,
+    /// Whether positions in this stream follow each other without holes (Event Hubs sequence
+    /// numbers do; Kafka offsets skip over compacted records and transaction markers, Kinesis
+    /// sequence numbers are never contiguous). Only decides whether a hole is logged as events
+    /// lost before delivery.
+    pub contiguous: bool,
 }
 
 /// One event as delivered, before validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingEvent {
     /// Increasing within a partition; the event's position.
-    pub sequence: i64,
+    pub sequence: Position,
     pub offset: Option<String>,
     pub enqueued_at: DateTime<Utc>,
     pub body: Vec<u8>,
@@ -65,7 +71,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EventOutcome {
-    pub sequence: i64,
+    pub sequence: Position,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -80,7 +86,7 @@ pub struct BatchReport {
     pub duplicates: usize,
     pub dead_lettered: usize,
     /// The partition's position after the batch.
-    pub position: i64,
+    pub position: Position,
     pub outcomes: Vec<EventOutcome>,
 }
 
@@ -171,7 +177,7 @@ const COLUMN_TYPES: [Type; 18] = [
     Type::JSONB,
     Type::TIMESTAMPTZ,
     Type::TEXT,
-    Type::INT8,
+    Type::NUMERIC,
 ];
 
 /// A valid event, where it came from, and its row of `events` in binary COPY form.
@@ -314,15 +320,17 @@ impl Ingestor {
             tokio::try_join!(lock_position(&tx, batch), tx.prepare_typed(&copy_sql, &[]))?
         };
         let locked = started.elapsed();
-        if let Some(first) = batch.events.first() {
-            if last >= 0 && first.sequence > last.saturating_add(1) {
+        if let Some(first) = batch.events.first().filter(|_| batch.contiguous) {
+            if last >= Position::from(0)
+                && last.successor().is_some_and(|next| first.sequence > next)
+            {
                 // Sequence numbers are contiguous within a hub partition: a gap means events
                 // expired from the hub before they were read. They cannot be recovered here.
                 tracing::warn!(
                     source = %batch.source,
                     partition = %batch.partition,
-                    stored_up_to = last,
-                    batch_starts_at = first.sequence,
+                    stored_up_to = %last,
+                    batch_starts_at = %first.sequence,
                     "gap in the stream: events between were never delivered"
                 );
             }
@@ -340,7 +348,7 @@ impl Ingestor {
             let mut times = TimeSpan::default();
             let mut chunk = CopyChunk::default();
             for (index, incoming) in batch.events.iter().enumerate() {
-                if incoming.sequence <= last || !seen.insert(incoming.sequence) {
+                if incoming.sequence <= last || !seen.insert(&incoming.sequence) {
                     verdicts.push(Verdict::Duplicate);
                     continue;
                 }
@@ -431,12 +439,19 @@ impl Ingestor {
             }
         }
 
-        let position = batch.events.iter().map(|e| e.sequence).fold(last, i64::max);
+        let position = batch
+            .events
+            .iter()
+            .map(|e| &e.sequence)
+            .max()
+            .filter(|&top| *top > last)
+            .unwrap_or(&last)
+            .clone();
         // Independent statements, sent together.
         tokio::try_join!(
             insert_dead_letters(&tx, batch, &verdicts),
             record_ledger(&tx, batch, &verdicts, &tenants),
-            advance_position(&tx, batch, last, position),
+            advance_position(&tx, batch, &last, &position),
             record_event_range(&tx, &verdicts, id_floor, &times),
         )?;
         let bookkept = started.elapsed();
@@ -568,7 +583,7 @@ async fn copy_chunks(
 async fn lock_position(
     tx: &Transaction<'_>,
     batch: &Batch,
-) -> Result<(i64, i64), tokio_postgres::Error> {
+) -> Result<(Position, i64), tokio_postgres::Error> {
     let row = tx
         .query_typed_one(
             include_str!("../sql/lock_position.sql"),
@@ -622,8 +637,8 @@ async fn record_event_range(
 async fn advance_position(
     tx: &Transaction<'_>,
     batch: &Batch,
-    last: i64,
-    position: i64,
+    last: &Position,
+    position: &Position,
 ) -> Result<(), tokio_postgres::Error> {
     if position > last {
         tx.query_typed(
@@ -631,7 +646,7 @@ async fn advance_position(
             &[
                 (&batch.source, Type::TEXT),
                 (&batch.partition, Type::TEXT),
-                (&position, Type::INT8),
+                (position, Type::NUMERIC),
             ],
         )
         .await?;
@@ -815,7 +830,7 @@ async fn insert_dead_letters(
     let mut payloads: Vec<&[u8]> = Vec::new();
     for (incoming, verdict) in batch.events.iter().zip(verdicts) {
         if let Verdict::Rejected(r) = verdict {
-            sequences.push(incoming.sequence);
+            sequences.push(&incoming.sequence);
             offsets.push(incoming.offset.as_deref());
             enqueued.push(incoming.enqueued_at);
             tenants.push(r.tenant_id);
@@ -832,7 +847,7 @@ async fn insert_dead_letters(
         &[
             (&batch.source, Type::TEXT),
             (&batch.partition, Type::TEXT),
-            (&sequences, Type::INT8_ARRAY),
+            (&sequences, Type::NUMERIC_ARRAY),
             (&offsets, Type::TEXT_ARRAY),
             (&enqueued, Type::TIMESTAMPTZ_ARRAY),
             (&tenants, Type::INT8_ARRAY),
@@ -868,13 +883,13 @@ async fn record_ledger(
     entry.record(tx, &batch.source, &batch.partition).await
 }
 
-fn report(batch: &Batch, verdicts: Vec<Verdict>, position: i64) -> BatchReport {
+fn report(batch: &Batch, verdicts: Vec<Verdict>, position: Position) -> BatchReport {
     let outcomes: Vec<EventOutcome> = batch
         .events
         .iter()
         .zip(verdicts)
         .map(|(incoming, verdict)| EventOutcome {
-            sequence: incoming.sequence,
+            sequence: incoming.sequence.clone(),
             outcome: match verdict {
                 Verdict::Stored(_) => Outcome::Stored,
                 Verdict::Duplicate => Outcome::Duplicate,

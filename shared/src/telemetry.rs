@@ -38,7 +38,7 @@ impl Event for BatchIngested<'_> {
             stored = r.stored,
             duplicates = r.duplicates,
             dead_lettered = r.dead_lettered,
-            position = r.position,
+            position = %r.position,
             took_ms = self.took_ms,
             "batch ingested"
         );

@@ -93,6 +93,12 @@ impl TestDb {
         url_of(&self.config, None)
     }
 
+    /// The URL of this database reached through `via` (e.g. a [`Proxy`]), for processes
+    /// started by a test.
+    pub fn url_via(&self, via: SocketAddr) -> String {
+        url_of(&self.config, Some(via))
+    }
+
     /// Handler settings pointing at this database (or at `via`, e.g. a [`Proxy`]).
     pub fn settings(&self, via: Option<SocketAddr>) -> Settings {
         settings_for(&url_of(&self.config, via))
@@ -182,11 +188,12 @@ pub fn batch_raw(partition: &str, first: i64, at: DateTime<Utc>, bodies: Vec<Vec
     Batch {
         source: "test-namespace/clickstream".into(),
         partition: partition.into(),
+        contiguous: true,
         events: bodies
             .into_iter()
             .enumerate()
             .map(|(i, body)| IncomingEvent {
-                sequence: first + i as i64,
+                sequence: (first + i as i64).into(),
                 offset: Some(format!("{}", (first + i as i64) * 512)),
                 enqueued_at: at + Duration::milliseconds(i as i64),
                 body,

@@ -80,7 +80,7 @@ fn both_encodings_decode_to_the_same_batch() {
     );
     assert_eq!(plain.partition, "3");
     assert_eq!(plain.events.len(), 6);
-    assert_eq!(plain.events[0].sequence, 1200);
+    assert_eq!(plain.events[0].sequence, 1200.into());
     assert_eq!(plain.events[0].offset.as_deref(), Some("4294967296"));
     assert_eq!(
         plain.events[0].enqueued_at.to_rfc3339(),

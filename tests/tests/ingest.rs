@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use remarketable_core::event::hash_id;
-use remarketable_core::{Ingestor, Outcome, Reason};
+use remarketable_core::{Ingestor, Outcome, Position, Reason};
 use remarketable_tests::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ async fn valid_events_are_stored_as_sent_and_malformed_ones_dead_lettered() {
         ),
         (9, 2, 7, 0)
     );
-    assert_eq!(report.position, 108);
+    assert_eq!(report.position, 108.into());
 
     // Every field of the full event, as sent (string ids hashed, codes upper-cased).
     let stored = db
@@ -140,7 +140,7 @@ async fn valid_events_are_stored_as_sent_and_malformed_ones_dead_lettered() {
     let client = db.client().await;
     let rows = client
         .query(
-            "SELECT stream_sequence, reason, tenant_id, payload, replay_status FROM dead_letters \
+            "SELECT stream_sequence::bigint, reason, tenant_id, payload, replay_status FROM dead_letters \
              ORDER BY stream_sequence",
             &[],
         )
@@ -201,10 +201,13 @@ async fn redelivered_and_overlapping_batches_store_each_event_once() {
 
     let first = batch("7", 0, now, &bodies[..10]);
     let r = ingestor.ingest(&mut client, &first, now).await.unwrap();
-    assert_eq!((r.stored, r.duplicates, r.position), (10, 0, 9));
+    assert_eq!((r.stored, r.duplicates, r.position), (10, 0, 9.into()));
 
     let again = ingestor.ingest(&mut client, &first, now).await.unwrap();
-    assert_eq!((again.stored, again.duplicates, again.position), (0, 10, 9));
+    assert_eq!(
+        (again.stored, again.duplicates, again.position),
+        (0, 10, 9.into())
+    );
     assert!(again
         .outcomes
         .iter()
@@ -215,7 +218,7 @@ async fn redelivered_and_overlapping_batches_store_each_event_once() {
         .ingest(&mut client, &overlapping, now)
         .await
         .unwrap();
-    assert_eq!((r.stored, r.duplicates, r.position), (5, 5, 14));
+    assert_eq!((r.stored, r.duplicates, r.position), (5, 5, 14.into()));
 
     // Another partition of the same hub has its own position.
     let other = batch("8", 0, now, &bodies[..3]);
@@ -239,7 +242,7 @@ async fn redelivered_and_overlapping_batches_store_each_event_once() {
     );
     assert_eq!(ledger_totals(&db).await, (36, 20, 16, 0));
     assert_eq!(
-        db.count("SELECT last_sequence FROM ingest_positions WHERE stream_partition = '7'")
+        db.count("SELECT last_sequence::bigint FROM ingest_positions WHERE stream_partition = '7'")
             .await,
         14
     );
@@ -336,8 +339,12 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_the_rest_stored() {
         match &o.outcome {
             Outcome::DeadLettered { reason, message } => {
                 assert_eq!(*reason, Reason::DbRejected);
-                let code = if o.sequence == 5 { "54000" } else { "23514" };
-                assert!([3, 5, 7].contains(&o.sequence), "{o:?}");
+                let code = if o.sequence == 5.into() {
+                    "54000"
+                } else {
+                    "23514"
+                };
+                assert!([3, 5, 7].map(Position::from).contains(&o.sequence), "{o:?}");
                 assert!(message.starts_with(code), "{message}");
             }
             other => assert_eq!(*other, Outcome::Stored),
@@ -385,7 +392,7 @@ async fn a_refused_row_in_a_later_copy_of_a_large_batch_is_narrowed_down() {
         .unwrap();
     assert_eq!((report.stored, report.dead_lettered), (1_998, 2));
     for o in &report.outcomes {
-        if poisoned.contains(&o.sequence) {
+        if o.sequence.as_i64().is_some_and(|s| poisoned.contains(&s)) {
             assert!(
                 matches!(&o.outcome, Outcome::DeadLettered { reason, .. } if *reason == Reason::DbRejected),
                 "{o:?}"

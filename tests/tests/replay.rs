@@ -276,7 +276,7 @@ async fn a_tenant_registered_since_gets_its_events_stored_once_as_sent() {
         .client()
         .await
         .query(
-            "SELECT stream_sequence, reason, replay_status, replayed_at FROM dead_letters \
+            "SELECT stream_sequence::bigint, reason, replay_status, replayed_at FROM dead_letters \
              ORDER BY stream_sequence",
             &[],
         )

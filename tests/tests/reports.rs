@@ -403,7 +403,10 @@ async fn the_ingest_report_is_the_tenants_ledger_and_dead_letters() {
     assert_eq!(totals, (4, 2, 1, 1));
     assert_eq!(r.recent_dead_letters.len(), 1);
     let d = &r.recent_dead_letters[0];
-    assert_eq!((d.reason.as_str(), d.incoming.sequence), ("bad_country", 2));
+    assert_eq!(
+        (d.reason.as_str(), d.incoming.sequence.clone()),
+        ("bad_country", 2.into())
+    );
     assert!(String::from_utf8_lossy(&d.incoming.body).contains("\"XX\""));
     // Another tenant's report does not show it.
     assert!(reports::ingest(&client, 2, &range, 10)

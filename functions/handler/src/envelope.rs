@@ -237,7 +237,8 @@ pub fn event_hub_batch(
         .map(|(i, body)| {
             Ok(IncomingEvent {
                 sequence: sequence_of(&sequences[i])
-                    .ok_or_else(|| bad(format!("SequenceNumberArray[{i}] is not an integer")))?,
+                    .ok_or_else(|| bad(format!("SequenceNumberArray[{i}] is not an integer")))?
+                    .into(),
                 offset: offsets.get(i).and_then(offset_of),
                 enqueued_at: enqueued_of(&enqueued[i])
                     .ok_or_else(|| bad(format!("EnqueuedTimeUtcArray[{i}] is not a time")))?,
@@ -249,6 +250,7 @@ pub fn event_hub_batch(
         source,
         partition,
         events,
+        contiguous: true,
     })
 }
 

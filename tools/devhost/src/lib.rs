@@ -36,6 +36,7 @@ pub mod handler;
 pub mod host;
 pub mod hub;
 pub mod invoke;
+pub mod lambda_api;
 pub mod ncrontab;
 pub mod route;
 pub mod state;

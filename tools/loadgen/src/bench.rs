@@ -2,6 +2,7 @@
 //! `/ingest` end to end (HTTP envelope, validation, dedup, binary COPY, ledger), into the same
 //! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
 
+use crate::bench_lambda;
 use crate::deliver::{envelope, post_ingest};
 use crate::traffic::{Traffic, TrafficConfig};
 use anyhow::{bail, Context};
@@ -22,6 +23,11 @@ pub struct BenchArgs {
     /// The handler executable (build it with `cargo build --release -p remarketable-handler`).
     #[arg(long, default_value = "target/release/handler")]
     handler: PathBuf,
+    /// Also the AWS Lambda host (`cargo build --release -p remarketable-lambda`), fed MSK
+    /// events of the same rows through devhost's Runtime API stand-in, one process per
+    /// partition; then its cold start and peak RSS.
+    #[arg(long)]
+    lambda: Option<PathBuf>,
     #[arg(long, default_value_t = 300_000)]
     events: usize,
     #[arg(long, default_value_t = 1000)]
@@ -123,6 +129,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Ok(per_partition)
     };
+    // One process per partition, as Lambda runs one environment per Kafka partition at most.
+    let mut lambdas = Vec::new();
+    let mut kafka = Vec::new();
+    if let Some(binary) = &args.lambda {
+        for _ in 0..4 {
+            lambdas.push(bench_lambda::LambdaProcess::start(binary, &url_for_handler).await?);
+        }
+        kafka.push(bench_lambda::events(&bodies, &enqueued, args.batch, 1)?);
+        kafka.push(bench_lambda::events(&bodies, &enqueued, args.batch, 4)?);
+    }
     let one = envelopes(1)?;
     let two = envelopes(2)?;
     let four = envelopes(4)?;
@@ -142,6 +158,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut ratios2 = Vec::new();
     let mut ratios4 = Vec::new();
     let mut ratios8 = Vec::new();
+    // Lambda at 1 and 4 partitions: (vs \copy, vs the handler at as many partitions).
+    let mut lambda_ratios: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=args.rounds {
         reset(&client).await?;
         let cpu = Cpu::now(handler_pid);
@@ -175,6 +193,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rate / copy_rate
             );
         }
+        for (i, (label, partitions, handler_ratios)) in [
+            ("lambda Kafka, 1 partition   ", 1, &ratios1),
+            ("lambda Kafka, 4 partitions  ", 4, &ratios4),
+        ]
+        .into_iter()
+        .enumerate()
+        .filter(|_| !lambdas.is_empty())
+        {
+            reset(&client).await?;
+            let pids: Vec<u32> = lambdas[..partitions]
+                .iter()
+                .map(|l| l.pid())
+                .collect::<anyhow::Result<_>>()?;
+            let cpu = Cpu::now(pids[0]);
+            let lambda_cpu: f64 = pids.iter().filter_map(|p| process_cpu(*p)).sum();
+            let secs = timed(|| bench_lambda::deliver(&lambdas[..partitions], &kafka[i])).await?;
+            let (machine_ms, _, postgres_ms) = cpu.per_thousand(args.events);
+            let lambda_ms = (pids.iter().filter_map(|p| process_cpu(*p)).sum::<f64>() - lambda_cpu)
+                * 1e6
+                / args.events as f64;
+            check_count(&client, args.events).await?;
+            let rate = args.events as f64 / secs;
+            let vs_handler = rate / copy_rate / handler_ratios[handler_ratios.len() - 1];
+            lambda_ratios[i].push((rate / copy_rate, vs_handler));
+            println!(
+                "{round:<6} {label}  {:<9} {secs:<9.3} {rate:<10.0} {:<10.3} \
+                 {machine_ms:>30.2} {lambda_ms:>8.2} {postgres_ms:>9.2}   (vs handler {vs_handler:.3})",
+                args.events,
+                rate / copy_rate
+            );
+        }
     }
     let rss = peak_rss_kib(handler_pid)?;
     let median = |v: &mut Vec<f64>| {
@@ -190,6 +239,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         median(&mut ratios8)
     );
     println!("handler peak RSS (VmHWM): {:.1} MiB", rss as f64 / 1024.0);
+    if let Some(binary) = &args.lambda {
+        for (label, ratios) in ["1 partition", "4 partitions"].iter().zip(lambda_ratios) {
+            let mut copy: Vec<f64> = ratios.iter().map(|r| r.0).collect();
+            let mut handler: Vec<f64> = ratios.iter().map(|r| r.1).collect();
+            println!(
+                "median ratio lambda/\\copy, {label}: {:.3}; lambda/handler (same round, same \
+                 partitions): {:.3}",
+                median(&mut copy),
+                median(&mut handler)
+            );
+        }
+        let mut peak = 0;
+        for l in &lambdas {
+            peak = peak.max(peak_rss_kib(l.pid()?)?);
+        }
+        println!(
+            "lambda peak RSS (VmHWM, largest of {} processes): {:.1} MiB",
+            lambdas.len(),
+            peak as f64 / 1024.0
+        );
+        drop(lambdas);
+        let runs = bench_lambda::cold_starts(binary, &url_for_handler, &bodies[0], 7).await?;
+        let mut millis: Vec<f64> = runs.iter().map(|r| r.0.as_secs_f64() * 1e3).collect();
+        let rss_max = runs.iter().map(|r| r.1).max().unwrap_or(0);
+        let text: Vec<String> = millis.iter().map(|m| format!("{m:.1}")).collect();
+        println!(
+            "lambda cold start (spawn to the first answer, one record, first database \
+             connection included), {} runs: median {:.1} ms, max {:.1} ms [{}]; peak RSS {:.1} MiB",
+            runs.len(),
+            median(&mut millis),
+            millis.iter().cloned().fold(0.0, f64::max),
+            text.join(", "),
+            rss_max as f64 / 1024.0
+        );
+    }
     handler.kill().await.ok();
     std::fs::remove_file(&csv_path).ok();
     Ok(())
@@ -419,7 +503,7 @@ fn process_cpu(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

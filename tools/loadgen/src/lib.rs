@@ -23,6 +23,7 @@
 
 pub mod bench;
 pub mod bench_isolation;
+pub mod bench_lambda;
 pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;
