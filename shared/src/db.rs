@@ -4,7 +4,9 @@ use crate::config::Settings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
 
+pub mod nodes;
 pub mod tls;
+pub use nodes::{Doctor, Preflight, PreflightError};
 pub use tls::{parse_database_url, ConnectError, Connector, DbTls, SslMode};
 
 mod embedded {
@@ -99,10 +101,43 @@ pub struct AppliedMigration {
     pub name: String,
 }
 
+/// Why [`migrate`] did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A node cannot take the schema; checked before anything is created.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("cannot set citus.shard_count")]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Migration(#[from] refinery::Error),
+}
+
 /// Applies the pending migrations; applied ones are skipped, so running it again is a no-op.
+/// Every node is checked first ([`nodes::preflight`]): a worker without a library the schema
+/// needs is an error before anything is created.
 pub async fn migrate(
     client: &mut tokio_postgres::Client,
-) -> Result<Vec<AppliedMigration>, refinery::Error> {
+) -> Result<Vec<AppliedMigration>, MigrateError> {
+    migrate_with(client, None).await
+}
+
+/// [`migrate`], with the shard count of the distributed tables on Citus (`citus.shard_count`
+/// for this session, which the migrations' `create_distributed_table` calls read; tables
+/// distributed earlier keep theirs). Ignored on plain PostgreSQL.
+pub async fn migrate_with(
+    client: &mut tokio_postgres::Client,
+    shard_count: Option<u32>,
+) -> Result<Vec<AppliedMigration>, MigrateError> {
+    let preflight = nodes::preflight(client).await?;
+    if let (true, Some(n)) = (preflight.citus, shard_count) {
+        client
+            .execute(
+                "SELECT set_config('citus.shard_count', $1, false)",
+                &[&n.to_string()],
+            )
+            .await?;
+    }
     let report = embedded::migrations::runner()
         .set_abort_divergent(true)
         .run_async(client)

@@ -214,6 +214,15 @@ async fn migrate_with_defaults(client: &mut tokio_postgres::Client) {
         .unwrap()
         .get(0);
     eprintln!("max_locks_per_transaction = {locks} on the coordinator");
+    let preflight = db::nodes::preflight(client)
+        .await
+        .expect("every node has what the schema needs");
+    assert!(preflight.citus);
+    assert_eq!(preflight.nodes.len(), 3, "coordinator and 2 workers");
+    assert!(preflight
+        .nodes
+        .iter()
+        .all(|n| n.has("hll") && n.has("citus")));
     db::migrate(client)
         .await
         .expect("migrations apply on Citus");
@@ -273,6 +282,36 @@ async fn migrate_with_defaults(client: &mut tokio_postgres::Client) {
         .unwrap();
     let later: Vec<(String, i64)> = later.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(later, vec![("created".into(), 2), ("dropped".into(), 2)]);
+
+    let doctor = db::nodes::doctor(client).await.unwrap().to_string();
+    eprintln!("{doctor}");
+    for expected in [
+        "engine: Citus",
+        "2 worker(s)",
+        "schema: migrated to V",
+        "every 1 day",
+        "32 shards per partition",
+        "4 partition(s) per transaction",
+        "max_locks_per_transaction = ",
+    ] {
+        assert!(doctor.contains(expected), "{expected:?} in\n{doctor}");
+    }
+}
+
+/// `doctor` on plain PostgreSQL (runs without Citus): the engine, the stand-in or extension,
+/// the hourly layout.
+#[tokio::test]
+async fn doctor_on_plain_postgresql() {
+    let db = remarketable_tests::TestDb::create().await;
+    let client = db.client().await;
+    let report = db::nodes::doctor(&client).await.unwrap();
+    let text = report.to_string();
+    assert!(text.contains("engine: plain PostgreSQL"), "{text}");
+    assert!(text.contains("every 1 hour"), "{text}");
+    assert!(text.contains("topn: "), "{text}");
+    assert_eq!(report.nodes.len(), 1);
+    assert!(report.nodes[0].has("hll"));
+    assert_eq!(db::partition_changes_per_step(&client).await.unwrap(), 64);
 }
 
 /// API keys of every kind and share tokens: created (reference tables), verified, listed and
