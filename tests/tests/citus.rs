@@ -13,42 +13,11 @@ use remarketable_core::reports::{
 };
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{dashboards, jobs, replay, tenants};
+use remarketable_loadgen::bench_db;
 use remarketable_core::{db, Ingestor};
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
 
-const RESET: &str = "
-    DO $reset$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'ingest_ledger' AND relkind = 'v') THEN
-            DROP VIEW ingest_ledger;
-        END IF;
-    END
-    $reset$;
-    DROP TABLE IF EXISTS events, dead_letters, ingest_positions, ingest_ledger, ingest_ledger_hourly,
-        ingest_ledger_batches, tenants, partition_settings, refinery_schema_history CASCADE;
-    DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
-        maintain_partitions(text, timestamptz), maintain_partitions(text, timestamptz, integer),
-        compact_ingest_ledger();
-    DROP TABLE IF EXISTS rollup_events_5min, rollup_events_1hour, rollup_events_1day, event_id_ranges,
-        rollup_state, rollup_slices_5min, rollup_slices_1hour, rollup_slices_1day, api_keys,
-        share_tokens, dashboards CASCADE;
-    DROP FUNCTION IF EXISTS slices_statement(text);
-    DROP PROCEDURE IF EXISTS run_rollups();
-    DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
-        apply_rollup_retention();
-    DO $topn$
-    BEGIN
-        -- The SQL stand-in for TopN, unless the extension provides the names.
-        IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'topn') THEN
-            DROP AGGREGATE IF EXISTS topn_add_agg(text), topn_union_agg(jsonb);
-            DROP FUNCTION IF EXISTS topn_counters(), topn_prune(jsonb), topn(jsonb, integer),
-                topn_union(jsonb, jsonb), topn_add(jsonb, text), topn_pack_items(text[]),
-                topn_pack_counters(jsonb[]);
-        END IF;
-    END
-    $topn$;
-";
 
 /// The Citus database of `CITUS_URL`, or `None` (with a message saying the test was skipped).
 fn citus_url() -> Option<String> {
@@ -69,7 +38,10 @@ async fn schema_and_ingest_on_citus() {
         db::has_citus(&client).await.unwrap(),
         "CITUS_URL points at a database without the citus extension"
     );
-    client.batch_execute(RESET).await.expect("reset");
+    client
+        .batch_execute(bench_db::RESET_PROJECT)
+        .await
+        .expect("reset");
     migrate_with_defaults(&mut client).await;
     // events and the ledger are distributed by tenant and colocated; tenants is a reference table.
     let rows = client

@@ -15,13 +15,15 @@
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
 //! - [`bench`], [`bench_rollup`], [`bench_reports`]: the ingest, rollup and reports
-//!   benchmarks, each with the arguments of its subcommand.
+//!   benchmarks, each with the arguments of its subcommand; [`bench_db`]: the database they
+//!   run in (made on plain PostgreSQL, prepared on Citus) and the engine they measured.
 //!
 //! The `loadgen` binary is a thin command line over these.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_db;
 pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;
