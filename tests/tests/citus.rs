@@ -13,11 +13,10 @@ use remarketable_core::reports::{
 };
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{dashboards, jobs, replay, tenants};
-use remarketable_loadgen::bench_db;
 use remarketable_core::{db, Ingestor};
+use remarketable_loadgen::bench_db;
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
-
 
 /// The Citus database of `CITUS_URL`, or `None` (with a message saying the test was skipped).
 fn citus_url() -> Option<String> {
@@ -174,6 +173,227 @@ async fn schema_and_ingest_on_citus() {
     dashboards_on_citus(&mut client).await;
     replay_on_citus(&mut client).await;
     retention_on_citus(&client).await;
+    reports_equal_plain_postgresql(&mut client, &url).await;
+}
+
+/// Tenant 5's events over the last two days, with varied dimensions and purchases: the same
+/// data for both engines.
+fn same_events(now: chrono::DateTime<Utc>) -> Vec<serde_json::Value> {
+    (0..1500)
+        .map(|n: i64| {
+            let mut e = event(5, n);
+            e["event_time"] =
+                serde_json::json!((now - chrono::Duration::minutes(2 * n)).to_rfc3339());
+            e["country"] = serde_json::json!(["DE", "US", "FR", "GB", "NL"][(n % 5) as usize]);
+            e["browser"] = serde_json::json!(["Chrome", "Safari", "Firefox"][(n % 3) as usize]);
+            e["device_id"] = serde_json::json!(format!("device-{}", n % 211));
+            if n % 9 == 0 {
+                e["event_type"] = serde_json::json!("purchase");
+                e["revenue"] = serde_json::json!(format!("{}.25", n % 50));
+                e["currency"] = serde_json::json!("EUR");
+            }
+            e
+        })
+        .collect()
+}
+
+/// A report without its freshness (event ids and clocks differ between the databases).
+macro_rules! answer {
+    ($report:expr $(,)?) => {{
+        let mut v = serde_json::to_value($report).unwrap();
+        v.as_object_mut().unwrap().remove("freshness");
+        v
+    }};
+}
+
+/// The same events through the same ingest and rollups on Citus and on plain PostgreSQL give
+/// the same reports (rolled part and raw part both), and on Citus every statement of a
+/// tenant's report is one task on one worker: no coordinator step, no intermediate results.
+async fn reports_equal_plain_postgresql(citus: &mut tokio_postgres::Client, url: &str) {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        eprintln!("SKIPPED (part): reports against plain PostgreSQL need TEST_DATABASE_URL too");
+        return;
+    }
+    let plain_db = remarketable_tests::TestDb::create().await;
+    let mut plain = plain_db.client().await;
+    let settings = settings_for("postgres://localhost/unused");
+    let now = Utc::now();
+    let bodies = same_events(now);
+    for client in [&mut *citus, &mut plain] {
+        tenants::register(
+            &*client,
+            &tenants::NewTenant {
+                tenant_id: 5,
+                name: "same data".into(),
+                time_zone: "Europe/Berlin".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let ingestor = Ingestor::new(settings.limits.clone(), std::time::Duration::ZERO);
+        let r = ingestor
+            .ingest(client, &batch("5", 0, now, &bodies[..1200]), now)
+            .await
+            .unwrap();
+        assert_eq!(r.stored, 1200);
+        rollup::run(client).await.unwrap();
+        // Above the watermark: the raw part of every report.
+        let r = ingestor
+            .ingest(client, &batch("5", 1200, now, &bodies[1200..]), now)
+            .await
+            .unwrap();
+        assert_eq!(r.stored, 300);
+    }
+
+    let (remote, commands) = notice_client(url).await;
+    remote
+        .batch_execute("SET citus.log_remote_commands = on")
+        .await
+        .unwrap();
+    let none = Filters::default();
+    let mut german = Filters::default();
+    german.set(Dimension::Country, "DE").unwrap();
+    let to = now + chrono::Duration::minutes(10);
+    for g in Granularity::ALL {
+        let span = if g == Granularity::FiveMinutes {
+            chrono::Duration::hours(12)
+        } else {
+            chrono::Duration::days(3)
+        };
+        let range = Range::new(to - span, to).unwrap();
+        for filters in [&none, &german] {
+            let cache_c = RolledCache::new(1 << 20);
+            let cache_p = RolledCache::new(1 << 20);
+            let expected = answer!(reports::timeseries(&plain, 5, &range, g, filters)
+                .await
+                .unwrap());
+            assert!(
+                expected["points"].as_array().unwrap().len() >= 3,
+                "{g:?} {filters:?}: {expected}"
+            );
+            let got = routed(
+                &remote,
+                &commands,
+                "timeseries",
+                reports::timeseries(&remote, 5, &range, g, filters),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "timeseries {g:?} {filters:?}");
+
+            let expected = answer!(cache_p
+                .summary(&plain, 5, &range, g, filters)
+                .await
+                .unwrap());
+            let got = routed(
+                &remote,
+                &commands,
+                "summary",
+                cache_c.summary(&remote, 5, &range, g, filters),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "summary {g:?} {filters:?}");
+
+            for dimension in [Dimension::Country, Dimension::Browser] {
+                let ranking = Ranking {
+                    dimension,
+                    order: Metric::Events,
+                    limit: 10,
+                };
+                let expected = answer!(cache_p
+                    .breakdown(&plain, 5, &range, g, filters, ranking)
+                    .await
+                    .unwrap(),);
+                let got = routed(
+                    &remote,
+                    &commands,
+                    "breakdown",
+                    cache_c.breakdown(&remote, 5, &range, g, filters, ranking),
+                )
+                .await;
+                assert_eq!(answer!(got), expected, "breakdown {dimension:?} {g:?}");
+            }
+            let expected = answer!(
+                reports::top(&plain, 5, &range, g, TopList::Pages, filters, 5)
+                    .await
+                    .unwrap()
+            );
+            let got = routed(
+                &remote,
+                &commands,
+                "top",
+                reports::top(&remote, 5, &range, g, TopList::Pages, filters, 5),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "top {g:?} {filters:?}");
+        }
+    }
+}
+
+/// A connection to `url` that keeps the server's notices (what `citus.log_remote_commands`
+/// reports: one notice per command sent to a worker).
+async fn notice_client(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("CITUS_URL without TLS (sslmode=disable or prefer) for the notice check");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = notices.clone();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(n)) => sink.lock().unwrap().push(format!(
+                    "{} | {}",
+                    n.message(),
+                    n.detail().unwrap_or_default()
+                )),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (client, notices)
+}
+
+/// Runs a report and checks what it sent to the workers: only single SELECTs, each to one
+/// worker (a router task), all to the same one; no transaction blocks or intermediate results
+/// (COPY) that a coordinator step would need.
+async fn routed<T>(
+    client: &tokio_postgres::Client,
+    commands: &std::sync::Mutex<Vec<String>>,
+    name: &str,
+    report: impl std::future::Future<Output = Result<T, reports::ReportError>>,
+) -> T {
+    // A round trip after the report: its notices have arrived before this answer.
+    commands.lock().unwrap().clear();
+    let answer = report
+        .await
+        .unwrap_or_else(|e| panic!("{name} on Citus: {e}"));
+    client.batch_execute("SELECT 1").await.unwrap();
+    // Reads of reference tables alone (the tenant's zone, the watermark) run on the
+    // coordinator's own copy: "executing the command locally". Commands to workers are
+    // "issuing ...".
+    let sent: Vec<String> = std::mem::take(&mut *commands.lock().unwrap())
+        .into_iter()
+        .filter(|c| !c.starts_with("executing the command locally: SELECT"))
+        .collect();
+    assert!(!sent.is_empty(), "{name}: nothing sent to a worker");
+    let servers: std::collections::BTreeSet<&str> = sent
+        .iter()
+        .map(|c| c.rsplit_once("on server ").map(|(_, s)| s).unwrap_or(""))
+        .map(|s| s.split(" connectionId").next().unwrap_or(s))
+        .collect();
+    assert_eq!(servers.len(), 1, "{name}: one worker, got {sent:#?}");
+    for command in &sent {
+        assert!(
+            command.starts_with("issuing SELECT") || command.starts_with("issuing WITH"),
+            "{name}: only single-task statements, got {command}"
+        );
+    }
+    answer
 }
 
 /// `remarketable migrate` as the CLI runs it, with no layout given, on a cluster with default

@@ -50,7 +50,9 @@ pub const RESET_PROJECT: &str = "
 /// The engine a benchmark measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Engine {
-    Plain { version: String },
+    Plain {
+        version: String,
+    },
     Citus {
         version: String,
         postgres: String,
