@@ -101,7 +101,7 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
         for plain in ["plain_5min", "plain_1hour", "plain_1day"] {
             client
                 .execute(
-                    "SELECT create_distributed_table($1, 'tenant_id', colocate_with => 'events')",
+                    "SELECT create_distributed_table($1::text::regclass, 'tenant_id', colocate_with => 'events')",
                     &[&plain],
                 )
                 .await?;
