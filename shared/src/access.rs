@@ -126,6 +126,16 @@ pub enum AccessError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// A refused foreign key to `tenants` means the tenant is not registered; anything else is a
+/// database error.
+fn unknown_tenant_or(e: tokio_postgres::Error, tenant_id: i64) -> AccessError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+        AccessError::UnknownTenant(tenant_id)
+    } else {
+        AccessError::Database(e)
+    }
+}
+
 fn random_bytes<const N: usize>() -> Result<[u8; N], AccessError> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|_| AccessError::Random)?;
@@ -240,12 +250,12 @@ pub async fn create_key<C: GenericClient>(
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let key = format!("rmk_{kind}_{key_id}_{secret}");
     let hash = key_hash(&key);
+    // INSERT .. VALUES: `api_keys` is a Citus reference table, where INSERT .. SELECT ..
+    // RETURNING fails ("missing FROM-clause entry"); the foreign key tells an unknown tenant.
     let row = client
-        .query_opt(
+        .query_one(
             "INSERT INTO api_keys (key_id, tenant_id, kind, secret_hash, label) \
-             SELECT $1, $2, $3, $4, $5 \
-             WHERE $2::bigint IS NULL OR EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $2) \
-             RETURNING created_at",
+             VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
             &[
                 &key_id,
                 &tenant_id,
@@ -254,10 +264,8 @@ pub async fn create_key<C: GenericClient>(
                 &label,
             ],
         )
-        .await?;
-    let Some(row) = row else {
-        return Err(AccessError::UnknownTenant(tenant_id.unwrap_or_default()));
-    };
+        .await
+        .map_err(|e| unknown_tenant_or(e, tenant_id.unwrap_or_default()))?;
     Ok(NewKey {
         key_id,
         key,
@@ -324,7 +332,9 @@ pub async fn revoke_key<C: GenericClient>(
 ) -> Result<Option<Option<i64>>, AccessError> {
     let row = client
         .query_opt(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 \
+            // least(), not coalesce(): Citus refuses a non-immutable function inside COALESCE
+            // or CASE in an UPDATE; least() skips the NULL and keeps an earlier revocation.
+            "UPDATE api_keys SET revoked_at = least(revoked_at, now()) WHERE key_id = $1 \
              RETURNING tenant_id",
             &[&key_id],
         )
@@ -725,18 +735,16 @@ pub async fn create_share_token<C: GenericClient>(
     let filters_json = serde_json::to_value(&names).expect("filters serialize");
     let ttl_text = format!("{} seconds", ttl.num_seconds());
     // Whole seconds: the token carries its expiry in seconds.
+    // INSERT .. VALUES on the reference table, as for keys.
     let row = client
-        .query_opt(
+        .query_one(
             "INSERT INTO share_tokens (token_id, tenant_id, filters, expires_at, label) \
-             SELECT $1, $2, $3, date_trunc('second', now() + $4::text::interval), $5 \
-             WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $2) \
+             VALUES ($1, $2, $3, date_trunc('second', now() + $4::text::interval), $5) \
              RETURNING expires_at",
             &[&token_id, &tenant_id, &filters_json, &ttl_text, &label],
         )
-        .await?;
-    let Some(row) = row else {
-        return Err(AccessError::UnknownTenant(tenant_id));
-    };
+        .await
+        .map_err(|e| unknown_tenant_or(e, tenant_id))?;
     let expires_at: DateTime<Utc> = row.get(0);
     let token = seal_share_token(
         secret,
@@ -794,7 +802,8 @@ pub async fn revoke_share_token<C: GenericClient>(
 ) -> Result<bool, AccessError> {
     let n = client
         .execute(
-            "UPDATE share_tokens SET revoked_at = coalesce(revoked_at, now()) \
+            // least(): see revoke_key.
+            "UPDATE share_tokens SET revoked_at = least(revoked_at, now()) \
              WHERE token_id = $1 AND ($2::bigint IS NULL OR tenant_id = $2)",
             &[&token_id, &tenant_id],
         )

@@ -6,81 +6,42 @@
 //! packaged for Debian, so CI runs without it).
 
 use chrono::Utc;
-use remarketable_core::dashboards;
+use remarketable_core::access::{self, KeyKind};
+use remarketable_core::config::ShareSecret;
 use remarketable_core::reports::{
     self, Dimension, Filters, Granularity, Metric, Range, Ranking, RolledCache, TopList,
 };
 use remarketable_core::rollup::{self, Rollup};
+use remarketable_core::{dashboards, jobs, replay, tenants};
 use remarketable_core::{db, Ingestor};
+use remarketable_loadgen::bench_db;
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
 
-const RESET: &str = "
-    DO $reset$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'ingest_ledger' AND relkind = 'v') THEN
-            DROP VIEW ingest_ledger;
-        END IF;
-    END
-    $reset$;
-    DROP TABLE IF EXISTS events, dead_letters, ingest_positions, ingest_ledger, ingest_ledger_hourly,
-        ingest_ledger_batches, tenants, partition_settings, refinery_schema_history CASCADE;
-    DROP FUNCTION IF EXISTS partition_bounds(regclass), configure_partitions(text, interval, interval, interval),
-        maintain_partitions(text, timestamptz), compact_ingest_ledger();
-    DROP TABLE IF EXISTS rollup_events_5min, rollup_events_1hour, rollup_events_1day, event_id_ranges,
-        rollup_state, rollup_slices_5min, rollup_slices_1hour, rollup_slices_1day, api_keys,
-        share_tokens, dashboards CASCADE;
-    DROP FUNCTION IF EXISTS slices_statement(text);
-    DROP PROCEDURE IF EXISTS run_rollups();
-    DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
-        apply_rollup_retention();
-    DO $topn$
-    BEGIN
-        -- The SQL stand-in for TopN, unless the extension provides the names.
-        IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'topn') THEN
-            DROP AGGREGATE IF EXISTS topn_add_agg(text), topn_union_agg(jsonb);
-            DROP FUNCTION IF EXISTS topn_counters(), topn_prune(jsonb), topn(jsonb, integer),
-                topn_union(jsonb, jsonb), topn_add(jsonb, text), topn_pack_items(text[]),
-                topn_pack_counters(jsonb[]);
-        END IF;
-    END
-    $topn$;
-";
+/// The Citus database of `CITUS_URL`, or `None` (with a message saying the test was skipped).
+fn citus_url() -> Option<String> {
+    let url = std::env::var("CITUS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("SKIPPED: CITUS_URL is not set; the Citus test needs a Citus coordinator");
+    }
+    url
+}
 
 #[tokio::test]
 #[ignore = "needs a Citus cluster: scripts/test runs it when CITUS_URL is set"]
 async fn schema_and_ingest_on_citus() {
-    let url = std::env::var("CITUS_URL")
-        .expect("CITUS_URL must name a disposable database on a Citus coordinator");
+    let Some(url) = citus_url() else { return };
     let config = tokio_postgres::Config::from_str(&url).expect("CITUS_URL parses");
     let mut client = db::connect(&config).await.expect("connect to CITUS_URL");
-    let has_citus = client
-        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[])
-        .await
-        .unwrap()
-        .is_some();
     assert!(
-        has_citus,
+        db::has_citus(&client).await.unwrap(),
         "CITUS_URL points at a database without the citus extension"
     );
-    client.batch_execute(RESET).await.expect("reset");
-    db::migrate(&mut client)
+    client
+        .batch_execute(bench_db::RESET_PROJECT)
         .await
-        .expect("migrations apply on Citus");
-    db::configure_partitions(
-        &client,
-        &db::PartitionLayout {
-            interval: None,
-            retention: Some("2 days".into()),
-            lookahead: Some("1 day".into()),
-        },
-    )
-    .await
-    .unwrap();
-    db::maintain_partitions(&client)
-        .await
-        .expect("partitions on Citus");
-
+        .expect("reset");
+    migrate_with_defaults(&mut client).await;
     // events and the ledger are distributed by tenant and colocated; tenants is a reference table.
     let rows = client
         .query(
@@ -112,14 +73,23 @@ async fn schema_and_ingest_on_citus() {
         .unwrap()
         .get(0);
     assert!(
-        distributed_partitions > 48,
+        distributed_partitions >= 31,
         "partitions are distributed: {distributed_partitions}"
     );
 
-    client
-        .batch_execute("INSERT INTO tenants (tenant_id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    for id in 1..=3 {
+        tenants::register(
+            &client,
+            &tenants::NewTenant {
+                tenant_id: id,
+                name: format!("shop {id}"),
+                time_zone: "UTC".into(),
+            },
+        )
         .await
-        .unwrap();
+        .expect("register a tenant on Citus");
+    }
+    access_on_citus(&client).await;
     let settings = settings_for(&url);
     let ingestor = Ingestor::new(settings.limits, std::time::Duration::from_secs(30));
     let now = Utc::now();
@@ -201,6 +171,476 @@ async fn schema_and_ingest_on_citus() {
         .expect("ingest after the rollup");
     reports_on_citus(&client).await;
     dashboards_on_citus(&mut client).await;
+    replay_on_citus(&mut client).await;
+    retention_on_citus(&client).await;
+    reports_equal_plain_postgresql(&mut client, &url).await;
+}
+
+/// Tenant 5's events over the last two days, with varied dimensions and purchases: the same
+/// data for both engines.
+fn same_events(now: chrono::DateTime<Utc>) -> Vec<serde_json::Value> {
+    (0..1500)
+        .map(|n: i64| {
+            let mut e = event(5, n);
+            e["event_time"] =
+                serde_json::json!((now - chrono::Duration::minutes(2 * n)).to_rfc3339());
+            e["country"] = serde_json::json!(["DE", "US", "FR", "GB", "NL"][(n % 5) as usize]);
+            e["browser"] = serde_json::json!(["Chrome", "Safari", "Firefox"][(n % 3) as usize]);
+            e["device_id"] = serde_json::json!(format!("device-{}", n % 211));
+            if n % 9 == 0 {
+                e["event_type"] = serde_json::json!("purchase");
+                e["revenue"] = serde_json::json!(format!("{}.25", n % 50));
+                e["currency"] = serde_json::json!("EUR");
+            }
+            e
+        })
+        .collect()
+}
+
+/// A report without its freshness (event ids and clocks differ between the databases).
+macro_rules! answer {
+    ($report:expr $(,)?) => {{
+        let mut v = serde_json::to_value($report).unwrap();
+        v.as_object_mut().unwrap().remove("freshness");
+        v
+    }};
+}
+
+/// The same events through the same ingest and rollups on Citus and on plain PostgreSQL give
+/// the same reports (rolled part and raw part both), and on Citus every statement of a
+/// tenant's report is one task on one worker: no coordinator step, no intermediate results.
+async fn reports_equal_plain_postgresql(citus: &mut tokio_postgres::Client, url: &str) {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        eprintln!("SKIPPED (part): reports against plain PostgreSQL need TEST_DATABASE_URL too");
+        return;
+    }
+    let plain_db = remarketable_tests::TestDb::create().await;
+    let mut plain = plain_db.client().await;
+    let settings = settings_for("postgres://localhost/unused");
+    let now = Utc::now();
+    let bodies = same_events(now);
+    for client in [&mut *citus, &mut plain] {
+        tenants::register(
+            &*client,
+            &tenants::NewTenant {
+                tenant_id: 5,
+                name: "same data".into(),
+                time_zone: "Europe/Berlin".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let ingestor = Ingestor::new(settings.limits.clone(), std::time::Duration::ZERO);
+        let r = ingestor
+            .ingest(client, &batch("5", 0, now, &bodies[..1200]), now)
+            .await
+            .unwrap();
+        assert_eq!(r.stored, 1200);
+        rollup::run(client).await.unwrap();
+        // Above the watermark: the raw part of every report.
+        let r = ingestor
+            .ingest(client, &batch("5", 1200, now, &bodies[1200..]), now)
+            .await
+            .unwrap();
+        assert_eq!(r.stored, 300);
+    }
+
+    let (remote, commands) = notice_client(url).await;
+    remote
+        .batch_execute("SET citus.log_remote_commands = on")
+        .await
+        .unwrap();
+    let none = Filters::default();
+    let mut german = Filters::default();
+    german.set(Dimension::Country, "DE").unwrap();
+    let to = now + chrono::Duration::minutes(10);
+    for g in Granularity::ALL {
+        let span = if g == Granularity::FiveMinutes {
+            chrono::Duration::hours(12)
+        } else {
+            chrono::Duration::days(3)
+        };
+        let range = Range::new(to - span, to).unwrap();
+        for filters in [&none, &german] {
+            let cache_c = RolledCache::new(1 << 20);
+            let cache_p = RolledCache::new(1 << 20);
+            let expected = answer!(reports::timeseries(&plain, 5, &range, g, filters)
+                .await
+                .unwrap());
+            assert!(
+                expected["points"].as_array().unwrap().len() >= 3,
+                "{g:?} {filters:?}: {expected}"
+            );
+            let got = routed(
+                &remote,
+                &commands,
+                "timeseries",
+                reports::timeseries(&remote, 5, &range, g, filters),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "timeseries {g:?} {filters:?}");
+
+            let expected = answer!(cache_p
+                .summary(&plain, 5, &range, g, filters)
+                .await
+                .unwrap());
+            let got = routed(
+                &remote,
+                &commands,
+                "summary",
+                cache_c.summary(&remote, 5, &range, g, filters),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "summary {g:?} {filters:?}");
+
+            for dimension in [Dimension::Country, Dimension::Browser] {
+                let ranking = Ranking {
+                    dimension,
+                    order: Metric::Events,
+                    limit: 10,
+                };
+                let expected = answer!(cache_p
+                    .breakdown(&plain, 5, &range, g, filters, ranking)
+                    .await
+                    .unwrap(),);
+                let got = routed(
+                    &remote,
+                    &commands,
+                    "breakdown",
+                    cache_c.breakdown(&remote, 5, &range, g, filters, ranking),
+                )
+                .await;
+                assert_eq!(answer!(got), expected, "breakdown {dimension:?} {g:?}");
+            }
+            let expected = answer!(
+                reports::top(&plain, 5, &range, g, TopList::Pages, filters, 5)
+                    .await
+                    .unwrap()
+            );
+            let got = routed(
+                &remote,
+                &commands,
+                "top",
+                reports::top(&remote, 5, &range, g, TopList::Pages, filters, 5),
+            )
+            .await;
+            assert_eq!(answer!(got), expected, "top {g:?} {filters:?}");
+        }
+    }
+}
+
+/// A connection to `url` that keeps the server's notices (what `citus.log_remote_commands`
+/// reports: one notice per command sent to a worker).
+async fn notice_client(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("CITUS_URL without TLS (sslmode=disable or prefer) for the notice check");
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = notices.clone();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(n)) => sink.lock().unwrap().push(format!(
+                    "{} | {}",
+                    n.message(),
+                    n.detail().unwrap_or_default()
+                )),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    (client, notices)
+}
+
+/// Runs a report and checks what it sent to the workers: only single SELECTs, each to one
+/// worker (a router task), all to the same one; no transaction blocks or intermediate results
+/// (COPY) that a coordinator step would need.
+async fn routed<T>(
+    client: &tokio_postgres::Client,
+    commands: &std::sync::Mutex<Vec<String>>,
+    name: &str,
+    report: impl std::future::Future<Output = Result<T, reports::ReportError>>,
+) -> T {
+    // A round trip after the report: its notices have arrived before this answer.
+    commands.lock().unwrap().clear();
+    let answer = report
+        .await
+        .unwrap_or_else(|e| panic!("{name} on Citus: {e}"));
+    client.batch_execute("SELECT 1").await.unwrap();
+    // Reads of reference tables alone (the tenant's zone, the watermark) run on the
+    // coordinator's own copy: "executing the command locally". Commands to workers are
+    // "issuing ...".
+    let sent: Vec<String> = std::mem::take(&mut *commands.lock().unwrap())
+        .into_iter()
+        .filter(|c| !c.starts_with("executing the command locally: SELECT"))
+        .collect();
+    assert!(!sent.is_empty(), "{name}: nothing sent to a worker");
+    let servers: std::collections::BTreeSet<&str> = sent
+        .iter()
+        .map(|c| c.rsplit_once("on server ").map(|(_, s)| s).unwrap_or(""))
+        .map(|s| s.split(" connectionId").next().unwrap_or(s))
+        .collect();
+    assert_eq!(servers.len(), 1, "{name}: one worker, got {sent:#?}");
+    for command in &sent {
+        assert!(
+            command.starts_with("issuing SELECT") || command.starts_with("issuing WITH"),
+            "{name}: only single-task statements, got {command}"
+        );
+    }
+    answer
+}
+
+/// `remarketable migrate` as the CLI runs it, with no layout given, on a cluster with default
+/// settings: daily partitions, 30 days back and a day ahead, created a few per transaction; a
+/// run that stopped half-way is completed by the next one.
+async fn migrate_with_defaults(client: &mut tokio_postgres::Client) {
+    let locks: String = client
+        .query_one("SHOW max_locks_per_transaction", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("max_locks_per_transaction = {locks} on the coordinator");
+    let preflight = db::nodes::preflight(client)
+        .await
+        .expect("every node has what the schema needs");
+    assert!(preflight.citus);
+    assert_eq!(preflight.nodes.len(), 3, "coordinator and 2 workers");
+    assert!(preflight
+        .nodes
+        .iter()
+        .all(|n| n.has("hll") && n.has("citus")));
+    db::migrate(client)
+        .await
+        .expect("migrations apply on Citus");
+    db::configure_partitions(client, &db::PartitionLayout::default())
+        .await
+        .unwrap();
+    let interval: String = client
+        .query_one(
+            "SELECT partition_interval::text FROM partition_settings WHERE table_name = 'events'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(interval, "1 day", "daily partitions by default on Citus");
+    let step = db::partition_changes_per_step(client).await.unwrap();
+    assert_eq!(
+        step, 4,
+        "32 shards on 2 workers: 4 partitions per transaction"
+    );
+    let started = std::time::Instant::now();
+    let changes = db::maintain_partitions(client)
+        .await
+        .expect("partitions on a default-configured Citus cluster");
+    eprintln!(
+        "migrate on Citus: {} partitions in {:.1} s",
+        changes.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!((31..=33).contains(&changes.len()), "{}", changes.len());
+    assert!(changes.iter().all(|c| c.action == "created"));
+    // The partitions ingest needs next come first.
+    let now = Utc::now();
+    assert!(
+        changes[0].from <= now && now < changes[0].to,
+        "{:?}",
+        changes[0]
+    );
+    // An interrupted run: the last steps never happened. The next run completes them.
+    for c in changes.iter().rev().take(5) {
+        client
+            .batch_execute(&format!("DROP TABLE {}", c.partition))
+            .await
+            .unwrap();
+    }
+    let resumed = db::maintain_partitions(client).await.unwrap();
+    assert_eq!(resumed.len(), 5);
+    assert!(db::maintain_partitions(client).await.unwrap().is_empty());
+    // Two days on: the two oldest expire and two are created ahead, in bounded steps.
+    let later = client
+        .query(
+            "SELECT action, count(*) FROM maintain_partitions('events', now() + interval '2 days', 4) \
+             GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let later: Vec<(String, i64)> = later.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(later, vec![("created".into(), 2), ("dropped".into(), 2)]);
+
+    let doctor = db::nodes::doctor(client).await.unwrap().to_string();
+    eprintln!("{doctor}");
+    for expected in [
+        "engine: Citus",
+        "2 worker(s)",
+        "schema: migrated to V",
+        "every 1 day",
+        "32 shards per partition",
+        "4 partition(s) per transaction",
+        "max_locks_per_transaction = ",
+    ] {
+        assert!(doctor.contains(expected), "{expected:?} in\n{doctor}");
+    }
+}
+
+/// `doctor` on plain PostgreSQL (runs without Citus): the engine, the stand-in or extension,
+/// the hourly layout.
+#[tokio::test]
+async fn doctor_on_plain_postgresql() {
+    let db = remarketable_tests::TestDb::create().await;
+    let client = db.client().await;
+    let report = db::nodes::doctor(&client).await.unwrap();
+    let text = report.to_string();
+    assert!(text.contains("engine: plain PostgreSQL"), "{text}");
+    assert!(text.contains("every 1 hour"), "{text}");
+    assert!(text.contains("topn: "), "{text}");
+    assert_eq!(report.nodes.len(), 1);
+    assert!(report.nodes[0].has("hll"));
+    assert_eq!(db::partition_changes_per_step(&client).await.unwrap(), 64);
+}
+
+/// API keys of every kind and share tokens: created (reference tables), verified, listed and
+/// revoked through the coordinator; an unknown tenant is named as such.
+async fn access_on_citus(client: &tokio_postgres::Client) {
+    let verifier = access::Verifier::new(std::time::Duration::ZERO);
+    let mut made = Vec::new();
+    for (tenant, kind) in [
+        (Some(1), KeyKind::Read),
+        (Some(1), KeyKind::Write),
+        (None, KeyKind::Admin),
+    ] {
+        let key = access::create_key(client, tenant, kind, "citus")
+            .await
+            .unwrap_or_else(|e| panic!("{kind} key on Citus: {e:?}"));
+        let verified = verifier.verify_key(client, &key.key).await.unwrap();
+        assert_eq!((verified.tenant_id, verified.kind), (tenant, kind));
+        made.push(key);
+    }
+    assert!(matches!(
+        access::create_key(client, Some(99), KeyKind::Read, "").await,
+        Err(access::AccessError::UnknownTenant(99))
+    ));
+    assert_eq!(access::list_keys(client, Some(1)).await.unwrap().len(), 2);
+    assert_eq!(
+        access::revoke_key(client, &made[0].key_id).await.unwrap(),
+        Some(Some(1))
+    );
+    assert!(matches!(
+        verifier.verify_key(client, &made[0].key).await,
+        Err(access::AccessError::Unauthorized)
+    ));
+
+    let secret = ShareSecret::new("a share token secret of at least 32 bytes").unwrap();
+    let token = access::create_share_token(
+        client,
+        Some(&secret),
+        2,
+        chrono::Duration::days(7),
+        Default::default(),
+        "citus",
+    )
+    .await
+    .expect("share token on Citus");
+    let claims = verifier
+        .verify_share(client, Some(&secret), &token.token, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(claims.tenant_id, 2);
+    assert!(matches!(
+        access::create_share_token(
+            client,
+            Some(&secret),
+            99,
+            chrono::Duration::days(1),
+            Default::default(),
+            ""
+        )
+        .await,
+        Err(access::AccessError::UnknownTenant(99))
+    ));
+    assert_eq!(access::list_share_tokens(client, 2).await.unwrap().len(), 1);
+    assert!(access::revoke_share_token(client, Some(2), &token.token_id)
+        .await
+        .unwrap());
+    assert!(matches!(
+        verifier
+            .verify_share(client, Some(&secret), &token.token, Utc::now())
+            .await,
+        Err(access::AccessError::ShareRevoked)
+    ));
+}
+
+/// Dead letters of a tenant registered late are replayed into the distributed events table,
+/// once.
+async fn replay_on_citus(client: &mut tokio_postgres::Client) {
+    let settings = settings_for("postgres://localhost/unused");
+    let ingestor = Ingestor::new(settings.limits.clone(), std::time::Duration::ZERO);
+    let now = Utc::now();
+    let bodies: Vec<_> = (0..5).map(|n| event(4, 2000 + n)).collect();
+    let r = ingestor
+        .ingest(client, &batch("1", 0, now, &bodies), now)
+        .await
+        .unwrap();
+    assert_eq!(r.dead_lettered, 5, "tenant 4 is not registered yet");
+    tenants::register(
+        &*client,
+        &tenants::NewTenant {
+            tenant_id: 4,
+            name: "late".into(),
+            time_zone: "UTC".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let replayed = replay::replay_dead_letters(client, 4, &settings.limits, Utc::now(), 100)
+        .await
+        .expect("replay on Citus");
+    assert_eq!((replayed.examined, replayed.replayed), (5, 5));
+    let again = replay::replay_dead_letters(client, 4, &settings.limits, Utc::now(), 100)
+        .await
+        .unwrap();
+    assert_eq!(again.examined, 0);
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM events WHERE tenant_id = 4", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 5);
+}
+
+/// Rollup retention and ledger compaction, as the maintenance job runs them.
+async fn retention_on_citus(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "INSERT INTO rollup_events_5min (tenant_id, bucket, event_type, country, browser, \
+                                             campaign, event_count, revenue, purchases, devices, \
+                                             sessions) \
+             VALUES (1, now() - interval '400 days', 'page_view', '', '', '', 1, 0, 0, \
+                     hll_empty(), hll_empty())",
+        )
+        .await
+        .expect("an old rollup row");
+    rollup::set_retention(client, Rollup::FiveMinutes, Some("90 days"))
+        .await
+        .unwrap();
+    let run = jobs::maintenance(client)
+        .await
+        .expect("maintenance on Citus");
+    let deleted: i64 = run
+        .rollup_rows_deleted
+        .iter()
+        .filter(|(r, _)| r == Rollup::FiveMinutes.name())
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(deleted, 1);
+    assert!(run.ledger_totals_folded >= 1);
 }
 
 /// The reports run on Citus (one tenant's shard plus the coordinator's rollup state), count

@@ -3,6 +3,7 @@
 //! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
 
 use crate::bench_lambda;
+use crate::bench_db;
 use crate::deliver::{envelope, post_ingest};
 use crate::traffic::{Traffic, TrafficConfig};
 use anyhow::{bail, Context};
@@ -12,12 +13,13 @@ use remarketable_core::{db, tenants};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::str::FromStr;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Superuser URL of the cluster; the benchmark makes (and remakes) database `rmk_bench`.
+    /// Superuser URL of a plain PostgreSQL server, where the benchmark makes (and remakes)
+    /// database `rmk_bench`; or of a prepared database on a Citus coordinator, whose project
+    /// tables it drops and recreates (see `bench_db`).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The handler executable (build it with `cargo build --release -p remarketable-handler`).
@@ -54,19 +56,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.handler.display()
         );
     }
-    let admin_config = tokio_postgres::Config::from_str(&args.database_url)
-        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
-    let admin = db::connect(&admin_config)
-        .await
-        .context("connect to DATABASE_URL")?;
-    admin
-        .batch_execute("DROP DATABASE IF EXISTS rmk_bench WITH (FORCE)")
-        .await?;
-    admin.batch_execute("CREATE DATABASE rmk_bench").await?;
-    let mut config = admin_config.clone();
-    config.dbname("rmk_bench");
-    let mut client = db::connect(&config).await?;
-    db::migrate(&mut client).await?;
+    let bench_db::BenchDb {
+        url: bench_url,
+        client,
+        engine,
+        ..
+    } = bench_db::prepare(&args.database_url, "rmk_bench", false).await?;
     db::configure_partitions(
         &client,
         &db::PartitionLayout {
@@ -97,7 +92,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     write_csv(&csv_path, &bodies, &enqueued, &limits)?;
 
     let port = free_port()?;
-    let url_for_handler = with_db(&args.database_url, "rmk_bench");
+    let url_for_handler = bench_url.clone();
     let mut handler = tokio::process::Command::new(&args.handler)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
         .env("DATABASE_URL", &url_for_handler)
@@ -163,7 +158,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         reset(&client).await?;
         let cpu = Cpu::now(handler_pid);
-        let copy = timed(|| copy_csv(&args.database_url, &csv_path)).await?;
+        let copy = timed(|| copy_csv(&bench_url, &csv_path)).await?;
         let (machine_ms, _, _) = cpu.per_thousand(args.events);
         check_count(&client, args.events).await?;
         let copy_rate = args.events as f64 / copy;
@@ -274,6 +269,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rss_max as f64 / 1024.0
         );
     }
+    println!("engine measured: {engine}");
     handler.kill().await.ok();
     std::fs::remove_file(&csv_path).ok();
     Ok(())
@@ -338,10 +334,9 @@ async fn check_count(client: &tokio_postgres::Client, expected: usize) -> anyhow
     Ok(())
 }
 
-async fn copy_csv(database_url: &str, path: &std::path::Path) -> anyhow::Result<()> {
-    let url = with_db(database_url, "rmk_bench");
+async fn copy_csv(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
     let status = tokio::process::Command::new("psql")
-        .arg(&url)
+        .arg(url)
         .arg("-qX")
         .arg("-v")
         .arg("ON_ERROR_STOP=1")

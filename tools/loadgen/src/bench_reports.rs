@@ -8,19 +8,20 @@
 //! long tail), recorded in `event_id_ranges` as every writer does, and rolled up by
 //! `rollup::run` in windows of `--chunk` events.
 
-use crate::bench::{free_port, wait_ready, with_db};
+use crate::bench::{free_port, wait_ready};
+use crate::bench_db;
 use anyhow::{bail, Context};
 use remarketable_core::access::{self, KeyKind};
 use remarketable_core::{db, rollup, tenants};
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchReportsArgs {
-    /// Superuser URL of the cluster; the benchmark makes (and remakes) the database
-    /// `--database`.
+    /// Superuser URL of a plain PostgreSQL server, where the benchmark makes (and remakes) the
+    /// database `--database`; or of a prepared database on a Citus coordinator, whose project
+    /// tables it drops and recreates (see `bench_db`; `--database` is then not used).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// The handler executable (`cargo build --release -p remarketable-handler`).
@@ -130,41 +131,14 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
              least 1"
         );
     }
-    let admin_config = tokio_postgres::Config::from_str(&args.database_url)
-        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
-    let admin = db::connect(&admin_config)
-        .await
-        .context("connect to DATABASE_URL")?;
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&args.database],
-        )
-        .await?
-        .is_some();
-    let reuse = args.reuse && exists;
-    if !args
-        .database
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        bail!("--database must be lower-case letters, digits and _");
-    }
-    if !reuse {
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                args.database
-            ))
-            .await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {}", args.database))
-            .await?;
-    }
-    let mut config = admin_config.clone();
-    config.dbname(&args.database);
-    let mut client = db::connect(&config).await?;
-    db::migrate(&mut client).await?;
+    let bench_db::BenchDb {
+        url: bench_url,
+        config,
+        mut client,
+        engine,
+        kept: reuse,
+        ..
+    } = bench_db::prepare(&args.database_url, &args.database, args.reuse).await?;
     db::maintain_partitions(&client).await?;
     if !reuse {
         client.batch_execute("SELECT setseed(0.5)").await?;
@@ -178,7 +152,7 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
     let port = free_port()?;
     let mut handler = tokio::process::Command::new(&args.handler)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("DATABASE_URL", with_db(&args.database_url, &args.database))
+        .env("DATABASE_URL", &bench_url)
         .env("DB_POOL_SIZE", args.pool_size.to_string())
         .env("REPORT_POOL_SIZE", args.pool_size.to_string())
         // One key asks at concurrency 16: measure the reports, not the per-credential cap.
@@ -337,6 +311,7 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
         }
     }
     handler.kill().await.ok();
+    println!("engine measured: {engine}");
     Ok(())
 }
 

@@ -12,16 +12,16 @@
 //! Events are generated inside the database (skewed tenants, devices, pages, dimensions) and
 //! record their id range in `event_id_ranges`, as every writer of `events` does.
 
-use anyhow::Context;
+use crate::bench_db;
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::{db, tenants};
-use std::str::FromStr;
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct BenchRollupArgs {
-    /// Superuser URL of the cluster; the benchmark makes (and remakes) database
-    /// `rmk_bench_rollup`.
+    /// Superuser URL of a plain PostgreSQL server, where the benchmark makes (and remakes)
+    /// database `rmk_bench_rollup`; or of a prepared database on a Citus coordinator, whose
+    /// project tables it drops and recreates (see `bench_db`).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// New events per window.
@@ -72,25 +72,22 @@ const PLAIN: [&str; 3] = [
 ];
 
 pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
-    let admin_config = tokio_postgres::Config::from_str(&args.database_url)
-        .map_err(|_| anyhow::anyhow!("DATABASE_URL is not a PostgreSQL connection string"))?;
-    let admin = db::connect(&admin_config)
-        .await
-        .context("connect to DATABASE_URL")?;
-    admin
-        .batch_execute("DROP DATABASE IF EXISTS rmk_bench_rollup WITH (FORCE)")
-        .await?;
-    admin
-        .batch_execute("CREATE DATABASE rmk_bench_rollup")
-        .await?;
-    let mut config = admin_config.clone();
-    config.dbname("rmk_bench_rollup");
-    let mut client = db::connect(&config).await?;
-    db::migrate(&mut client).await?;
-    set_partitions(&client, 24).await?;
+    let bench_db::BenchDb {
+        mut client, engine, ..
+    } = bench_db::prepare(&args.database_url, "rmk_bench_rollup", false).await?;
+    // Citus: daily partitions (hourly ones are 32 shard tables an hour), and the plain
+    // tables distributed with events, so both sides of the comparison run on the shards.
+    let citus = matches!(engine, bench_db::Engine::Citus { .. });
+    let (interval, counts) = if citus {
+        ("1 day", [2, 30])
+    } else {
+        ("1 hour", [24, 720])
+    };
+    set_partitions(&client, interval, counts[0]).await?;
     client
         .batch_execute(
             "SELECT setseed(0.42);
+             DROP TABLE IF EXISTS plain_5min, plain_1hour, plain_1day;
              CREATE TABLE plain_5min (tenant_id bigint, bucket timestamptz, event_type text,
                  country text, browser text, campaign text, event_count bigint, revenue numeric,
                  purchases bigint);
@@ -100,6 +97,16 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
                  purchases bigint);",
         )
         .await?;
+    if citus {
+        for plain in ["plain_5min", "plain_1hour", "plain_1day"] {
+            client
+                .execute(
+                    "SELECT create_distributed_table($1::text::regclass, 'tenant_id', colocate_with => 'events')",
+                    &[&plain],
+                )
+                .await?;
+        }
+    }
     tenants::register_demo(&client, 50, &tenants::DEMO_ZONES).await?;
 
     println!(
@@ -147,14 +154,15 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
     );
     check_totals(&client, total as i64).await?;
     storage(&client).await?;
+    println!("engine measured: {engine}");
 
     println!(
         "\nrun time of all three rollups (median of {}):",
         args.repeat
     );
     println!("partitions  empty window ms  one-batch window ms (1000 events)");
-    for partitions in [24, 720] {
-        set_partitions(&client, partitions).await?;
+    for partitions in counts {
+        set_partitions(&client, interval, partitions).await?;
         let present: i64 = client
             .query_one("SELECT count(*) FROM partition_bounds('events')", &[])
             .await?
@@ -175,14 +183,20 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps `hours` hourly partitions: `hours - 1` back and one ahead.
-async fn set_partitions(client: &tokio_postgres::Client, hours: i64) -> anyhow::Result<()> {
+/// Keeps `count` partitions of `interval` (`1 hour` or `1 day`): `count - 1` back and one
+/// ahead.
+async fn set_partitions(
+    client: &tokio_postgres::Client,
+    interval: &str,
+    count: i64,
+) -> anyhow::Result<()> {
+    let unit = interval.trim_start_matches("1 ");
     db::configure_partitions(
         client,
         &db::PartitionLayout {
-            interval: Some("1 hour".into()),
-            retention: Some(format!("{} hours", hours - 1)),
-            lookahead: Some("1 hour".into()),
+            interval: Some(interval.into()),
+            retention: Some(format!("{} {unit}s", count - 1)),
+            lookahead: Some(interval.into()),
         },
     )
     .await?;
@@ -225,11 +239,13 @@ async fn check_totals(client: &tokio_postgres::Client, events: i64) -> anyhow::R
     {
         let row = client
             .query_one(
+                // One CTE per table: Citus cannot push down subqueries in the target list.
                 &format!(
-                    "SELECT (SELECT sum(event_count)::bigint FROM {}),
-                            (SELECT sum(event_count)::bigint FROM {plain}),
-                            (SELECT sum(revenue) = (SELECT sum(revenue) FROM {plain}) FROM {})",
-                    r.table(),
+                    "WITH r AS (SELECT sum(event_count)::bigint AS n, sum(revenue) AS revenue \
+                                FROM {}), \
+                          p AS (SELECT sum(event_count)::bigint AS n, sum(revenue) AS revenue \
+                                FROM {plain}) \
+                     SELECT r.n, p.n, r.revenue = p.revenue FROM r, p",
                     r.table()
                 ),
                 &[],

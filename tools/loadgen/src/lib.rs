@@ -15,13 +15,16 @@
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
 //! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_isolation`]: the ingest, rollup,
-//!   reports and noisy-neighbour benchmarks, each with the arguments of its subcommand.
+//!   reports and noisy-neighbour benchmarks, each with the arguments of its subcommand;
+//!   [`bench_db`]: the database they run in (made on plain PostgreSQL, prepared on Citus) and
+//!   the engine they measured.
 //!
 //! The `loadgen` binary is a thin command line over these.
 
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_db;
 pub mod bench_isolation;
 pub mod bench_lambda;
 pub mod bench_reports;

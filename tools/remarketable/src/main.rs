@@ -1,7 +1,8 @@
 //! `remarketable`: the admin CLI.
 //!
 //! ```text
-//! remarketable migrate [--partition-interval '1 hour'] [--retention '30 days'] [--lookahead '1 day']
+//! remarketable migrate [--partition-interval '1 hour'] [--retention '30 days'] [--lookahead '1 day'] [--shard-count N]
+//! remarketable doctor
 //! remarketable partitions
 //! remarketable tenant add <id> [--name N] [--time-zone Z]
 //! remarketable tenant list
@@ -52,7 +53,14 @@ enum Command {
         /// How far ahead partitions are created (e.g. '1 day').
         #[arg(long, env = "EVENTS_LOOKAHEAD")]
         lookahead: Option<String>,
+        /// On Citus: shards of each distributed table (citus.shard_count), read when the
+        /// tables are first distributed; ignored afterwards and on plain PostgreSQL.
+        #[arg(long, env = "CITUS_SHARD_COUNT", value_parser = clap::value_parser!(u32).range(1..=4096))]
+        shard_count: Option<u32>,
     },
+    /// Print what the database has (engine, nodes and their extensions, schema version,
+    /// partition layout, settings) and what the project uses (C TopN or the SQL stand-in).
+    Doctor,
     /// Create missing partitions up to the look-ahead and drop expired ones.
     Partitions,
     /// Everything the `maintenance` timer does: partitions, ledger compaction, rollup
@@ -201,8 +209,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             partition_interval,
             retention,
             lookahead,
+            shard_count,
         } => {
-            let applied = db::migrate(&mut client).await.context("migration failed")?;
+            let applied = db::migrate_with(&mut client, shard_count)
+                .await
+                .context("migration failed")?;
             if applied.is_empty() {
                 eprintln!("schema is up to date");
             }
@@ -218,6 +229,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("cannot set the partition layout")?;
             maintain(&client).await?;
+        }
+        Command::Doctor => {
+            let report = db::nodes::doctor(&client)
+                .await
+                .context("cannot read the database's state")?;
+            print!("{report}");
         }
         Command::Partitions => maintain(&client).await?,
         Command::Maintenance => {
