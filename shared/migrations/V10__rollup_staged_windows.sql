@@ -100,11 +100,11 @@ LANGUAGE sql IMMUTABLE STRICT AS $fn$
     SELECT CASE
         WHEN n.items <= k THEN counter
         WHEN n.items - k <= 64 THEN
-            counter - ARRAY(SELECT key FROM jsonb_each_text(counter)
+            counter - ARRAY(SELECT key FROM jsonb_each(counter)
                             ORDER BY value::bigint, key DESC LIMIT n.items - k)
-        ELSE (SELECT coalesce(jsonb_object_agg(key, frequency), '{}'::jsonb)
-              FROM (SELECT key, value::bigint AS frequency FROM jsonb_each_text(counter)
-                    ORDER BY 2 DESC, 1 LIMIT k) kept)
+        ELSE (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb)
+              FROM (SELECT key, value FROM jsonb_each(counter)
+                    ORDER BY value::bigint DESC, key LIMIT k) kept)
     END
     FROM (SELECT count(*) AS items FROM jsonb_object_keys(counter)) n
 $fn$;
@@ -114,10 +114,10 @@ $fn$;
 -- and 1day ('infinity': not advanced in this pass). Apply statements (p_part 'rows' or
 -- 'slices' of rollup p_rollup): $1 the items a counter keeps.
 --
--- Merging a counter: `stored` is the stored counter, looked up by key and detoasted once
--- (`|| '{}'` returns it as is; OFFSET 0 keeps the lookup a per-row index probe, not a scan of
--- the whole rollup table, and its value from being recomputed per reference); `win` the
--- window's exact counts. The result is the stored counter with every window item added (looked
+-- Merging a counter: `stored` is the stored counter, looked up by key and detoasted once per
+-- row (`|| '{}'` returns it as is, and the lateral merge receives it as a parameter: looking
+-- items up in the stored value itself decompressed it once per item); `win` the window's exact
+-- counts. The result is the stored counter with every window item added (looked
 -- up in it), pruned if it then overflows (the only case that calls a function).
 CREATE FUNCTION rollup_pass_statement(p_part text, p_rollup text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$
@@ -135,17 +135,18 @@ DECLARE
           AND e.event_time >= $3 AND e.event_time <= $4
           AND e.event_time >= least($5, $6, $7)$w$;
     merge constant text := $m$
-        (SELECT CASE WHEN u.fresh = 0 THEN u.merged
-                     WHEN (SELECT count(*) FROM jsonb_object_keys(u.merged)) <= $1 THEN u.merged
-                     ELSE rollup_topn_prune(u.merged, $1) END
-         FROM (SELECT coalesce(stored.{list}, '{}'::jsonb)
-                      || coalesce(jsonb_object_agg(x.key, coalesce((stored.{list} ->> x.key)::bigint, 0)
-                                                            + x.value::bigint), '{}'::jsonb)
-                          AS merged,
-                      count(*) FILTER (WHERE stored.{list} IS NULL OR NOT stored.{list} ? x.key)
-                          AS fresh
-               FROM jsonb_each_text(win.{list}) x) u
-         WHERE win.{list} IS NOT NULL)$m$;
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN win.{list} IS NULL THEN NULL
+                        WHEN u.fresh = 0 THEN u.merged
+                        WHEN (SELECT count(*) FROM jsonb_object_keys(u.merged)) <= $1 THEN u.merged
+                        ELSE rollup_topn_prune(u.merged, $1) END AS counter
+            FROM (SELECT coalesce(stored.{list}, '{}'::jsonb)
+                         || coalesce(jsonb_object_agg(x.key, coalesce((stored.{list} ->> x.key)::bigint, 0)
+                                                               + x.value::bigint), '{}'::jsonb)
+                             AS merged,
+                         count(*) FILTER (WHERE stored.{list} IS NULL OR NOT stored.{list} ? x.key)
+                             AS fresh
+                  FROM jsonb_each_text(win.{list}) x) u) merged_{list}$m$;
     sql text;
     key text;
     grp text;
@@ -182,7 +183,7 @@ BEGIN
     sql := $s$INSERT INTO {target} AS r (tenant_id, {key}, {columns}, event_count, revenue, purchases,
                        devices, sessions, top_devices, top_pages)
         SELECT w.tenant_id, w.k, {w_columns}, w.event_count, w.revenue, w.purchases,
-               w.devices, w.sessions, {merge_devices}, {merge_pages}
+               w.devices, w.sessions, merged_devices.counter, merged_pages.counter
         FROM (SELECT s.tenant_id, {s_group} AS k, {s_dims},
                      count(*) AS event_count, coalesce(sum(s.revenue), 0) AS revenue,
                      count(*) FILTER (WHERE s.event_type = 'purchase') AS purchases,
@@ -204,9 +205,10 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT o.top_devices || '{}'::jsonb AS devices, o.top_pages || '{}'::jsonb AS pages
             FROM {target} o
-            WHERE o.tenant_id = w.tenant_id AND o.{key} = w.k AND {o_on}
-            OFFSET 0) stored ON true
+            WHERE o.tenant_id = w.tenant_id AND o.{key} = w.k AND {o_on}) stored ON true
         CROSS JOIN LATERAL (SELECT {win_devices} AS devices, {win_pages} AS pages) win
+        {merge_devices}
+        {merge_pages}
         ON CONFLICT (tenant_id, {key}, {columns}) DO UPDATE SET
             event_count = r.event_count + excluded.event_count,
             revenue = r.revenue + excluded.revenue,
