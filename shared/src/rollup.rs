@@ -1,11 +1,11 @@
 //! Incremental rollups of `events` into `rollup_events_5min`, `rollup_events_1hour` and
 //! `rollup_events_1day` (migration V4).
 //!
-//! The work itself is SQL (`advance_rollup`), so that the `rollup` timer function and pg_cron
-//! (`CALL run_rollups()`) run exactly the same thing. Each rollup advances in its own
-//! transaction over the event_id window committed since its watermark, and moves the watermark
-//! in that transaction: a run that fails changes nothing, and a second run finds an empty
-//! window.
+//! The work itself is SQL (`advance_rollups`, migration V10), so that the `rollup` timer function
+//! and pg_cron (`CALL run_rollups()`) run exactly the same thing. A run reads the event_id
+//! window committed since the watermarks once into staging tables, fills every rollup and its
+//! slices from them, and moves the watermarks, all in one transaction: a run that fails (or a
+//! crash) changes nothing, and a second run finds an empty window.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,6 +64,21 @@ impl FromStr for Rollup {
     }
 }
 
+/// Read from the database by name; an unknown name is a conversion error.
+impl<'a> tokio_postgres::types::FromSql<'a> for Rollup {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let name = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Ok(name.parse::<Rollup>()?)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
 /// What one rollup's advance did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Advance {
@@ -110,41 +125,42 @@ impl fmt::Display for Advance {
     }
 }
 
-/// Advances one rollup in its own transaction.
+const ADVANCE: &str = "SELECT rollup, window_start, window_end, min_event_time, max_event_time, \
+                       rows_upserted, milliseconds FROM advance_rollups($1)";
+
+fn advances(rows: &[tokio_postgres::Row]) -> Result<Vec<Advance>, tokio_postgres::Error> {
+    rows.iter()
+        .map(|row| {
+            Ok(Advance {
+                rollup: row.try_get(0)?,
+                window_start: row.try_get(1)?,
+                window_end: row.try_get(2)?,
+                min_event_time: row.try_get(3)?,
+                max_event_time: row.try_get(4)?,
+                rows: row.try_get(5)?,
+                milliseconds: row.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+/// Advances one rollup in its own transaction (the others keep their watermarks).
 pub async fn advance(
     client: &mut Client,
     rollup: Rollup,
 ) -> Result<Advance, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let row = tx
-        .query_one(
-            "SELECT window_start, window_end, min_event_time, max_event_time, rows_upserted, \
-             milliseconds FROM advance_rollup($1)",
-            &[&rollup.name()],
-        )
-        .await?;
+    let rows = tx.query(ADVANCE, &[&Some(vec![rollup.name()])]).await?;
     tx.commit().await?;
-    Ok(Advance {
-        rollup,
-        window_start: row.get(0),
-        window_end: row.get(1),
-        min_event_time: row.get(2),
-        max_event_time: row.get(3),
-        rows: row.get(4),
-        milliseconds: row.get(5),
-    })
+    let mut done = advances(&rows)?;
+    Ok(done.remove(0))
 }
 
-/// Advances every rollup in order, then forgets the event id ranges all of them have passed.
+/// Advances every rollup over one shared pass of the window, then forgets the event id ranges
+/// all of them have passed: one statement, one transaction, one round trip.
 pub async fn run(client: &mut Client) -> Result<Vec<Advance>, tokio_postgres::Error> {
-    let mut done = Vec::with_capacity(Rollup::ALL.len());
-    for rollup in Rollup::ALL {
-        done.push(advance(client, rollup).await?);
-    }
-    client
-        .execute("SELECT prune_event_id_ranges()", &[])
-        .await?;
-    Ok(done)
+    let rows = client.query(ADVANCE, &[&None::<Vec<&str>>]).await?;
+    advances(&rows)
 }
 
 /// Deletes rollup rows older than each rollup's retention; answers the rows deleted per rollup.

@@ -1,7 +1,8 @@
 //! The rollup benchmark.
 //!
 //! 1. Throughput: windows of new events aggregated into all three rollups (`rollup::run`: hll,
-//!    TopN, upserts), next to a plain `INSERT .. SELECT .. GROUP BY` of the same id window into
+//!    TopN, upserts; it says whether TopN is the extension or the SQL stand-in, and how many
+//!    rollup rows each event cost), next to a plain `INSERT .. SELECT .. GROUP BY` of the same id window into
 //!    unindexed tables (counts and sums only: the database's own limit for this grouping), in
 //!    the same run, alternating, with the ratio.
 //! 2. Flatness: the run time of an empty window and of a one-batch window with 24 and with 720
@@ -109,11 +110,25 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
     }
     tenants::register_demo(&client, 50, &tenants::DEMO_ZONES).await?;
 
+    let topn: Option<String> = client
+        .query_opt(
+            "SELECT extversion FROM pg_extension WHERE extname = 'topn'",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    println!(
+        "TopN: {}",
+        match &topn {
+            Some(v) => format!("the topn extension {v}"),
+            None => "the SQL stand-in (no topn extension installed)".into(),
+        }
+    );
     println!(
         "rollup throughput: {} windows of {} new events (50 tenants, 50 minutes of event time)",
         args.windows, args.window
     );
-    println!("window  rollup ev/s  plain ev/s  ratio");
+    println!("window  rollup ev/s  plain ev/s  ratio  rows written per event");
     let mut ratios = Vec::new();
     let (mut rollup_secs, mut plain_secs) = (0.0, 0.0);
     for w in 1..=args.windows {
@@ -121,6 +136,7 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let advances = rollup::run(&mut client).await?;
         let rollup_s = started.elapsed().as_secs_f64();
+        let written: i64 = advances.iter().map(|a| a.rows).sum();
         anyhow::ensure!(
             advances.iter().all(|a| a.window_end == end),
             "a rollup window did not reach the last event"
@@ -134,10 +150,11 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
         let plain_s = started.elapsed().as_secs_f64();
         let n = args.window as f64;
         println!(
-            "{w:>6}  {:>11.0}  {:>10.0}  {:.3}",
+            "{w:>6}  {:>11.0}  {:>10.0}  {:.3}  {:.2}",
             n / rollup_s,
             n / plain_s,
-            plain_s / rollup_s
+            plain_s / rollup_s,
+            written as f64 / n
         );
         ratios.push(plain_s / rollup_s);
         rollup_secs += rollup_s;
