@@ -103,7 +103,7 @@ impl Aws {
             .ok_or_else(|| AwsError::Config("AWS_SECRET_ACCESS_KEY is not set".into()))?;
         let credentials = Credentials::new(key, secret, get("AWS_SESSION_TOKEN").map(|s| &**s));
         // rustls on ring, as the database connections; the first caller installs it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        remarketable_core::db::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))

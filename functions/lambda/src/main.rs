@@ -28,7 +28,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .init();
     // rustls on ring for every HTTPS client (AWS APIs, the init error report), as the
     // database connections.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    remarketable_core::db::tls::install_crypto_provider();
     let env: HashMap<String, String> = std::env::vars().collect();
     let host = match start(env).await {
         Ok(host) => host,

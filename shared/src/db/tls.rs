@@ -749,6 +749,14 @@ fn subject_public_key_info(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     cert.tbs_certificate.subject_public_key_info.to_der().ok()
 }
 
+/// Makes rustls on ring the process's default crypto provider (idempotent), as the database
+/// connections use. A reqwest client built with `rustls-no-provider` (the Lambda host's AWS
+/// calls; in a workspace build every reqwest client gets that feature) needs one installed
+/// before it is built: every program and test that builds an HTTP client calls this first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,7 +72,7 @@ impl Handler {
     ) -> (Arc<Handler>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(HandlerState::Starting);
         // Redirects are the client's to follow: a forwarded answer passes through as it is.
-        let client = reqwest::Client::builder()
+        let client = crate::http_client_builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -45,3 +45,13 @@ pub mod timer;
 pub mod timespan;
 
 pub use host::{Devhost, Options};
+
+/// A builder of HTTP clients for devhost's loopback peers (handlers, tests). It first makes
+/// rustls on ring the process's crypto provider: in a workspace build reqwest also gets the
+/// Lambda host's `rustls-no-provider` feature, under which no client can be built without one.
+/// (devhost knows nothing of the core, which does the same for the product's programs in
+/// `db::tls::install_crypto_provider`.)
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}

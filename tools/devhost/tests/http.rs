@@ -56,7 +56,7 @@ async fn routes_methods_and_keys() {
         "Values reach the handler as environment"
     );
     // A redirect of the handler reaches the client as it is, not followed by the host.
-    let no_follow = reqwest::Client::builder()
+    let no_follow = remarketable_devhost::http_client_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -2,8 +2,8 @@
 //! `/ingest` end to end (HTTP envelope, validation, dedup, binary COPY, ledger), into the same
 //! partitioned table, alternating in one run, with the ratio and the handler's peak RSS.
 
-use crate::bench_lambda;
 use crate::bench_db;
+use crate::bench_lambda;
 use crate::deliver::{envelope, post_ingest};
 use crate::traffic::{Traffic, TrafficConfig};
 use anyhow::{bail, Context};
@@ -104,6 +104,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .spawn()
         .context("start the handler")?;
     let handler_pid = handler.id().context("handler pid")?;
+    remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let ingest_url = format!("http://127.0.0.1:{port}/ingest");
     wait_ready(&http, port).await?;

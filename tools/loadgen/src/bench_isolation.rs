@@ -115,6 +115,7 @@ pub async fn run(args: BenchIsolationArgs) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("start the handler")?;
+    remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     wait_ready(&http, port).await?;
 

@@ -162,6 +162,7 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("start {}", args.handler.display()))?;
+    remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     wait_ready(&http, port).await?;
 

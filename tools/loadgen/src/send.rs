@@ -138,6 +138,7 @@ pub async fn run(opts: SendOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Sum
         Target::Ingest { partitions, .. } => next_sequences(opts.state.as_deref(), partitions)?,
         Target::Hub { .. } => Vec::new(),
     };
+    remarketable_core::db::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(opts.timeout)
         .build()

@@ -151,7 +151,10 @@ fn write(path: &Path, value: &Value) {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    remarketable_devhost::http_client_builder()
+        .no_proxy()
+        .build()
+        .unwrap()
 }
 
 pub fn url(host: &Devhost, path: &str) -> String {
