@@ -73,16 +73,6 @@ impl Admission {
             slots,
         })
     }
-
-    /// Reports running now (for tests and diagnostics).
-    pub fn running(&self) -> usize {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running
-            .iter()
-            .filter(|(slot, _)| matches!(slot, Slot::Tenant(_)))
-            .map(|(_, n)| n)
-            .sum()
-    }
 }
 
 impl Drop for Admitted {

@@ -125,7 +125,8 @@ fn timer_past_due(request: &envelope::InvocationRequest) -> bool {
         .unwrap_or(false)
 }
 
-/// Advances the 5-minute, hourly and daily rollups in order, each in its own transaction.
+/// Advances the 5-minute, hourly and daily rollups (one staged pass per window, in one
+/// transaction with their watermarks: `jobs::rollup`).
 async fn rollup(
     State(state): State<Arc<AppState>>,
     Envelope(request): Envelope,

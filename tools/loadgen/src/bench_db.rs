@@ -34,6 +34,9 @@ pub const RESET_PROJECT: &str = "
     DROP PROCEDURE IF EXISTS run_rollups();
     DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
         apply_rollup_retention();
+    DROP TABLE IF EXISTS rollup_stage, rollup_stage_items CASCADE;
+    DROP FUNCTION IF EXISTS advance_rollups(text[]), rollup_pass_statement(text, text),
+        rollup_topn_prune(jsonb, integer), rollup_topn_counters();
     DO $topn$
     BEGIN
         -- The SQL stand-in for TopN, unless the extension provides the names.
