@@ -8,6 +8,7 @@
 //! dead letters.
 
 use crate::error::{Error, ErrorCode};
+use crate::json;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -127,8 +128,16 @@ fn check_event(
             format!("event {index} is larger than {max_bytes} bytes"),
         ));
     }
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| invalid_json(format!("event {index}: {e}")))?;
+    let value: Value = json::from_str(text).map_err(|e| {
+        if json::is_duplicate_key(&e) {
+            Error::new(
+                ErrorCode::DuplicateField,
+                format!("event {index}: an object repeats a key: {e}"),
+            )
+        } else {
+            invalid_json(format!("event {index}: {e}"))
+        }
+    })?;
     let Value::Object(map) = value else {
         return Err(Error::new(
             ErrorCode::NotAnObject,
@@ -201,6 +210,14 @@ mod tests {
         assert_eq!(code("{nope", None), "invalid_json");
         assert_eq!(code("{\"tenant_id\":1}\nnope", None), "invalid_json");
         assert_eq!(code("[1]", None), "not_an_object");
+        assert_eq!(
+            code("{\"tenant_id\":1,\"tenant_id\":1}", None),
+            "duplicate_field"
+        );
+        assert_eq!(
+            code("{\"tenant_id\":1,\"p\":{\"a\":1,\"a\":2}}", None),
+            "duplicate_field"
+        );
         assert_eq!(code("{\"event_type\":\"x\"}", None), "missing_tenant_id");
         assert_eq!(code("{\"tenant_id\":\"1\"}", None), "bad_tenant_id");
         assert_eq!(code("{\"tenant_id\":0}", None), "bad_tenant_id");

@@ -84,6 +84,7 @@ codes! {
     EmptyBody => "empty_body", Invalid;
     InvalidJson => "invalid_json", Invalid;
     NotAnObject => "not_an_object", Invalid;
+    DuplicateField => "duplicate_field", Invalid;
     MissingTenantId => "missing_tenant_id", Invalid;
     // A trigger envelope the host sent that cannot be decoded.
     BadEnvelope => "bad_envelope", Invalid;

@@ -9,6 +9,7 @@
 //! string: the first 8 bytes of its SHA-256 digest read as a big-endian signed 64-bit integer.
 //! Any language can reproduce the value.
 
+use crate::json::{self, StrictValue};
 use crate::reason::Reason;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::prelude::*;
@@ -141,7 +142,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
         let mut f = Fields::default();
-        // A repeated key keeps its last value, as serde_json's own maps do.
+        // A repeated key is refused (see `crate::json`), here and in every nested object.
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let slot = match key.as_ref() {
                 "tenant_id" => &mut f.tenant_id,
@@ -160,12 +161,17 @@ impl<'de> Visitor<'de> for FieldsVisitor {
                 "currency" => &mut f.currency,
                 "properties" => &mut f.properties,
                 _ => {
-                    let value = map.next_value()?;
-                    f.unknown.insert(key.into_owned(), value);
+                    let value = map.next_value_seed(StrictValue)?;
+                    if f.unknown.insert(key.clone().into_owned(), value).is_some() {
+                        return Err(json::duplicate_key(&key));
+                    }
                     continue;
                 }
             };
-            *slot = Some(map.next_value()?);
+            if slot.is_some() {
+                return Err(json::duplicate_key(&key));
+            }
+            *slot = Some(map.next_value_seed(StrictValue)?);
         }
         Ok(f)
     }
@@ -237,7 +243,11 @@ pub fn parse_event(
         ));
     }
     let fields: Fields = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        // Well-formed JSON of another type: the only data error the visitor raises.
+        Category::Data if json::is_duplicate_key(&e) => Rejection::new(
+            Reason::DuplicateField,
+            format!("an object repeats a key: {e}"),
+        ),
+        // Well-formed JSON of another type: the other data error the visitor raises.
         Category::Data => Rejection::new(Reason::NotAnObject, "an event must be a JSON object"),
         _ => Rejection::new(Reason::InvalidJson, format!("not valid JSON: {e}")),
     })?;
@@ -772,6 +782,19 @@ mod tests {
         let props = e.properties.unwrap();
         assert_eq!(props.as_object().unwrap().len(), 3, "{props}");
         assert_eq!(props["sku"], "inner");
+    }
+
+    #[test]
+    fn repeated_keys_are_their_own_reason() {
+        let limits = EventLimits::default();
+        for body in [
+            r#"{"tenant_id":7,"event_type":"x","device_id":1,"session_id":1,"event_type":"y"}"#,
+            r#"{"tenant_id":7,"event_type":"x","device_id":1,"session_id":1,"sku":1,"sku":2}"#,
+            r#"{"tenant_id":7,"event_type":"x","device_id":1,"session_id":1,"properties":{"a":1,"a":1}}"#,
+        ] {
+            let r = parse_event(body.as_bytes(), now(), now(), &limits).unwrap_err();
+            assert_eq!(r.reason, Reason::DuplicateField, "{body}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod jobs;
+pub mod json;
 pub mod ledger;
 pub mod partitions;
 pub mod position;

@@ -51,6 +51,8 @@ pub enum Reason {
     FieldTooLong,
     /// A string contains U+0000, which PostgreSQL text and jsonb cannot store.
     InvalidCharacters,
+    /// An object repeats a key (at any depth): readers disagree on which value counts.
+    DuplicateField,
     /// The database refused the row (a constraint or data error, SQLSTATE class 22 or 23).
     DbRejected,
     /// Handling this event panicked; the event is kept for investigation.
@@ -58,7 +60,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidJson,
         Reason::NotAnObject,
         Reason::TooLarge,
@@ -82,6 +84,7 @@ impl Reason {
         Reason::BadField,
         Reason::FieldTooLong,
         Reason::InvalidCharacters,
+        Reason::DuplicateField,
         Reason::DbRejected,
         Reason::InternalError,
     ];
@@ -112,6 +115,7 @@ impl Reason {
             Reason::BadField => "bad_field",
             Reason::FieldTooLong => "field_too_long",
             Reason::InvalidCharacters => "invalid_characters",
+            Reason::DuplicateField => "duplicate_field",
             Reason::DbRejected => "db_rejected",
             Reason::InternalError => "internal_error",
         }

@@ -58,10 +58,12 @@ pub enum Malformed {
     NulCharacter,
     /// A body larger than the event size limit.
     TooLarge,
+    /// `event_type` written twice (serialized by hand: a JSON value cannot hold it).
+    DuplicateField,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 24] = [
+    pub const ALL: [Malformed; 25] = [
         Malformed::TruncatedJson,
         Malformed::NotJson,
         Malformed::ArrayBody,
@@ -86,6 +88,7 @@ impl Malformed {
         Malformed::UrlTooLong,
         Malformed::NulCharacter,
         Malformed::TooLarge,
+        Malformed::DuplicateField,
     ];
 
     /// The reason code the ingest path writes to `dead_letters.reason` for this kind.
@@ -113,6 +116,7 @@ impl Malformed {
             Malformed::TextTooLong | Malformed::UrlTooLong => Reason::FieldTooLong,
             Malformed::NulCharacter => Reason::InvalidCharacters,
             Malformed::TooLarge => Reason::TooLarge,
+            Malformed::DuplicateField => Reason::DuplicateField,
         }
     }
 
@@ -128,6 +132,7 @@ impl Malformed {
                 | Malformed::MissingTenantId
                 | Malformed::BadTenantId
                 | Malformed::TooLarge
+                | Malformed::DuplicateField
         )
     }
 
@@ -244,6 +249,11 @@ impl Malformed {
                 let pad = limits.max_event_bytes.saturating_sub(base) + rng.random_range(1..500);
                 e["properties"] = json!({"blob": "b".repeat(pad)});
                 return (event.to_string(), None);
+            }
+            Malformed::DuplicateField => {
+                let body = event.to_string();
+                let repeated = format!("{{\"event_type\":\"page_view\",{}", &body[1..]);
+                return (repeated, None);
             }
         }
         let tenant = if self.keeps_tenant() { tenant } else { None };
