@@ -27,6 +27,7 @@ locals {
     REPORT_CONCURRENCY_PER_TENANT     = "32"
     DB_CONNECT_TIMEOUT_SECONDS        = "5"
     EVENT_MAX_BYTES                   = "32768"
+    DEAD_LETTER_MAX_PAYLOAD_BYTES     = "65536"
     EVENT_MAX_URL_BYTES               = "2048"
     EVENT_MAX_TEXT_BYTES              = "256"
     EVENT_FUTURE_SKEW_SECONDS         = "300"

@@ -3,7 +3,8 @@
 -- already examined (0: from the start), $3 how many.
 -- The select list is dead_letters::COLUMNS (a test there checks it).
 SELECT dead_letter_id, stream_partition, stream_sequence, stream_offset,
-       enqueued_at, received_at, reason, message, replay_status, payload
+       enqueued_at, received_at, reason, message, replay_status,
+       payload_bytes, payload
 FROM dead_letters
 WHERE tenant_id = $1 AND replay_status = 'pending' AND dead_letter_id > $2
 ORDER BY dead_letter_id

@@ -186,6 +186,12 @@ impl Settings {
                 1,
                 3660,
             )?),
+            max_dead_letter_payload_bytes: reader.number(
+                "DEAD_LETTER_MAX_PAYLOAD_BYTES",
+                defaults.max_dead_letter_payload_bytes,
+                1024,
+                16 << 20,
+            )?,
         };
         Ok(Settings {
             database,

@@ -8,8 +8,10 @@ use tokio_postgres::Row;
 
 /// The columns [`DeadLetter::from_row`] reads, for a select list. A listing may select a prefix
 /// of the payload under the same name (see [`PREVIEW_BYTES`]).
+/// `payload` stays last.
 pub const COLUMNS: &str = "dead_letter_id, stream_partition, stream_sequence, stream_offset, \
-                           enqueued_at, received_at, reason, message, replay_status, payload";
+                           enqueued_at, received_at, reason, message, replay_status, \
+                           payload_bytes, payload";
 
 /// How much of the payload a listing shows.
 pub const PREVIEW_BYTES: i32 = 512;
@@ -25,6 +27,8 @@ pub struct DeadLetter {
     pub message: String,
     /// `pending`, `replayed` or `discarded`.
     pub replay_status: String,
+    /// The size the payload had when ingest kept only its first bytes (a `too_large` event).
+    pub truncated_from: Option<i64>,
     /// The event as it was delivered: position, enqueue time and payload.
     pub incoming: IncomingEvent,
 }
@@ -39,6 +43,7 @@ impl DeadLetter {
             reason: row.get("reason"),
             message: row.get("message"),
             replay_status: row.get("replay_status"),
+            truncated_from: row.get("payload_bytes"),
             incoming: IncomingEvent {
                 sequence: row.get("stream_sequence"),
                 offset: row.get("stream_offset"),
@@ -52,7 +57,7 @@ impl DeadLetter {
 /// The JSON of a listing: the payload as text (invalid UTF-8 replaced), never the offset.
 impl Serialize for DeadLetter {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("DeadLetter", 9)?;
+        let mut s = serializer.serialize_struct("DeadLetter", 10)?;
         s.serialize_field("dead_letter_id", &self.id)?;
         s.serialize_field("reason", &self.reason)?;
         s.serialize_field("message", &self.message)?;
@@ -61,6 +66,7 @@ impl Serialize for DeadLetter {
         s.serialize_field("enqueued_at", &self.incoming.enqueued_at)?;
         s.serialize_field("received_at", &self.received_at)?;
         s.serialize_field("replay_status", &self.replay_status)?;
+        s.serialize_field("payload_truncated_from", &self.truncated_from)?;
         s.serialize_field(
             "payload_preview",
             &String::from_utf8_lossy(&self.incoming.body),

@@ -34,6 +34,8 @@ pub struct EventLimits {
     pub future_skew: Duration,
     /// How far into the past `event_time` may lie.
     pub retention: Duration,
+    /// How much of a `too_large` event's payload its dead letter keeps.
+    pub max_dead_letter_payload_bytes: usize,
 }
 
 impl Default for EventLimits {
@@ -44,6 +46,7 @@ impl Default for EventLimits {
             max_text_bytes: 256,
             future_skew: Duration::minutes(5),
             retention: Duration::days(30),
+            max_dead_letter_payload_bytes: 64 * 1024,
         }
     }
 }

@@ -463,7 +463,7 @@ impl Ingestor {
             .clone();
         // Independent statements, sent together.
         tokio::try_join!(
-            insert_dead_letters(&tx, batch, &verdicts),
+            insert_dead_letters(&tx, batch, &verdicts, &self.limits),
             record_ledger(&tx, batch, &verdicts, &tenants),
             advance_position(&tx, batch, &last, &position),
             record_event_range(&tx, &verdicts, id_floor, &times),
@@ -870,6 +870,7 @@ async fn insert_dead_letters(
     tx: &Transaction<'_>,
     batch: &Batch,
     verdicts: &[Verdict],
+    limits: &EventLimits,
 ) -> Result<(), tokio_postgres::Error> {
     let mut sequences = Vec::new();
     let mut offsets = Vec::new();
@@ -878,15 +879,18 @@ async fn insert_dead_letters(
     let mut reasons = Vec::new();
     let mut messages = Vec::new();
     let mut payloads: Vec<&[u8]> = Vec::new();
+    let mut full_sizes: Vec<Option<i64>> = Vec::new();
     for (incoming, verdict) in batch.events.iter().zip(verdicts) {
         if let Verdict::Rejected(r) = verdict {
+            let (payload, full_size) = kept_payload(&incoming.body, r.reason, limits);
+            payloads.push(payload);
+            full_sizes.push(full_size);
             sequences.push(&incoming.sequence);
             offsets.push(incoming.offset.as_deref());
             enqueued.push(incoming.enqueued_at);
             tenants.push(r.tenant_id);
             reasons.push(r.reason.code());
             messages.push(r.message.as_str());
-            payloads.push(&incoming.body);
         }
     }
     if sequences.is_empty() {
@@ -904,10 +908,26 @@ async fn insert_dead_letters(
             (&reasons, Type::TEXT_ARRAY),
             (&messages, Type::TEXT_ARRAY),
             (&payloads, Type::BYTEA_ARRAY),
+            (&full_sizes, Type::INT8_ARRAY),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// What a dead letter keeps of its payload: all of it, except for a `too_large` event, whose
+/// first bytes only are kept, with its full size.
+fn kept_payload<'a>(
+    body: &'a [u8],
+    reason: Reason,
+    limits: &EventLimits,
+) -> (&'a [u8], Option<i64>) {
+    let cap = limits.max_dead_letter_payload_bytes;
+    if reason == Reason::TooLarge && body.len() > cap {
+        (&body[..cap], Some(body.len() as i64))
+    } else {
+        (body, None)
+    }
 }
 
 /// Records the batch in the ledger, per tenant and hour of enqueue time. Events of a tenant

@@ -238,6 +238,16 @@ fn judge(
     now: DateTime<Utc>,
 ) -> Result<ValidEvent, Rejection> {
     let incoming = &letter.incoming;
+    if let Some(size) = letter.truncated_from {
+        return Err(Rejection {
+            reason: Reason::TooLarge,
+            message: format!(
+                "only the first {} of its {size} bytes were kept; it cannot be replayed",
+                incoming.body.len()
+            ),
+            tenant_id: Some(tenant_id),
+        });
+    }
     let event = catch_unwind(AssertUnwindSafe(|| {
         parse_event(&incoming.body, incoming.enqueued_at, now, limits)
     }))

@@ -630,3 +630,52 @@ async fn partition_upkeep_creates_ahead_drops_expired_and_is_idempotent() {
     );
     assert_eq!(after.len(), before.len());
 }
+
+#[tokio::test]
+async fn a_too_large_event_keeps_its_first_bytes_and_its_size() {
+    let db = TestDb::create().await;
+    let settings = settings_with(
+        "postgres://unused/db",
+        &[("DEAD_LETTER_MAX_PAYLOAD_BYTES", "4096")],
+    );
+    let ingestor = Ingestor::new(settings.limits, std::time::Duration::from_secs(30));
+    let now = Utc::now();
+    let mut huge = event(1, 1);
+    huge["properties"] = json!({"blob": "x".repeat(10 << 20)});
+    let huge = huge.to_string().into_bytes();
+    let bodies = vec![event(1, 0).to_string().into_bytes(), huge.clone()];
+    let mut client = db.client().await;
+    let report = ingestor
+        .ingest(&mut client, &batch_raw("0", 0, now, bodies), now)
+        .await
+        .unwrap();
+    assert_eq!((report.stored, report.dead_lettered), (1, 1));
+    let row = client
+        .query_one(
+            "SELECT reason, payload, payload_bytes FROM dead_letters WHERE stream_sequence = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (reason, payload, size): (String, Vec<u8>, Option<i64>) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(reason, "too_large");
+    assert_eq!(payload, huge[..4096], "the first bytes, as sent");
+    assert_eq!(size, Some(huge.len() as i64));
+    // Dead letters that fit keep their payload whole, without a size.
+    let mut bad = event(1, 2);
+    bad["country"] = json!("XX");
+    ingestor
+        .ingest(&mut client, &batch("0", 2, now, &[bad.clone()]), now)
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT payload, payload_bytes FROM dead_letters WHERE stream_sequence = 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<u8>>(0), bad.to_string().into_bytes());
+    assert_eq!(row.get::<_, Option<i64>>(1), None);
+}

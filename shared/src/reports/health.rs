@@ -50,9 +50,11 @@ pub async fn ingest(
         })
         .collect();
     // The payload's first bytes only, under the payload's own name.
-    let columns = dead_letters::COLUMNS.replace(
-        "payload",
-        &format!("substring(payload FROM 1 FOR {PREVIEW_BYTES}) AS payload"),
+    let columns = format!(
+        "{}substring(payload FROM 1 FOR {PREVIEW_BYTES}) AS payload",
+        dead_letters::COLUMNS
+            .strip_suffix("payload")
+            .expect("payload is the last column")
     );
     let recent_dead_letters = client
         .query(
