@@ -292,45 +292,114 @@ fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
 
 const KEY_COLUMNS: &str = "key_id, tenant_id, kind, label, created_at, revoked_at, last_used_at";
 
-/// Keys of one tenant, or every key (admin keys too) when `tenant_id` is `None`; oldest first.
+/// Items of a listing by default, and at most.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// Which part of a listing to read: at most `limit` items following the item whose id is
+/// `after` (the `next` of the page before), in the listing's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: DEFAULT_PAGE,
+            after: None,
+        }
+    }
+}
+
+impl Page {
+    /// Checks a page asked for by a client: `limit` in 1..=[`MAX_PAGE`], `after` an id.
+    pub fn parse(limit: Option<&str>, after: Option<&str>) -> Result<Page, AccessError> {
+        let limit = match limit {
+            None => DEFAULT_PAGE,
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| AccessError::Invalid {
+                    code: ErrorCode::BadParameter,
+                    message: format!("limit must be an integer from 1 to {MAX_PAGE}"),
+                })?,
+        };
+        let after = after
+            .map(|id| {
+                parse_id(id, ErrorCode::BadParameter).map_err(|_| AccessError::Invalid {
+                    code: ErrorCode::BadParameter,
+                    message: "after must be the `next` of the previous page".into(),
+                })
+            })
+            .transpose()?;
+        Ok(Page { limit, after })
+    }
+
+    fn fetch(&self) -> i64 {
+        // One more than the page tells whether another follows.
+        self.limit.min(MAX_PAGE) as i64 + 1
+    }
+
+    fn cut<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> String) -> Listing<T> {
+        let limit = self.limit.min(MAX_PAGE);
+        let next = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            id(items.last().expect("limit is at least 1"))
+        });
+        Listing { items, next }
+    }
+}
+
+/// One page of a listing; `next` (the last item's id) asks for the following page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Keys of one tenant, or every key (admin keys first) when `tenant_id` is `None`; oldest
+/// first, one page.
 pub async fn list_keys<C: GenericClient>(
     client: &C,
     tenant_id: Option<i64>,
-) -> Result<Vec<KeyInfo>, AccessError> {
-    let rows = match tenant_id {
-        Some(id) => {
-            client
-                .query(
-                    &format!(
-                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 \
-                         ORDER BY created_at, key_id"
-                    ),
-                    &[&id],
-                )
-                .await?
-        }
-        None => {
-            client
-                .query(
-                    &format!(
-                        "SELECT {KEY_COLUMNS} FROM api_keys \
-                         ORDER BY tenant_id NULLS FIRST, created_at, key_id"
-                    ),
-                    &[],
-                )
-                .await?
-        }
-    };
-    Ok(rows.iter().map(key_info).collect())
+    page: &Page,
+) -> Result<Listing<KeyInfo>, AccessError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys \
+                 WHERE ($1::bigint IS NULL OR tenant_id = $1) \
+                   AND ($2::text IS NULL OR (coalesce(tenant_id, 0), created_at, key_id) > \
+                        (SELECT coalesce(tenant_id, 0), created_at, key_id FROM api_keys \
+                         WHERE key_id = $2)) \
+                 ORDER BY coalesce(tenant_id, 0), created_at, key_id LIMIT $3"
+            ),
+            &[&tenant_id, &page.after, &page.fetch()],
+        )
+        .await?;
+    let keys = rows.iter().map(key_info).collect();
+    Ok(page.cut(keys, |k: &KeyInfo| k.key_id.clone()))
 }
 
-/// Revokes a key. Answers the key's tenant (`Some(None)` for an admin key) or `None` when no
-/// such key exists; revoking twice keeps the first revocation time.
+/// What revoking a key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedKey {
+    /// The key's tenant (`None` for an admin key).
+    pub tenant_id: Option<i64>,
+    /// The share tokens the key had made, revoked with it.
+    pub share_tokens: Vec<String>,
+}
+
+/// Revokes a key and the share tokens it made (a link dies with the key that made it).
+/// Answers `None` when no such key exists; revoking twice keeps the first revocation times.
 pub async fn revoke_key<C: GenericClient>(
     client: &C,
     key_id: &str,
-) -> Result<Option<Option<i64>>, AccessError> {
-    let row = client
+) -> Result<Option<RevokedKey>, AccessError> {
+    let Some(row) = client
         .query_opt(
             // least(), not coalesce(): Citus refuses a non-immutable function inside COALESCE
             // or CASE in an UPDATE; least() skips the NULL and keeps an earlier revocation.
@@ -338,8 +407,26 @@ pub async fn revoke_key<C: GenericClient>(
              RETURNING tenant_id",
             &[&key_id],
         )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+        .await?
+    else {
+        return Ok(None);
+    };
+    // A second statement (a failure between the two is covered: verification also refuses a
+    // link whose creator is revoked).
+    let share_tokens = client
+        .query(
+            "UPDATE share_tokens SET revoked_at = least(revoked_at, now()) \
+             WHERE created_by = $1 RETURNING token_id",
+            &[&key_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Some(RevokedKey {
+        tenant_id: row.get(0),
+        share_tokens,
+    }))
 }
 
 /// A key that passed verification.
@@ -530,10 +617,12 @@ impl Verifier {
         let row = match self.shares.get(&claims.token_id) {
             Some(row) => row,
             None => {
+                // Revoked with its own revocation or its creator's.
                 let Some(r) = client
                     .query_opt(
-                        "SELECT tenant_id, revoked_at IS NOT NULL FROM share_tokens \
-                         WHERE token_id = $1",
+                        "SELECT s.tenant_id, s.revoked_at IS NOT NULL OR k.revoked_at IS NOT NULL \
+                         FROM share_tokens s LEFT JOIN api_keys k ON k.key_id = s.created_by \
+                         WHERE s.token_id = $1",
                         &[&claims.token_id],
                     )
                     .await?
@@ -695,6 +784,8 @@ impl fmt::Debug for NewShareToken {
 pub struct ShareTokenInfo {
     pub token_id: String,
     pub tenant_id: i64,
+    /// The key that made it (`None`: made by an operator with the CLI).
+    pub created_by: Option<String>,
     pub filters: BTreeMap<String, String>,
     pub label: String,
     pub created_at: DateTime<Utc>,
@@ -718,7 +809,8 @@ pub fn check_share_ttl(seconds: i64) -> Result<chrono::Duration, AccessError> {
     Ok(ttl)
 }
 
-/// Creates and signs a share token of `tenant_id`, valid for `ttl` from now.
+/// Creates and signs a share token of `tenant_id`, valid for `ttl` from now; `created_by`,
+/// the key that asks for it (revoking that key revokes the token).
 pub async fn create_share_token<C: GenericClient>(
     client: &C,
     secret: Option<&ShareSecret>,
@@ -726,6 +818,7 @@ pub async fn create_share_token<C: GenericClient>(
     ttl: chrono::Duration,
     filters: Filters,
     label: &str,
+    created_by: Option<&str>,
 ) -> Result<NewShareToken, AccessError> {
     let secret = secret.ok_or(AccessError::ShareTokensDisabled)?;
     let ttl = check_share_ttl(ttl.num_seconds())?;
@@ -738,10 +831,10 @@ pub async fn create_share_token<C: GenericClient>(
     // INSERT .. VALUES on the reference table, as for keys.
     let row = client
         .query_one(
-            "INSERT INTO share_tokens (token_id, tenant_id, filters, expires_at, label) \
-             VALUES ($1, $2, $3, date_trunc('second', now() + $4::text::interval), $5) \
+            "INSERT INTO share_tokens (token_id, tenant_id, filters, expires_at, label, created_by) \
+             VALUES ($1, $2, $3, date_trunc('second', now() + $4::text::interval), $5, $6) \
              RETURNING expires_at",
-            &[&token_id, &tenant_id, &filters_json, &ttl_text, &label],
+            &[&token_id, &tenant_id, &filters_json, &ttl_text, &label, &created_by],
         )
         .await
         .map_err(|e| unknown_tenant_or(e, tenant_id))?;
@@ -765,25 +858,33 @@ pub async fn create_share_token<C: GenericClient>(
     })
 }
 
-/// Share tokens of a tenant, newest first.
+/// Share tokens of a tenant, newest first, one page. A token whose creating key is revoked
+/// reads as revoked then.
 pub async fn list_share_tokens<C: GenericClient>(
     client: &C,
     tenant_id: i64,
-) -> Result<Vec<ShareTokenInfo>, AccessError> {
+    page: &Page,
+) -> Result<Listing<ShareTokenInfo>, AccessError> {
     let rows = client
         .query(
-            "SELECT token_id, tenant_id, filters, label, created_at, expires_at, revoked_at \
-             FROM share_tokens WHERE tenant_id = $1 ORDER BY created_at DESC, token_id",
-            &[&tenant_id],
+            "SELECT s.token_id, s.tenant_id, s.filters, s.label, s.created_at, s.expires_at, \
+                    least(s.revoked_at, k.revoked_at), s.created_by \
+             FROM share_tokens s LEFT JOIN api_keys k ON k.key_id = s.created_by \
+             WHERE s.tenant_id = $1 \
+               AND ($2::text IS NULL OR (s.created_at, s.token_id) < \
+                    (SELECT created_at, token_id FROM share_tokens WHERE token_id = $2)) \
+             ORDER BY s.created_at DESC, s.token_id DESC LIMIT $3",
+            &[&tenant_id, &page.after, &page.fetch()],
         )
         .await?;
-    Ok(rows
+    let tokens = rows
         .iter()
         .map(|r| {
             let filters: serde_json::Value = r.get(2);
             ShareTokenInfo {
                 token_id: r.get(0),
                 tenant_id: r.get(1),
+                created_by: r.get(7),
                 filters: serde_json::from_value(filters).unwrap_or_default(),
                 label: r.get(3),
                 created_at: r.get(4),
@@ -791,7 +892,8 @@ pub async fn list_share_tokens<C: GenericClient>(
                 revoked_at: r.get(6),
             }
         })
-        .collect())
+        .collect();
+    Ok(page.cut(tokens, |t: &ShareTokenInfo| t.token_id.clone()))
 }
 
 /// Revokes a share token, of `tenant_id` when given. Answers whether such a token exists.

@@ -527,9 +527,19 @@ async fn access_on_citus(client: &tokio_postgres::Client) {
         access::create_key(client, Some(99), KeyKind::Read, "").await,
         Err(access::AccessError::UnknownTenant(99))
     ));
-    assert_eq!(access::list_keys(client, Some(1)).await.unwrap().len(), 2);
     assert_eq!(
-        access::revoke_key(client, &made[0].key_id).await.unwrap(),
+        access::list_keys(client, Some(1), &Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        access::revoke_key(client, &made[0].key_id)
+            .await
+            .unwrap()
+            .map(|r| r.tenant_id),
         Some(Some(1))
     );
     assert!(matches!(
@@ -545,6 +555,7 @@ async fn access_on_citus(client: &tokio_postgres::Client) {
         chrono::Duration::days(7),
         Default::default(),
         "citus",
+        None,
     )
     .await
     .expect("share token on Citus");
@@ -560,12 +571,20 @@ async fn access_on_citus(client: &tokio_postgres::Client) {
             99,
             chrono::Duration::days(1),
             Default::default(),
-            ""
+            "",
+            None
         )
         .await,
         Err(access::AccessError::UnknownTenant(99))
     ));
-    assert_eq!(access::list_share_tokens(client, 2).await.unwrap().len(), 1);
+    assert_eq!(
+        access::list_share_tokens(client, 2, &Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
     assert!(access::revoke_share_token(client, Some(2), &token.token_id)
         .await
         .unwrap());

@@ -43,6 +43,7 @@ async fn setup(extra: &[(&str, &str)]) -> Setup {
         chrono::Duration::hours(1),
         access::parse_filters([("country", "DE")]).unwrap(),
         "test",
+        None,
     )
     .await
     .unwrap();

@@ -410,6 +410,7 @@ async fn every_report_refuses_every_wrong_credential() {
                 chrono::Duration::hours(1),
                 filters,
                 "s",
+                None,
             )
             .await
             .unwrap()

@@ -13,12 +13,17 @@
 //! | `POST /api/v1/admin/tenants` | admin | 201; 400, 409 `tenant_exists` |
 //! | `POST /api/v1/admin/tenants/{tenant_id}/keys` | admin | 201 with the key, shown once |
 //! | `GET /api/v1/admin/tenants/{tenant_id}/keys` | admin | 200, no secrets |
-//! | `DELETE /api/v1/admin/keys/{key_id}` | admin | 204; 404 |
+//! | `DELETE /api/v1/admin/keys/{key_id}` | admin | 204 (the key's share tokens die with it); 404 |
+//! | `GET /api/v1/admin/tenants/{tenant_id}/share-tokens` | admin | 200 |
+//! | `DELETE /api/v1/admin/tenants/{tenant_id}/share-tokens/{token_id}` | admin | 204; 404 |
 //! | `POST /api/v1/tenants/{tenant_id}/share-tokens` | read key | 201 with the token, shown once |
 //! | `GET /api/v1/tenants/{tenant_id}/share-tokens` | read key | 200 |
 //! | `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}` | read key | 204; 404 |
 //! | `GET /api/v1/tenants/{tenant_id}/whoami` | read key or share token | 200 |
 //! | `GET /api/v1/whoami` | read key or share token | 200, with the tenant's name and time zone |
+//!
+//! Listings take `?limit=` (1–1000, default 100) and `?after=` (the `next` of the page before)
+//! and answer `next` (`null` on the last page).
 //!
 //! Refusals: 401 `unauthorized` (missing, unknown or revoked credential), 401 `share_expired`,
 //! 401 `share_revoked`, 403 `forbidden` (a credential of the wrong kind), 403
@@ -28,14 +33,14 @@
 use crate::error::ApiError;
 use crate::{ApiState, Db};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use remarketable_core::access::{self, AccessError, Filters, KeyKind, VerifiedKey};
+use remarketable_core::access::{self, AccessError, Filters, KeyKind, Page, VerifiedKey};
 use remarketable_core::tenants::{self, RegisterError};
 use remarketable_core::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -56,6 +61,14 @@ pub fn routes() -> Router<Arc<ApiState>> {
             post(create_key).get(list_keys),
         )
         .route("/api/v1/admin/keys/{key_id}", delete(revoke_key))
+        .route(
+            "/api/v1/admin/tenants/{tenant_id}/share-tokens",
+            get(admin_list_share_tokens),
+        )
+        .route(
+            "/api/v1/admin/tenants/{tenant_id}/share-tokens/{token_id}",
+            delete(admin_revoke_share_token),
+        )
         .route(
             "/api/v1/tenants/{tenant_id}/share-tokens",
             post(create_share_token).get(list_share_tokens),
@@ -473,25 +486,49 @@ async fn create_key(
     })))
 }
 
-/// `GET /api/v1/admin/tenants/{tenant_id}/keys`
-async fn list_keys(
-    _admin: AdminAccess,
-    Path(tenant): Path<String>,
-    Db(client): Db,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let tenant_id = tenant_id_of(&tenant)?;
+/// `?limit=&after=` of a listing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+impl PageQuery {
+    fn page(&self) -> Result<Page, ApiError> {
+        Page::parse(self.limit.as_deref(), self.after.as_deref()).map_err(access_error)
+    }
+}
+
+/// 404 `unknown_tenant` unless the tenant is registered (for admin routes, which may name any).
+async fn require_registered(client: &Db, tenant_id: i64) -> Result<(), ApiError> {
     let registered = client
+        .0
         .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
         .await
         .map_err(ApiError::database)?
         .is_some();
-    if !registered {
-        return Err(access_error(AccessError::UnknownTenant(tenant_id)));
+    if registered {
+        Ok(())
+    } else {
+        Err(access_error(AccessError::UnknownTenant(tenant_id)))
     }
-    let keys = access::list_keys(&**client, Some(tenant_id))
+}
+
+/// `GET /api/v1/admin/tenants/{tenant_id}/keys`
+async fn list_keys(
+    _admin: AdminAccess,
+    Path(tenant): Path<String>,
+    Query(query): Query<PageQuery>,
+    db: Db,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let page = query.page()?;
+    require_registered(&db, tenant_id).await?;
+    let keys = access::list_keys(&**db.0, Some(tenant_id), &page)
         .await
         .map_err(access_error)?;
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(json!({ "keys": keys.items, "next": keys.next })))
 }
 
 /// `DELETE /api/v1/admin/keys/{key_id}`
@@ -506,10 +543,18 @@ async fn revoke_key(
         .await
         .map_err(access_error)?;
     state.verifier.forget_key(&key_id);
-    if found.is_none() {
+    let Some(revoked) = found else {
         return Err(ApiError::new(ErrorCode::NotFound, "no such key"));
+    };
+    for token_id in &revoked.share_tokens {
+        state.verifier.forget_share(token_id);
     }
-    tracing::info!(key_id = %key_id, admin_key = %admin.key_id, "API key revoked");
+    tracing::info!(
+        key_id = %key_id,
+        admin_key = %admin.key_id,
+        share_tokens = revoked.share_tokens.len(),
+        "API key revoked with its share tokens"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -549,6 +594,10 @@ async fn create_share_token(
     let ttl = access::check_share_ttl(body.expires_in_seconds).map_err(access_error)?;
     let filters = access::parse_filters(body.filters.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(access_error)?;
+    let creator = match &access.via {
+        Via::ApiKey { key_id } => Some(key_id.as_str()),
+        Via::ShareToken { .. } => None,
+    };
     let token = access::create_share_token(
         &**client,
         Some(secret),
@@ -556,6 +605,7 @@ async fn create_share_token(
         ttl,
         filters,
         &body.label,
+        creator,
     )
     .await
     .map_err(access_error)?;
@@ -573,13 +623,57 @@ async fn create_share_token(
 async fn list_share_tokens(
     access: TenantAccess,
     Path(tenant): Path<String>,
-    Db(client): Db,
+    Query(query): Query<PageQuery>,
+    db: Db,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant_id = key_holder_of(&access, &tenant)?;
-    let tokens = access::list_share_tokens(&**client, tenant_id)
+    share_token_page(&db, tenant_id, &query.page()?).await
+}
+
+/// `GET /api/v1/admin/tenants/{tenant_id}/share-tokens`
+async fn admin_list_share_tokens(
+    _admin: AdminAccess,
+    Path(tenant): Path<String>,
+    Query(query): Query<PageQuery>,
+    db: Db,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let page = query.page()?;
+    require_registered(&db, tenant_id).await?;
+    share_token_page(&db, tenant_id, &page).await
+}
+
+async fn share_token_page(
+    db: &Db,
+    tenant_id: i64,
+    page: &Page,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = access::list_share_tokens(&**db.0, tenant_id, page)
         .await
         .map_err(access_error)?;
-    Ok(Json(json!({ "share_tokens": tokens })))
+    Ok(Json(
+        json!({ "share_tokens": tokens.items, "next": tokens.next }),
+    ))
+}
+
+/// `DELETE /api/v1/admin/tenants/{tenant_id}/share-tokens/{token_id}`
+async fn admin_revoke_share_token(
+    State(state): State<Arc<ApiState>>,
+    admin: AdminAccess,
+    Path((tenant, token_id)): Path<(String, String)>,
+    Db(client): Db,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let token_id = access::parse_id(&token_id, ErrorCode::BadTokenId).map_err(access_error)?;
+    let found = access::revoke_share_token(&**client, Some(tenant_id), &token_id)
+        .await
+        .map_err(access_error)?;
+    state.verifier.forget_share(&token_id);
+    if !found {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such share token"));
+    }
+    tracing::info!(tenant_id, token_id = %token_id, admin_key = %admin.key_id, "share token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/v1/tenants/{tenant_id}/share-tokens/{token_id}`

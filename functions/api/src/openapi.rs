@@ -4,6 +4,7 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
+use remarketable_core::access::{DEFAULT_PAGE, MAX_PAGE};
 use remarketable_core::reports::{Dimension, Granularity, Metric, MAX_RANGE_DAYS};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ const COMMON: &[&str] = &[
     "campaign",
     "format",
 ];
+
+/// A listing's page: `limit` and `after`.
+const PAGE: &[&str] = &["page_limit", "after"];
 
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -137,8 +141,40 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/tenants/{tenant_id}/share-tokens",
-        summary: "List the tenant's share tokens",
+        summary: "List the tenant's share tokens, newest first, one page",
         security: TENANT,
+        params: PAGE,
+        csv: false,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/tenants/{tenant_id}/share-tokens/{token_id}",
+        summary: "Revoke a share token",
+        security: TENANT,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/admin/tenants/{tenant_id}/share-tokens",
+        summary: "List a tenant's share tokens, newest first, one page",
+        security: ADMIN,
+        params: PAGE,
+        csv: false,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/admin/tenants/{tenant_id}/share-tokens/{token_id}",
+        summary: "Revoke a tenant's share token",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/admin/keys/{key_id}",
+        summary: "Revoke a key, and the share tokens it made",
+        security: ADMIN,
         params: &[],
         csv: false,
     },
@@ -169,9 +205,9 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/admin/tenants/{tenant_id}/keys",
-        summary: "List a tenant's keys (no secrets)",
+        summary: "List a tenant's keys (no secrets), oldest first, one page",
         security: ADMIN,
-        params: &[],
+        params: PAGE,
         csv: false,
     },
 ];
@@ -226,8 +262,17 @@ fn parameter(name: &str) -> Value {
             "most recent dead letters returned",
             json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
         ),
+        "page_limit" => (
+            "most items returned; `next` in the answer asks for the following page",
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}),
+        ),
+        "after" => (
+            "the `next` of the previous page",
+            json!({"type": "string", "pattern": "^[0-9a-f]{16}$"}),
+        ),
         _ => ("", json!({"type": "string"})),
     };
+    let name = if name == "page_limit" { "limit" } else { name };
     json!({"name": name, "in": "query", "required": name == "dimension",
            "description": description, "schema": schema})
 }
@@ -241,6 +286,12 @@ fn operation(op: &Operation) -> Value {
     if op.path.contains("{name}") {
         parameters.push(json!({"name": "name", "in": "path", "required": true,
                                "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}));
+    }
+    for id in ["token_id", "key_id"] {
+        if op.path.contains(&format!("{{{id}}}")) {
+            parameters.push(json!({"name": id, "in": "path", "required": true,
+                                   "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}));
+        }
     }
     parameters.extend(op.params.iter().map(|p| parameter(p)));
     let mut content = json!({"application/json": {"schema": {"type": "object"}}});

@@ -416,9 +416,9 @@ async fn keys(client: &tokio_postgres::Client, command: KeyCommand) -> anyhow::R
         }
         KeyCommand::List { tenant_id } => {
             println!("key_id\ttenant_id\tkind\tlabel\tcreated_at\trevoked_at\tlast_used_at");
-            for k in access::list_keys(client, tenant_id)
-                .await
-                .map_err(access_error)?
+            for k in
+                all_pages(|page| async move { access::list_keys(client, tenant_id, &page).await })
+                    .await?
             {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -440,12 +440,36 @@ async fn keys(client: &tokio_postgres::Client, command: KeyCommand) -> anyhow::R
                 .await
                 .map_err(access_error)?
             {
-                Some(_) => eprintln!("key {key_id} revoked"),
+                Some(revoked) => eprintln!(
+                    "key {key_id} revoked, with the {} share tokens it made",
+                    revoked.share_tokens.len()
+                ),
                 None => bail!("no key {key_id}"),
             }
         }
     }
     Ok(())
+}
+
+/// Every item of a listing, page after page.
+async fn all_pages<T, F, Fut>(mut read: F) -> anyhow::Result<Vec<T>>
+where
+    F: FnMut(access::Page) -> Fut,
+    Fut: std::future::Future<Output = Result<access::Listing<T>, access::AccessError>>,
+{
+    let mut page = access::Page {
+        limit: access::MAX_PAGE,
+        after: None,
+    };
+    let mut all = Vec::new();
+    loop {
+        let listing = read(page.clone()).await.map_err(access_error)?;
+        all.extend(listing.items);
+        match listing.next {
+            Some(next) => page.after = Some(next),
+            None => return Ok(all),
+        }
+    }
 }
 
 /// `7d`, `12h`, `30m`, `3600s`.
@@ -488,9 +512,18 @@ async fn shares(client: &tokio_postgres::Client, command: ShareCommand) -> anyho
             })?;
             let secret = ShareSecret::new(secret_text.trim())?;
             let token =
-                access::create_share_token(client, Some(&secret), tenant_id, ttl, filters, &label)
-                    .await
-                    .map_err(access_error)?;
+                // Made by the operator, not by a key: it lives until revoked or expired.
+                access::create_share_token(
+                    client,
+                    Some(&secret),
+                    tenant_id,
+                    ttl,
+                    filters,
+                    &label,
+                    None,
+                )
+                .await
+                .map_err(access_error)?;
             eprintln!(
                 "created share token {} of tenant {tenant_id}, expires {}; it is shown only now:",
                 token.token_id,
@@ -500,9 +533,10 @@ async fn shares(client: &tokio_postgres::Client, command: ShareCommand) -> anyho
         }
         ShareCommand::List { tenant_id } => {
             println!("token_id\tfilters\tlabel\tcreated_at\texpires_at\trevoked_at");
-            for t in access::list_share_tokens(client, tenant_id)
-                .await
-                .map_err(access_error)?
+            for t in all_pages(|page| async move {
+                access::list_share_tokens(client, tenant_id, &page).await
+            })
+            .await?
             {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
