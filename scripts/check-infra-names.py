@@ -16,9 +16,10 @@ import sys
 
 HOST_PROVIDED = {"FUNCTIONS_CUSTOMHANDLER_PORT", "DEVHOST_FUNCTION_KEY"}
 # Read by the Functions host for bindings and timers; on AWS the stream mapping and the
-# schedules stand in for them.
+# schedules stand in for them. The header-read timeout guards the handler's own socket,
+# which the Lambda host does not have (the runtime API brings its requests).
 AZURE_ONLY = {"EVENTHUB_NAME", "EVENTHUB_CONSUMER_GROUP", "EventHubConnection",
-              "MAINTENANCE_SCHEDULE", "ROLLUP_SCHEDULE"}
+              "MAINTENANCE_SCHEDULE", "ROLLUP_SCHEDULE", "HTTP_HEADER_READ_TIMEOUT_SECONDS"}
 SECRETS = {"DATABASE_URL", "SHARE_TOKEN_SECRET"}
 
 errors = []

@@ -38,6 +38,7 @@ locals {
     ACCESS_CACHE_TTL_SECONDS          = "10"
     REPORTS_CORS_ORIGINS              = ""
     EMBED_FRAME_ANCESTORS             = "'self'"
+    HSTS_MAX_AGE_SECONDS              = "31536000"
     RUST_LOG                          = "info"
   }
 

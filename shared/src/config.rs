@@ -54,6 +54,13 @@ pub struct Settings {
     /// `EMBED_FRAME_ANCESTORS` (default `'self'`): the CSP `frame-ancestors` value of embeddable
     /// pages.
     pub embed_frame_ancestors: String,
+    /// `HSTS_MAX_AGE_SECONDS` (default 0: not sent): the `Strict-Transport-Security` max-age of
+    /// every API and dashboard answer, for deployments served over HTTPS only.
+    pub hsts_max_age_seconds: u64,
+    /// `HTTP_HEADER_READ_TIMEOUT_SECONDS` (default 90): how long a connection to the handler's
+    /// own HTTP server may take to send a request's headers, and so also how long an idle
+    /// keep-alive connection is kept.
+    pub http_header_read_timeout: std::time::Duration,
 }
 
 /// The key that signs share tokens. Its bytes never leave this type except to the HMAC.
@@ -114,6 +121,8 @@ impl fmt::Debug for Settings {
             .field("access_cache_ttl", &self.access_cache_ttl)
             .field("reports_cors_origins", &self.reports_cors_origins)
             .field("embed_frame_ancestors", &self.embed_frame_ancestors)
+            .field("hsts_max_age_seconds", &self.hsts_max_age_seconds)
+            .field("http_header_read_timeout", &self.http_header_read_timeout)
             .finish()
     }
 }
@@ -256,6 +265,13 @@ impl Settings {
                 .map(frame_ancestors)
                 .transpose()?
                 .unwrap_or_else(|| "'self'".into()),
+            hsts_max_age_seconds: reader.number("HSTS_MAX_AGE_SECONDS", 0, 0, 63_072_000)?,
+            http_header_read_timeout: std::time::Duration::from_secs(reader.number(
+                "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+                90,
+                1,
+                3600,
+            )?),
         })
     }
 

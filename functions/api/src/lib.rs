@@ -37,6 +37,7 @@ use remarketable_core::{db, Settings};
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 /// What every API request may use; built once at start-up, without touching the database
@@ -105,16 +106,25 @@ pub fn routes(state: Arc<ApiState>) -> Router {
 
 /// The API on its own, as a host with no routes of its own serves it.
 pub fn router(state: Arc<ApiState>) -> Router {
-    finish(routes(state))
+    finish(routes(state.clone()), &state.settings)
 }
 
 /// What every served router ends with: JSON 404s, every error answer as JSON (the
 /// framework's own rejections included: [`error::json_errors`]), panics answered as JSON
 /// 500s, and one tracing span per request (method and path only: query strings may carry
-/// credentials).
-pub fn finish(app: Router) -> Router {
-    app.fallback(|| async { ApiError::not_found() })
-        .layer(axum::middleware::map_response(error::json_errors))
+/// credentials). Where `HSTS_MAX_AGE_SECONDS` is set, every answer (404s too) tells browsers
+/// to keep to HTTPS for this host.
+pub fn finish(app: Router, settings: &Settings) -> Router {
+    let app = app.fallback(|| async { ApiError::not_found() });
+    let app = match settings.hsts_max_age_seconds {
+        0 => app,
+        age => app.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&format!("max-age={age}; includeSubDomains"))
+                .expect("digits are a valid header value"),
+        )),
+    };
+    app.layer(axum::middleware::map_response(error::json_errors))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http()

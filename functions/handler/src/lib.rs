@@ -16,6 +16,7 @@
 
 pub mod collect;
 pub mod envelope;
+pub mod serve;
 
 pub use remarketable_api::{dashboard, openapi};
 
@@ -78,7 +79,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/rollup", post(rollup))
         .route("/maintenance", post(maintenance))
         .with_state(state.clone());
-    remarketable_api::finish(invocations.merge(remarketable_api::routes(state.api.clone())))
+    remarketable_api::finish(
+        invocations.merge(remarketable_api::routes(state.api.clone())),
+        &state.api.settings,
+    )
 }
 
 async fn ready() -> &'static str {

@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use remarketable_core::Settings;
+use remarketable_handler::serve::serve;
 use remarketable_handler::{app, AppState};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -38,11 +39,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
     tracing::info!(port, settings = ?settings, "handler listening");
+    let header_read_timeout = settings.http_header_read_timeout;
     let state = Arc::new(AppState::new(settings));
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("server failed")
+    serve(listener, app(state), header_read_timeout, shutdown()).await;
+    Ok(())
 }
 
 /// Stops accepting on SIGTERM (host shutdown) or Ctrl-C; requests in flight finish first.

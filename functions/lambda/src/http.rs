@@ -39,10 +39,13 @@ pub fn app(api: Arc<ApiState>, publisher: Option<Arc<Publisher>>) -> Router {
             Router::new()
                 .route("/api/collect", post(collect))
                 .layer(axum::extract::DefaultBodyLimit::max(limit + 1))
-                .with_state(CollectState { api, publisher }),
+                .with_state(CollectState {
+                    api: api.clone(),
+                    publisher,
+                }),
         );
     }
-    remarketable_api::finish(routes)
+    remarketable_api::finish(routes, &api.settings)
 }
 
 #[derive(Clone)]
