@@ -18,6 +18,7 @@
 use crate::cache::BoundedMap;
 use crate::config::ShareSecret;
 use crate::error::ErrorCode;
+use crate::quota::{KeyPolicy, Overrides, OVERRIDE_COLUMNS};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -27,7 +28,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_postgres::GenericClient;
@@ -208,6 +209,7 @@ pub struct NewKey {
     pub tenant_id: Option<i64>,
     pub label: String,
     pub created_at: DateTime<Utc>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl fmt::Debug for NewKey {
@@ -230,7 +232,13 @@ pub struct KeyInfo {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Of a write key: the origins it is accepted from (`None`: any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
 }
+
+/// Most origins one write key may name.
+pub const MAX_ALLOWED_ORIGINS: usize = 32;
 
 /// Creates a key of `tenant_id` (`None` for an admin key, which needs `KeyKind::Admin`).
 pub async fn create_key<C: GenericClient>(
@@ -239,6 +247,18 @@ pub async fn create_key<C: GenericClient>(
     kind: KeyKind,
     label: &str,
 ) -> Result<NewKey, AccessError> {
+    create_key_for_origins(client, tenant_id, kind, label, None).await
+}
+
+/// [`create_key`], for a write key that collect accepts only from `allowed_origins`
+/// (`https://shop.example.com`; see [`crate::quota`]) where given.
+pub async fn create_key_for_origins<C: GenericClient>(
+    client: &C,
+    tenant_id: Option<i64>,
+    kind: KeyKind,
+    label: &str,
+    allowed_origins: Option<&[String]>,
+) -> Result<NewKey, AccessError> {
     if (kind == KeyKind::Admin) != tenant_id.is_none() {
         return Err(AccessError::Invalid {
             code: ErrorCode::BadKind,
@@ -246,6 +266,9 @@ pub async fn create_key<C: GenericClient>(
         });
     }
     let label = check_label(label)?;
+    let allowed_origins = allowed_origins
+        .map(|origins| check_origins(kind, origins))
+        .transpose()?;
     let key_id = new_id()?;
     let secret = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let key = format!("rmk_{kind}_{key_id}_{secret}");
@@ -254,14 +277,15 @@ pub async fn create_key<C: GenericClient>(
     // RETURNING fails ("missing FROM-clause entry"); the foreign key tells an unknown tenant.
     let row = client
         .query_one(
-            "INSERT INTO api_keys (key_id, tenant_id, kind, secret_hash, label) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING created_at",
+            "INSERT INTO api_keys (key_id, tenant_id, kind, secret_hash, label, allowed_origins) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
             &[
                 &key_id,
                 &tenant_id,
                 &kind.as_str(),
                 &hash.as_slice(),
                 &label,
+                &allowed_origins,
             ],
         )
         .await
@@ -273,7 +297,34 @@ pub async fn create_key<C: GenericClient>(
         tenant_id,
         label,
         created_at: row.get(0),
+        allowed_origins,
     })
+}
+
+/// Origins a write key may name: at least one, each a scheme and host.
+fn check_origins(kind: KeyKind, origins: &[String]) -> Result<Vec<String>, AccessError> {
+    let invalid = |message: String| AccessError::Invalid {
+        code: ErrorCode::BadParameter,
+        message,
+    };
+    if kind != KeyKind::Write {
+        return Err(invalid(
+            "allowed_origins is for write keys, which collect takes from browsers".into(),
+        ));
+    }
+    if origins.is_empty() || origins.len() > MAX_ALLOWED_ORIGINS {
+        return Err(invalid(format!(
+            "allowed_origins names 1 to {MAX_ALLOWED_ORIGINS} origins (omit it for any origin)"
+        )));
+    }
+    let mut checked = Vec::with_capacity(origins.len());
+    for origin in origins {
+        let origin = crate::config::origin(origin.trim()).map_err(invalid)?;
+        if !checked.contains(&origin) {
+            checked.push(origin);
+        }
+    }
+    Ok(checked)
 }
 
 fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
@@ -287,10 +338,12 @@ fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
         created_at: row.get(4),
         revoked_at: row.get(5),
         last_used_at: row.get(6),
+        allowed_origins: row.get(7),
     }
 }
 
-const KEY_COLUMNS: &str = "key_id, tenant_id, kind, label, created_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str =
+    "key_id, tenant_id, kind, label, created_at, revoked_at, last_used_at, allowed_origins";
 
 /// Items of a listing by default, and at most.
 pub const DEFAULT_PAGE: usize = 100;
@@ -435,6 +488,8 @@ pub struct VerifiedKey {
     pub key_id: String,
     pub tenant_id: Option<i64>,
     pub kind: KeyKind,
+    /// Of a write key: its allowed origins and its tenant's collect limits.
+    pub collect: Option<Arc<KeyPolicy>>,
 }
 
 #[derive(Clone)]
@@ -443,6 +498,7 @@ struct StoredKey {
     kind: KeyKind,
     hash: [u8; 32],
     revoked: bool,
+    collect: Option<Arc<KeyPolicy>>,
 }
 
 /// A small map of recently verified credentials, each trusted for `ttl`.
@@ -531,9 +587,14 @@ impl Verifier {
             None => {
                 let Some(row) = client
                     .query_opt(
-                        "SELECT tenant_id, kind, secret_hash, revoked_at IS NOT NULL, \
-                                last_used_at IS NULL OR last_used_at < now() - $2::text::interval \
-                         FROM api_keys WHERE key_id = $1",
+                        &format!(
+                            "SELECT k.tenant_id, k.kind, k.secret_hash, k.revoked_at IS NOT NULL, \
+                                    k.last_used_at IS NULL \
+                                    OR k.last_used_at < now() - $2::text::interval, \
+                                    k.allowed_origins, {OVERRIDE_COLUMNS} \
+                             FROM api_keys k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id \
+                             WHERE k.key_id = $1"
+                        ),
                         &[
                             &key_id,
                             &format!("{} seconds", LAST_USED_RESOLUTION.num_seconds()),
@@ -544,12 +605,20 @@ impl Verifier {
                     return Err(AccessError::Unauthorized);
                 };
                 let kind: String = row.get(1);
+                let kind: KeyKind = kind.parse().map_err(|_| AccessError::Unauthorized)?;
                 let hash: Vec<u8> = row.get(2);
+                let collect = (kind == KeyKind::Write).then(|| {
+                    Arc::new(KeyPolicy {
+                        allowed_origins: row.get(5),
+                        overrides: Overrides::from_row(&row, 6),
+                    })
+                });
                 let stored = StoredKey {
                     tenant_id: row.get(0),
-                    kind: kind.parse().map_err(|_| AccessError::Unauthorized)?,
+                    kind,
                     hash: hash.try_into().map_err(|_| AccessError::Unauthorized)?,
                     revoked: row.get(3),
+                    collect,
                 };
                 let stale_use: bool = row.get(4);
                 let genuine = bool::from(key_hash(presented).ct_eq(&stored.hash));
@@ -656,6 +725,7 @@ fn check_key(
         key_id: key_id.to_string(),
         tenant_id: stored.tenant_id,
         kind: stored.kind,
+        collect: stored.collect.clone(),
     })
 }
 

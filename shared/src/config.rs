@@ -40,6 +40,10 @@ pub struct Settings {
     pub collect_max_body_bytes: usize,
     /// `COLLECT_MAX_EVENTS` (default 500): most events in one `collect` request.
     pub collect_max_events: usize,
+    /// `COLLECT_EVENTS_PER_SECOND_PER_KEY` (default 1000), `…_PER_TENANT` (2000),
+    /// `COLLECT_EVENTS_PER_DAY_PER_KEY` (50 million), `…_PER_TENANT` (100 million): collect's
+    /// limits ([`crate::quota`]), 0 for none; tenants may have their own.
+    pub collect_limits: crate::quota::Limits,
     /// `TENANT_CACHE_TTL_SECONDS` (default 30): how long the registered tenant set is trusted.
     pub tenant_cache_ttl: std::time::Duration,
     /// `SHARE_TOKEN_SECRET` (optional, at least 32 bytes): signs share tokens. Without it share
@@ -116,6 +120,7 @@ impl fmt::Debug for Settings {
             .field("limits", &self.limits)
             .field("collect_max_body_bytes", &self.collect_max_body_bytes)
             .field("collect_max_events", &self.collect_max_events)
+            .field("collect_limits", &self.collect_limits)
             .field("tenant_cache_ttl", &self.tenant_cache_ttl)
             .field("share_tokens_enabled", &self.share_token_secret.is_some())
             .field("access_cache_ttl", &self.access_cache_ttl)
@@ -239,6 +244,35 @@ impl Settings {
                 64 << 20,
             )?,
             collect_max_events: reader.number("COLLECT_MAX_EVENTS", 500, 1, 100_000)?,
+            collect_limits: {
+                use crate::quota::{MAX_EVENTS_PER_DAY, MAX_EVENTS_PER_SECOND};
+                crate::quota::Limits {
+                    key_events_per_second: reader.number(
+                        "COLLECT_EVENTS_PER_SECOND_PER_KEY",
+                        1_000,
+                        0,
+                        MAX_EVENTS_PER_SECOND,
+                    )?,
+                    events_per_second: reader.number(
+                        "COLLECT_EVENTS_PER_SECOND_PER_TENANT",
+                        2_000,
+                        0,
+                        MAX_EVENTS_PER_SECOND,
+                    )?,
+                    key_events_per_day: reader.number(
+                        "COLLECT_EVENTS_PER_DAY_PER_KEY",
+                        50_000_000,
+                        0,
+                        MAX_EVENTS_PER_DAY,
+                    )?,
+                    events_per_day: reader.number(
+                        "COLLECT_EVENTS_PER_DAY_PER_TENANT",
+                        100_000_000,
+                        0,
+                        MAX_EVENTS_PER_DAY,
+                    )?,
+                }
+            },
             tenant_cache_ttl: std::time::Duration::from_secs(reader.number(
                 "TENANT_CACHE_TTL_SECONDS",
                 30,
@@ -284,32 +318,35 @@ impl Settings {
 /// `https://app.example.com[:port]`, comma-separated: scheme and host only, as browsers send
 /// them in `Origin`.
 fn cors_origins(raw: &str) -> Result<Vec<String>, ConfigError> {
-    let invalid = |why: String| ConfigError::Invalid {
-        name: "REPORTS_CORS_ORIGINS",
-        why,
-    };
-    let mut origins = Vec::new();
-    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let rest = item
-            .strip_prefix("https://")
-            .or_else(|| item.strip_prefix("http://"))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "origin {item:?} must start with https:// or http://"
-                ))
-            })?;
-        let host_ok = !rest.is_empty()
-            && rest
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-        if !host_ok {
-            return Err(invalid(format!(
-                "origin {item:?} must be a scheme and a host (and port), without path or wildcard"
-            )));
-        }
-        origins.push(item.to_ascii_lowercase());
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            origin(item).map_err(|why| ConfigError::Invalid {
+                name: "REPORTS_CORS_ORIGINS",
+                why,
+            })
+        })
+        .collect()
+}
+
+/// One web origin as browsers send it in `Origin` (`https://app.example.com[:port]`: scheme and
+/// host only), lower-cased; the error says what is wrong with it.
+pub fn origin(item: &str) -> Result<String, String> {
+    let rest = item
+        .strip_prefix("https://")
+        .or_else(|| item.strip_prefix("http://"))
+        .ok_or_else(|| format!("origin {item:?} must start with https:// or http://"))?;
+    let host_ok = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if !host_ok {
+        return Err(format!(
+            "origin {item:?} must be a scheme and a host (and port), without path or wildcard"
+        ));
     }
-    Ok(origins)
+    Ok(item.to_ascii_lowercase())
 }
 
 /// A CSP source list: no characters that would end the directive or the header.
@@ -378,6 +415,15 @@ mod tests {
         );
         assert_eq!(s.limits, EventLimits::default());
         assert_eq!(s.collect_max_events, 500);
+        assert_eq!(
+            s.collect_limits,
+            crate::quota::Limits {
+                events_per_second: 2_000,
+                events_per_day: 100_000_000,
+                key_events_per_second: 1_000,
+                key_events_per_day: 50_000_000,
+            }
+        );
         assert!(!format!("{s:?}").contains("secret"));
         assert!(s.share_token_secret.is_none());
         assert_eq!(s.access_cache_ttl, std::time::Duration::from_secs(10));

@@ -97,6 +97,7 @@ codes! {
     FilterFixed => "filter_fixed", Forbidden;
     NotForShareLinks => "not_for_share_links", Forbidden;
     ShareTokensDisabled => "share_tokens_disabled", Forbidden;
+    OriginNotAllowed => "origin_not_allowed", Forbidden;
     // Things and states.
     NotFound => "not_found", NotFound;
     MethodNotAllowed => "method_not_allowed", MethodNotAllowed;
@@ -111,6 +112,7 @@ codes! {
     UnsupportedMediaType => "unsupported_media_type", UnsupportedMediaType;
     // Limits of a caller.
     TooManyRequests => "too_many_requests", RateLimited;
+    QuotaExceeded => "quota_exceeded", RateLimited;
     // Infrastructure.
     DatabaseUnavailable => "database_unavailable", Unavailable;
     ReportTimeout => "report_timeout", Unavailable;
@@ -129,8 +131,8 @@ impl ErrorCode {
         matches!(self.kind(), ErrorKind::Unavailable)
     }
 
-    /// How long a client should wait before asking again (the HTTP `Retry-After`): a moment
-    /// past a caller's own limit (not [`retryable`](Self::retryable): the same request keeps
+    /// How long a client should wait before asking again (the HTTP `Retry-After`, unless the
+    /// refusal knows better, as a daily quota does): a moment past a caller's own limit (not [`retryable`](Self::retryable): the same request keeps
     /// being refused while the caller keeps the pace), longer for a busy or absent dependency.
     pub const fn retry_after_seconds(self) -> Option<u32> {
         match self.kind() {

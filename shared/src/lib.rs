@@ -25,6 +25,7 @@ pub mod json;
 pub mod ledger;
 pub mod partitions;
 pub mod position;
+pub mod quota;
 pub mod reason;
 pub mod replay;
 pub mod reports;

@@ -80,6 +80,15 @@ fn assert_series_equal(series: &reports::TimeSeries, raw: &[Value]) {
 
 /// Traffic of the last hours for tenants 1..3 (2 in New York, 3 in Kathmandu); half rolled
 /// up, half still raw, so every report merges both parts.
+/// collect's limits as the settings' defaults make them.
+fn limits() -> remarketable_core::quota::Limits {
+    remarketable_core::Settings::from_map(
+        &[("DATABASE_URL".to_string(), "postgres://h/db".to_string())].into(),
+    )
+    .unwrap()
+    .collect_limits
+}
+
 async fn half_rolled_up(db: &TestDb) {
     set_time_zones(db).await;
     let mut rng = Rng(21);
@@ -391,7 +400,9 @@ async fn the_ingest_report_is_the_tenants_ledger_and_dead_letters() {
     ingest(&db, "0", 0, &[event(1, 1)], 10).await;
     let client = db.client().await;
     let range = Range::new(now - Duration::hours(1), now + Duration::hours(1)).unwrap();
-    let r = reports::ingest(&client, 1, &range, 10).await.unwrap();
+    let r = reports::ingest(&client, 1, &range, 10, limits())
+        .await
+        .unwrap();
     let totals = r.hours.iter().fold((0, 0, 0, 0), |t, h| {
         (
             t.0 + h.received,
@@ -409,13 +420,13 @@ async fn the_ingest_report_is_the_tenants_ledger_and_dead_letters() {
     );
     assert!(String::from_utf8_lossy(&d.incoming.body).contains("\"XX\""));
     // Another tenant's report does not show it.
-    assert!(reports::ingest(&client, 2, &range, 10)
+    assert!(reports::ingest(&client, 2, &range, 10, limits())
         .await
         .unwrap()
         .recent_dead_letters
         .is_empty());
     assert!(matches!(
-        reports::ingest(&client, 99, &range, 10).await,
+        reports::ingest(&client, 99, &range, 10, limits()).await,
         Err(reports::ReportError::UnknownTenant)
     ));
 }

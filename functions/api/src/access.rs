@@ -13,6 +13,7 @@
 //! | `POST /api/v1/admin/tenants` | admin | 201; 400, 409 `tenant_exists` |
 //! | `POST /api/v1/admin/tenants/{tenant_id}/keys` | admin | 201 with the key, shown once |
 //! | `GET /api/v1/admin/tenants/{tenant_id}/keys` | admin | 200, no secrets |
+//! | `GET`/`PUT /api/v1/admin/tenants/{tenant_id}/collect-limits` | admin | 200: the tenant's overrides of collect's limits and the limits in force |
 //! | `DELETE /api/v1/admin/keys/{key_id}` | admin | 204 (the key's share tokens die with it); 404 |
 //! | `GET /api/v1/admin/tenants/{tenant_id}/share-tokens` | admin | 200 |
 //! | `DELETE /api/v1/admin/tenants/{tenant_id}/share-tokens/{token_id}` | admin | 204; 404 |
@@ -41,6 +42,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use remarketable_core::access::{self, AccessError, Filters, KeyKind, Page, VerifiedKey};
+use remarketable_core::quota;
 use remarketable_core::tenants::{self, RegisterError};
 use remarketable_core::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -61,6 +63,10 @@ pub fn routes() -> Router<Arc<ApiState>> {
             post(create_key).get(list_keys),
         )
         .route("/api/v1/admin/keys/{key_id}", delete(revoke_key))
+        .route(
+            "/api/v1/admin/tenants/{tenant_id}/collect-limits",
+            get(collect_limits).put(set_collect_limits),
+        )
         .route(
             "/api/v1/admin/tenants/{tenant_id}/share-tokens",
             get(admin_list_share_tokens),
@@ -317,9 +323,12 @@ impl FromRequestParts<Arc<ApiState>> for AdminAccess {
     }
 }
 
-/// The tenant of a write key presented to `collect` (header `x-rmk-write-key` or query
-/// `write_key`): 401 without a valid key, 403 for a key of another kind.
-pub async fn write_key_tenant(state: &ApiState, presented: Option<&str>) -> Result<i64, ApiError> {
+/// A write key presented to `collect` (header `x-rmk-write-key` or query `write_key`): 401
+/// without a valid key, 403 for a key of another kind.
+pub(crate) async fn write_key(
+    state: &ApiState,
+    presented: Option<&str>,
+) -> Result<VerifiedKey, ApiError> {
     let key = presented
         .map(str::trim)
         .filter(|k| !k.is_empty())
@@ -330,7 +339,7 @@ pub async fn write_key_tenant(state: &ApiState, presented: Option<&str>) -> Resu
         })?;
     let verified = verify_key(state, key).await?;
     match (verified.kind, verified.tenant_id) {
-        (KeyKind::Write, Some(tenant_id)) => Ok(tenant_id),
+        (KeyKind::Write, Some(_)) => Ok(verified),
         _ => Err(forbidden("collect needs a tenant's write key")),
     }
 }
@@ -444,6 +453,8 @@ struct NewKeyRequest {
     kind: Option<String>,
     #[serde(default)]
     label: String,
+    /// Write keys: the origins collect accepts them from (default: any).
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/admin/tenants/{tenant_id}/keys`
@@ -466,9 +477,15 @@ async fn create_key(
             "admin keys belong to no tenant: create them with `remarketable key create --admin`",
         ));
     }
-    let key = access::create_key(&**client, Some(tenant_id), kind, &body.label)
-        .await
-        .map_err(access_error)?;
+    let key = access::create_key_for_origins(
+        &**client,
+        Some(tenant_id),
+        kind,
+        &body.label,
+        body.allowed_origins.as_deref(),
+    )
+    .await
+    .map_err(access_error)?;
     tracing::info!(
         tenant_id,
         key_id = %key.key_id,
@@ -483,6 +500,7 @@ async fn create_key(
         "tenant_id": key.tenant_id,
         "label": key.label,
         "created_at": key.created_at,
+        "allowed_origins": key.allowed_origins,
     })))
 }
 
@@ -734,4 +752,68 @@ async fn whoami_any(
         "expires_at": expires_at,
         "via": access.via,
     })))
+}
+
+/// The tenant's overrides and the limits they make, as both collect-limits routes answer.
+fn collect_limits_body(
+    state: &ApiState,
+    tenant_id: i64,
+    o: &quota::Overrides,
+) -> Json<serde_json::Value> {
+    Json(json!({
+        "tenant_id": tenant_id,
+        "overrides": o,
+        "limits": state.settings.collect_limits.with(o),
+    }))
+}
+
+/// `GET /api/v1/admin/tenants/{tenant_id}/collect-limits`
+async fn collect_limits(
+    State(state): State<Arc<ApiState>>,
+    _admin: AdminAccess,
+    Path(tenant): Path<String>,
+    Db(client): Db,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let overrides = quota::overrides(&**client, tenant_id)
+        .await
+        .map_err(ApiError::database)?
+        .ok_or_else(|| access_error(AccessError::UnknownTenant(tenant_id)))?;
+    Ok(collect_limits_body(&state, tenant_id, &overrides))
+}
+
+/// `PUT /api/v1/admin/tenants/{tenant_id}/collect-limits`: the whole set of overrides (a
+/// field left out or `null` keeps the setting; 0 lifts that limit). Instances apply it within
+/// `ACCESS_CACHE_TTL_SECONDS`.
+async fn set_collect_limits(
+    State(state): State<Arc<ApiState>>,
+    admin: AdminAccess,
+    Path(tenant): Path<String>,
+    Db(client): Db,
+    ApiJson(overrides): ApiJson<quota::Overrides>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant_id = tenant_id_of(&tenant)?;
+    let too_big = [overrides.events_per_second, overrides.key_events_per_second]
+        .iter()
+        .flatten()
+        .any(|v| *v > quota::MAX_EVENTS_PER_SECOND)
+        || [overrides.events_per_day, overrides.key_events_per_day]
+            .iter()
+            .flatten()
+            .any(|v| *v > quota::MAX_EVENTS_PER_DAY);
+    if too_big {
+        return Err(ApiError::bad_parameter(format!(
+            "limits are at most {} events per second and {} per day",
+            quota::MAX_EVENTS_PER_SECOND,
+            quota::MAX_EVENTS_PER_DAY
+        )));
+    }
+    if !quota::set_overrides(&**client, tenant_id, &overrides)
+        .await
+        .map_err(ApiError::database)?
+    {
+        return Err(access_error(AccessError::UnknownTenant(tenant_id)));
+    }
+    tracing::info!(tenant_id, admin_key = %admin.key_id, ?overrides, "collect limits set");
+    Ok(collect_limits_body(&state, tenant_id, &overrides))
 }

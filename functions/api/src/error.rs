@@ -15,6 +15,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` where the code's own ([`ErrorCode::retry_after_seconds`])
+    /// would be wrong.
+    pub retry_after: Option<u32>,
 }
 
 /// The status every code of a kind answers with.
@@ -40,7 +43,18 @@ impl ApiError {
             status: status_of(code),
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The `Retry-After` of this answer, if any.
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        self.retry_after.or(self.code.retry_after_seconds())
     }
 
     pub fn not_found() -> Self {
@@ -79,7 +93,7 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(seconds) = self.code.retry_after_seconds() {
+        if let Some(seconds) = self.retry_after_seconds() {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod collect;
 pub mod dashboard;
 pub mod dashboards;
 pub mod error;
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub admission: admission::Admission,
     /// Verifies API keys and share tokens, with a short cache.
     pub verifier: remarketable_core::access::Verifier,
+    /// collect's rate buckets and usage counts ([`collect`]).
+    pub collect_gate: remarketable_core::quota::Gate,
 }
 
 impl ApiState {
@@ -63,12 +66,14 @@ impl ApiState {
             settings.report_concurrency_per_tenant,
         );
         let verifier = remarketable_core::access::Verifier::new(settings.access_cache_ttl);
+        let collect_gate = remarketable_core::quota::Gate::new(settings.collect_limits);
         ApiState {
             settings,
             pool,
             reports,
             admission,
             verifier,
+            collect_gate,
         }
     }
 }

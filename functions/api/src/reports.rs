@@ -23,7 +23,7 @@ use crate::access::TenantAccess;
 use crate::admission::{self, Report};
 use crate::error::ApiError;
 use crate::ApiState;
-use axum::extract::{Extension, Path, Query};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -417,6 +417,7 @@ async fn top(
 }
 
 async fn ingest(
+    State(state): State<Arc<ApiState>>,
     Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
     Query(q): Query<ReportQuery>,
@@ -435,9 +436,15 @@ async fn ingest(
     if !(1..=500).contains(&dead_letters) {
         return Err(bad("dead_letters must be between 1 and 500"));
     }
-    let mut report = reports::ingest(&client, tenant_id, &r.range, dead_letters)
-        .await
-        .map_err(report_error)?;
+    let mut report = reports::ingest(
+        &client,
+        tenant_id,
+        &r.range,
+        dead_letters,
+        state.settings.collect_limits,
+    )
+    .await
+    .map_err(report_error)?;
     // Dead letters carry raw payloads (device identifiers, whatever a producer sent): for the
     // tenant's keys only. A share link sees the ledger's counts.
     if access.read_only {

@@ -3,16 +3,17 @@
 //! leave as the `outEvents` output, one pre-serialized JSON string per array element (an array
 //! of strings fans out to one hub event each; the host would write objects as indented JSON).
 //!
-//! The checks themselves are the core's ([`remarketable_core::collect`]); the write key is
-//! verified by the API's [`remarketable_api::access::write_key_tenant`]. A refusal is still a
-//! successful invocation: its HTTP answer travels in the `res` output.
+//! Admission (write key, origins, rates, the core's checks, quotas) is the API's
+//! [`remarketable_api::collect::admit`], as on every host. A refusal is still a successful
+//! invocation: its HTTP answer (with `Retry-After` where it has one) travels in the `res` output.
 
 use crate::envelope::{self, Envelope, InvocationResponse};
 use crate::{AppState, COLLECT_OUTPUT_BINDING, COLLECT_REQUEST_BINDING, COLLECT_RESPONSE_BINDING};
 use axum::extract::State;
 use axum::Json;
-use remarketable_api::{access, ApiError};
-use remarketable_core::collect::{self, CollectLimits, WRITE_KEY_HEADER, WRITE_KEY_PARAM};
+use remarketable_api::collect::{self, CollectRequest};
+use remarketable_api::ApiError;
+use remarketable_core::collect::{WRITE_KEY_HEADER, WRITE_KEY_PARAM};
 use remarketable_core::telemetry::{self, CollectOutcome, Event};
 use serde_json::json;
 use std::sync::Arc;
@@ -24,15 +25,20 @@ pub async fn collect(
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let http = envelope::http_request(&request, COLLECT_REQUEST_BINDING)
         .map_err(envelope::bad_envelope)?;
-    let limits = CollectLimits::from_settings(state.settings());
-    let key = http
-        .header(WRITE_KEY_HEADER)
-        .or_else(|| http.query_param(WRITE_KEY_PARAM));
-    let accepted = match access::write_key_tenant(&state.api, key).await {
-        Ok(tenant) => collect::accept(&http.body, http.header("content-type"), limits, tenant)
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
+    let request = CollectRequest {
+        write_key: http
+            .header(WRITE_KEY_HEADER)
+            .or_else(|| http.query_param(WRITE_KEY_PARAM)),
+        origin: http.header("origin"),
+        referer: http.header("referer"),
+        content_type: http.header("content-type"),
+        body: &http.body,
     };
+    // Once admitted, the events leave with this invocation's output: the host writes them to
+    // the hub, or fails the invocation (and answers the client 500) without a way to tell us.
+    let accepted = collect::admit(&state.api, request)
+        .await
+        .map(|admitted| admitted.events);
     let mut outputs = serde_json::Map::new();
     let outcome = match &accepted {
         Ok(events) => {
@@ -44,10 +50,7 @@ pub async fn collect(
             CollectOutcome::Accepted(events.len())
         }
         Err(e) => {
-            outputs.insert(
-                COLLECT_RESPONSE_BINDING.into(),
-                envelope::http_response(e.status.as_u16(), &e.body()),
-            );
+            outputs.insert(COLLECT_RESPONSE_BINDING.into(), envelope::http_error(e));
             CollectOutcome::Refused {
                 code: e.code,
                 message: &e.message,

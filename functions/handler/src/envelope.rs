@@ -361,6 +361,15 @@ pub fn http_response(status: u16, body: &Value) -> Value {
     })
 }
 
+/// An error answer of an HTTP output binding, with its `Retry-After` where it has one.
+pub fn http_error(e: &ApiError) -> Value {
+    let mut response = http_response(e.status.as_u16(), &e.body());
+    if let Some(seconds) = e.retry_after_seconds() {
+        response["headers"]["Retry-After"] = Value::from(seconds.to_string());
+    }
+    response
+}
+
 /// The host sent an envelope we cannot decode: the invocation fails with 400 `bad_envelope`.
 pub fn bad_envelope(e: EnvelopeError) -> ApiError {
     tracing::error!(error = %e, "invocation envelope not understood");

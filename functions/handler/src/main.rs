@@ -41,7 +41,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(port, settings = ?settings, "handler listening");
     let header_read_timeout = settings.http_header_read_timeout;
     let state = Arc::new(AppState::new(settings));
-    serve(listener, app(state), header_read_timeout, shutdown()).await;
+    serve(
+        listener,
+        app(state.clone()),
+        header_read_timeout,
+        shutdown(),
+    )
+    .await;
+    remarketable_api::collect::flush_usage(&state.api, true).await;
     Ok(())
 }
 

@@ -19,8 +19,9 @@ use axum::Router;
 use http_body_util::BodyExt;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use remarketable_api::{access, ApiError, ApiState};
-use remarketable_core::collect::{self, CollectLimits, WRITE_KEY_HEADER, WRITE_KEY_PARAM};
+use remarketable_api::collect::{self, CollectRequest};
+use remarketable_api::{ApiError, ApiState};
+use remarketable_core::collect::{WRITE_KEY_HEADER, WRITE_KEY_PARAM};
 use remarketable_core::telemetry::{CollectOutcome, Event};
 use remarketable_core::ErrorCode;
 use std::sync::Arc;
@@ -67,20 +68,21 @@ async fn collect(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query_param(&uri, WRITE_KEY_PARAM));
+    let header_of = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = CollectRequest {
+        write_key: key.as_deref(),
+        origin: header_of(header::ORIGIN),
+        referer: header_of(header::REFERER),
+        content_type: header_of(header::CONTENT_TYPE),
+        body: &body,
+    };
     let result = async {
-        let tenant = access::write_key_tenant(&state.api, key.as_deref()).await?;
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let limits = CollectLimits::from_settings(&state.api.settings);
-        let events =
-            collect::accept(&body, content_type, limits, tenant).map_err(ApiError::from)?;
-        state
-            .publisher
-            .publish(&events)
-            .await
-            .map_err(kinesis::refusal)?;
-        Ok::<usize, ApiError>(events.len())
+        let admitted = collect::admit(&state.api, request).await?;
+        if let Err(e) = state.publisher.publish(&admitted.events).await {
+            collect::not_sent(&state.api, admitted);
+            return Err(kinesis::refusal(e));
+        }
+        Ok::<usize, ApiError>(admitted.events.len())
     }
     .await;
     let outcome = match &result {

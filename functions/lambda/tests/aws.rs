@@ -231,6 +231,28 @@ async fn collect_publishes_to_kinesis_with_secrets_from_secrets_manager_and_ssm(
             .contains("3 of 3"),
         "{error}"
     );
+
+    // Over the write key's rate: 429 with Retry-After, as on Azure (the admission is the
+    // API's, shared by both hosts), and nothing of it in the stream.
+    let mut env = moto.env();
+    env.push(("COLLECT_KINESIS_STREAM", "clickstream".into()));
+    env.push(("COLLECT_EVENTS_PER_SECOND_PER_KEY", "1".into()));
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let limited = Function::start("http", &db.url(), &env_refs).await;
+    let answer = limited.ok(&collect_event(&body, &key)).await;
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let answer = limited.ok(&collect_event(&body, &key)).await;
+    assert_eq!(answer["statusCode"], 429, "{answer}");
+    let error: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], "too_many_requests");
+    let retry_after = answer["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(retry_after, Some(json!("1")), "{answer}");
+    assert_eq!(records_in(&aws, "clickstream").await.len(), 6);
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
-//! Ingest health: the tenant's delivery ledger per hour and its latest dead letters.
+//! Ingest health: the tenant's delivery ledger per hour, its latest dead letters, and what
+//! collect accepted and refused per UTC day under its limits.
 
 use super::sql::scope;
 use super::vocabulary::{Freshness, Granularity, Range, ReportError};
 use crate::dead_letters::{self, DeadLetter, PREVIEW_BYTES};
+use crate::quota::{self, Limits, UsageReport};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -22,15 +24,19 @@ pub struct IngestReport {
     pub range: Range,
     pub hours: Vec<LedgerHour>,
     pub recent_dead_letters: Vec<DeadLetter>,
+    /// collect's counts for the UTC days the range touches, and the limits in force.
+    pub collect: UsageReport,
     pub freshness: Freshness,
 }
 
-/// The tenant's ledger per hour of enqueue time in `range`, and its latest dead letters.
+/// The tenant's ledger per hour of enqueue time in `range`, its latest dead letters, and its
+/// collect usage (under `collect_limits`, the settings, with the tenant's overrides applied).
 pub async fn ingest(
     client: &Client,
     tenant_id: i64,
     range: &Range,
     dead_letters: i64,
+    collect_limits: Limits,
 ) -> Result<IngestReport, ReportError> {
     let scope = scope(client, tenant_id, range, Granularity::Hour).await?;
     let hours = client
@@ -68,10 +74,25 @@ pub async fn ingest(
         .iter()
         .map(DeadLetter::from_row)
         .collect();
+    let overrides = quota::overrides(client, tenant_id)
+        .await?
+        .ok_or(ReportError::UnknownTenant)?;
+    let first_day = scope.range.from.date_naive();
+    let last = scope.range.to - chrono::Duration::microseconds(1);
+    let end_day = last.date_naive().succ_opt().unwrap_or(first_day);
+    let collect = quota::usage(
+        client,
+        tenant_id,
+        first_day,
+        end_day,
+        collect_limits.with(&overrides),
+    )
+    .await?;
     Ok(IngestReport {
         range: scope.range,
         hours,
         recent_dead_letters,
+        collect,
         freshness: scope.freshness,
     })
 }

@@ -9,7 +9,7 @@
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! remarketable dead-letters replay <tenant_id> [--batch N]
-//! remarketable key create <tenant_id> [--write] [--label L]   # prints the key once, on stdout
+//! remarketable key create <tenant_id> [--write [--allowed-origin O]...] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
 //! remarketable key list [<tenant_id>]
 //! remarketable key revoke <key_id>
@@ -123,6 +123,10 @@ enum KeyCommand {
         /// What the key is for, shown in lists.
         #[arg(long, default_value = "")]
         label: String,
+        /// A write key's origin (https://shop.example.com) that collect accepts it from when
+        /// a browser names one; repeat for several. Default: any origin.
+        #[arg(long = "allowed-origin", requires = "write")]
+        allowed_origins: Vec<String>,
     },
     /// List keys (of one tenant, or all), without secrets.
     List { tenant_id: Option<i64> },
@@ -396,13 +400,15 @@ async fn keys(client: &tokio_postgres::Client, command: KeyCommand) -> anyhow::R
             write,
             admin,
             label,
+            allowed_origins,
         } => {
             let kind = match (admin, write) {
                 (true, _) => KeyKind::Admin,
                 (false, true) => KeyKind::Write,
                 (false, false) => KeyKind::Read,
             };
-            let key = access::create_key(client, tenant_id, kind, &label)
+            let origins = (!allowed_origins.is_empty()).then_some(allowed_origins.as_slice());
+            let key = access::create_key_for_origins(client, tenant_id, kind, &label, origins)
                 .await
                 .map_err(access_error)?;
             match key.tenant_id {
