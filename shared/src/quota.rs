@@ -52,13 +52,9 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Overrides {
-    #[serde(default)]
     pub events_per_second: Option<u32>,
-    #[serde(default)]
     pub events_per_day: Option<u64>,
-    #[serde(default)]
     pub key_events_per_second: Option<u32>,
-    #[serde(default)]
     pub key_events_per_day: Option<u64>,
 }
 
@@ -391,18 +387,12 @@ impl Gate {
             if rate == 0 {
                 continue;
             }
-            let mut bucket = buckets
-                .get(&id)
-                .copied()
-                .unwrap_or_else(|| Bucket::full(rate, instant));
-            bucket.refill(rate, instant);
-            let wait = bucket.wait(rate);
-            put_bucket(&mut buckets, id, bucket);
+            let bucket = draw(&mut buckets, id, rate, instant, 0.0);
             if bucket.tokens <= 0.0 {
                 drop(buckets);
                 return Err(refused(Refusal::Rate {
                     scope,
-                    retry_after: wait,
+                    retry_after: bucket.wait(rate),
                 }));
             }
         }
@@ -475,16 +465,7 @@ impl Gate {
         if let Some(stored) = self.lock_book().stored.get(&(tenant_id, day)) {
             return Ok(stored.clone());
         }
-        let rows = client
-            .query(
-                "SELECT key_id, accepted_events FROM collect_usage \
-                 WHERE tenant_id = $1 AND day = $2",
-                &[&tenant_id, &day],
-            )
-            .await?;
-        let stored = Stored {
-            keys: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
-        };
+        let stored = read_stored(client, tenant_id, day).await?;
         self.lock_book()
             .stored
             .insert((tenant_id, day), stored.clone());
@@ -492,11 +473,43 @@ impl Gate {
     }
 }
 
-fn put_bucket(buckets: &mut BoundedMap<BucketId, Bucket>, id: BucketId, bucket: Bucket) {
+/// Refills the bucket `id` to `now`, takes `tokens` from it and keeps it; answers it as left.
+fn draw(
+    buckets: &mut BoundedMap<BucketId, Bucket>,
+    id: BucketId,
+    rate: u32,
+    now: Instant,
+    tokens: f64,
+) -> Bucket {
+    let mut bucket = buckets
+        .get(&id)
+        .copied()
+        .unwrap_or_else(|| Bucket::full(rate, now));
+    bucket.refill(rate, now);
+    bucket.tokens -= tokens;
     // Buckets used within their burst time are kept when the map is full: an idle one has
     // refilled (or nearly), the same as none.
     let idle = Duration::from_secs_f64(BURST_SECONDS);
     buckets.insert(id, bucket, 1, |_, b| b.at.elapsed() < idle);
+    bucket
+}
+
+/// Every instance's accepted events of a tenant's keys on `day`.
+async fn read_stored<C: GenericClient>(
+    client: &C,
+    tenant_id: i64,
+    day: NaiveDate,
+) -> Result<Stored, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT key_id, accepted_events FROM collect_usage \
+             WHERE tenant_id = $1 AND day = $2",
+            &[&tenant_id, &day],
+        )
+        .await?;
+    Ok(Stored {
+        keys: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+    })
 }
 
 /// Adds `pending` to `collect_usage` and answers the day's per-key totals of every tenant
@@ -543,19 +556,7 @@ async fn write_usage<C: GenericClient>(
                 ],
             )
             .await?;
-        let stored = client
-            .query(
-                "SELECT key_id, accepted_events FROM collect_usage \
-                 WHERE tenant_id = $1 AND day = $2",
-                &[&tenant, &day],
-            )
-            .await?;
-        totals.insert(
-            (tenant, day),
-            Stored {
-                keys: stored.iter().map(|r| (r.get(0), r.get(1))).collect(),
-            },
-        );
+        totals.insert((tenant, day), read_stored(client, tenant, day).await?);
     }
     Ok(totals)
 }
@@ -659,16 +660,9 @@ impl Admission<'_> {
                 (BucketId::Key(self.key_id.clone()), l.key_events_per_second),
                 (BucketId::Tenant(self.tenant_id), l.events_per_second),
             ] {
-                if rate == 0 {
-                    continue;
+                if rate > 0 {
+                    draw(&mut buckets, id, rate, instant, events as f64);
                 }
-                let mut bucket = buckets
-                    .get(&id)
-                    .copied()
-                    .unwrap_or_else(|| Bucket::full(rate, instant));
-                bucket.refill(rate, instant);
-                bucket.tokens -= events as f64;
-                put_bucket(&mut buckets, id, bucket);
             }
         }
         let accepted = Usage {
@@ -753,14 +747,20 @@ pub async fn usage<C: GenericClient>(
     to: NaiveDate,
     limits: Limits,
 ) -> Result<UsageReport, tokio_postgres::Error> {
-    let days = client
-        .query(
-            &format!(
-                "SELECT day, {USAGE_SUMS} FROM collect_usage \
-                 WHERE tenant_id = $1 AND day >= $2 AND day < $3 GROUP BY day ORDER BY day"
-            ),
-            &[&tenant_id, &from, &to],
-        )
+    // Sums of the range grouped by `column`, first in each row.
+    let grouped = |column: &'static str| async move {
+        client
+            .query(
+                &format!(
+                    "SELECT {column}, {USAGE_SUMS} FROM collect_usage \
+                     WHERE tenant_id = $1 AND day >= $2 AND day < $3 \
+                     GROUP BY {column} ORDER BY {column}"
+                ),
+                &[&tenant_id, &from, &to],
+            )
+            .await
+    };
+    let days = grouped("day")
         .await?
         .iter()
         .map(|r| DayUsage {
@@ -768,14 +768,7 @@ pub async fn usage<C: GenericClient>(
             usage: usage_at(r, 1),
         })
         .collect();
-    let keys = client
-        .query(
-            &format!(
-                "SELECT key_id, {USAGE_SUMS} FROM collect_usage \
-                 WHERE tenant_id = $1 AND day >= $2 AND day < $3 GROUP BY key_id ORDER BY key_id"
-            ),
-            &[&tenant_id, &from, &to],
-        )
+    let keys = grouped("key_id")
         .await?
         .iter()
         .map(|r| KeyUsage {
