@@ -32,6 +32,7 @@ pub mod rollup;
 pub mod sketch;
 pub mod telemetry;
 pub mod tenants;
+pub mod url;
 
 pub use config::Settings;
 pub use error::{Error, ErrorCode};
