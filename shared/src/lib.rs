@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod attribution;
 pub mod cache;
 pub mod collect;
 pub mod config;
