@@ -311,7 +311,36 @@ fn validate_fields(
         revenue: revenue(f.revenue.as_ref())?,
         currency: currency(f.currency)?,
         properties: properties(f.properties, f.unknown)?,
-    })
+    }
+    .with_utm_tags(limits))
+}
+
+impl ValidEvent {
+    /// Each of `campaign`, `source` and `medium` that the event leaves absent is taken from the
+    /// `utm_campaign`, `utm_source` and `utm_medium` query parameter of `page_url` (decoded,
+    /// `+` as space, the first occurrence). A field the event sets is never replaced. A tag
+    /// that is empty, does not decode, holds U+0000 or is longer than the text limit is ignored
+    /// (the field stays absent): a URL parameter never rejects an event.
+    fn with_utm_tags(mut self, limits: &EventLimits) -> Self {
+        if let Some(url) = self.page_url.as_deref() {
+            let tag = |name: &str| {
+                crate::url::query_param(url, name).filter(|v| {
+                    !v.is_empty() && !v.contains('\0') && v.len() <= limits.max_text_bytes
+                })
+            };
+            let campaign = self
+                .campaign
+                .is_none()
+                .then(|| tag("utm_campaign"))
+                .flatten();
+            let source = self.source.is_none().then(|| tag("utm_source")).flatten();
+            let medium = self.medium.is_none().then(|| tag("utm_medium")).flatten();
+            self.campaign = self.campaign.or(campaign);
+            self.source = self.source.or(source);
+            self.medium = self.medium.or(medium);
+        }
+        self
+    }
 }
 
 fn event_type(value: Option<Value>) -> Result<String, Rejection> {
@@ -657,6 +686,37 @@ mod tests {
         assert_eq!(e.revenue, Some(Decimal::new(1999, 2)));
         assert_eq!(e.currency.as_deref(), Some("EUR"));
         assert_eq!(e.properties, Some(json!({"sku": "A-1", "coupon": "XMAS"})));
+    }
+
+    #[test]
+    fn utm_tags_fill_absent_campaign_fields() {
+        let url = "https://shop.example/p/1?utm_campaign=black+friday&utm_source=news%20letter&utm_medium=email";
+        let e = parse(with("page_url", json!(url))).unwrap();
+        assert_eq!(e.campaign.as_deref(), Some("black friday"));
+        assert_eq!(e.source.as_deref(), Some("news letter"));
+        assert_eq!(e.medium.as_deref(), Some("email"));
+
+        // Fields the event sets win, each on its own.
+        let mut v = with("page_url", json!(url));
+        v["campaign"] = json!("spring");
+        let e = parse(v).unwrap();
+        assert_eq!(e.campaign.as_deref(), Some("spring"));
+        assert_eq!(e.source.as_deref(), Some("news letter"));
+
+        // Over-long, empty, undecodable and NUL tags are ignored, never a rejection.
+        let long = "x".repeat(257);
+        let url = format!("/p?utm_campaign={long}&utm_source=&utm_medium=%zz&utm_medium=cpc#utm_x");
+        let e = parse(with("page_url", json!(url))).unwrap();
+        assert_eq!((e.campaign, e.source, e.medium), (None, None, None));
+        let e = parse(with("page_url", json!("/p?utm_campaign=a%00b"))).unwrap();
+        assert_eq!(e.campaign, None);
+        let ok = "y".repeat(256);
+        let e = parse(with("page_url", json!(format!("/p?utm_campaign={ok}")))).unwrap();
+        assert_eq!(e.campaign.as_deref(), Some(ok.as_str()));
+
+        // No page URL, or no tags: nothing changes.
+        let e = parse(base()).unwrap();
+        assert_eq!((e.campaign, e.source, e.medium), (None, None, None));
     }
 
     #[test]

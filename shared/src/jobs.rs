@@ -3,22 +3,28 @@
 //! Each takes its own connection's transactions; running one twice at once is safe (rollups
 //! serialize on their watermark rows, partition upkeep on its advisory lock in SQL).
 
+use crate::attribution;
 use crate::db::{self, PartitionChange};
 use crate::rollup::{self, Advance};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-/// One run of the rollups: the 5-minute, hourly and daily rollups in order.
+/// One run of the rollups: attribution, then the 5-minute, hourly and daily rollups in order.
 #[derive(Debug, Serialize)]
 pub struct RollupRun {
+    pub attribution: attribution::Advance,
     #[serde(rename = "rollups")]
     pub advances: Vec<Advance>,
 }
 
-/// Advances every rollup over the events committed since its last run.
+/// Advances attribution, then every rollup, over the events committed since their last runs.
+/// Attribution goes first: the rollups forget the event id ranges they passed, and attribution
+/// reads them to bound the partitions of its window.
 pub async fn rollup(client: &mut Client) -> Result<RollupRun, crate::Error> {
+    let attribution = attribution::advance(client).await?;
     Ok(RollupRun {
+        attribution,
         advances: rollup::run(client).await?,
     })
 }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod attribution;
 pub mod cache;
 pub mod collect;
 pub mod config;
@@ -33,6 +34,7 @@ pub mod rollup;
 pub mod sketch;
 pub mod telemetry;
 pub mod tenants;
+pub mod url;
 
 pub use config::Settings;
 pub use error::{Error, ErrorCode};

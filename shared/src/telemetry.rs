@@ -53,13 +53,9 @@ pub struct RollupsAdvanced<'a> {
 
 impl fmt::Display for RollupsAdvanced<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
+        write!(f, "{}", self.run.attribution)?;
         for a in &self.run.advances {
-            if !first {
-                writeln!(f)?;
-            }
-            first = false;
-            write!(f, "{a}")?;
+            write!(f, "\n{a}")?;
         }
         if self.past_due {
             write!(f, "\nthe run was past due")?;
@@ -70,6 +66,16 @@ impl fmt::Display for RollupsAdvanced<'_> {
 
 impl Event for RollupsAdvanced<'_> {
     fn emit(&self) {
+        let t = &self.run.attribution;
+        tracing::info!(
+            window_start = t.window_start,
+            window_end = t.window_end,
+            touches = t.touches,
+            conversions = t.conversions,
+            milliseconds = t.milliseconds,
+            past_due = self.past_due,
+            "attribution advanced"
+        );
         for a in &self.run.advances {
             tracing::info!(
                 rollup = %a.rollup,

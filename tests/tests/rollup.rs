@@ -3,6 +3,7 @@
 //! idempotent, sketches stay within their bounds, and pg_cron can drive the same work.
 
 use chrono::{Duration, DurationRound, Utc};
+use remarketable_core::jobs;
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_tests::*;
 use serde_json::{json, Value};
@@ -59,9 +60,11 @@ async fn rollups_equal_the_raw_events_and_a_second_run_adds_nothing() {
     // More traffic, late events included: the next run updates existing buckets in place.
     let more = shop_events(&mut rng, Utc::now(), 1500, 20);
     ingest(&db, "0", 1500, &more, 300).await;
-    rollup::run(&mut client).await.unwrap();
+    // The rollup job: attribution, then the rollups (rollups alone keep the ranges attribution
+    // has not passed yet).
+    jobs::rollup(&mut client).await.unwrap();
     assert_rollups_equal_raw(&db).await;
-    // Every range below every watermark is forgotten.
+    // Every range below every watermark (attribution's included) is forgotten.
     assert_eq!(db.count("SELECT count(*) FROM event_id_ranges").await, 0);
 
     // Distinct devices per tenant and local day: exact while the sketch is small (explicit).
@@ -473,13 +476,19 @@ async fn the_rollup_timer_function_runs_every_rollup_and_logs_its_windows() {
         .iter()
         .map(|l| l.as_str().unwrap())
         .collect();
-    assert_eq!(logs.len(), 3, "{logs:?}");
-    for (log, name) in logs.iter().zip(["5min", "1hour", "1day"]) {
+    assert_eq!(logs.len(), 4, "{logs:?}");
+    assert!(
+        logs[0].starts_with("attribution: events (0, 100]"),
+        "{}",
+        logs[0]
+    );
+    for (log, name) in logs[1..].iter().zip(["5min", "1hour", "1day"]) {
         assert!(
             log.starts_with(&format!("rollup {name}: events (0, 100]")),
             "{log}"
         );
     }
+    assert_eq!(body["ReturnValue"]["attribution"]["window_end"], 100);
     let windows = body["ReturnValue"]["rollups"].as_array().unwrap();
     assert_eq!(windows[0]["rollup"], "5min");
     assert_eq!(windows[0]["window_end"], 100);

@@ -218,7 +218,8 @@ async fn rollups_advanced_apart_get_a_pass_each_and_count_every_event_once() {
         }
     };
     tokio::join!(writer, mixed(0), mixed(1), mixed(2));
-    rollup::run(&mut client).await.unwrap();
+    // The whole job: ranges are forgotten once attribution has passed them too.
+    remarketable_core::jobs::rollup(&mut client).await.unwrap();
     assert_eq!(db.count("SELECT count(*) FROM events").await, 2100);
     assert_rollups_equal_raw(&db).await;
     assert_eq!(db.count("SELECT count(*) FROM event_id_ranges").await, 0);

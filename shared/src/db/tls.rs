@@ -17,6 +17,7 @@
 //! libpq, `~/.postgresql/root.crt` is not looked at: a server process has no such home.
 
 use crate::config::ConfigError;
+use crate::url::percent_decode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -236,9 +237,9 @@ fn take_tls_params(url: &str) -> Option<(String, Vec<(String, String)>)> {
         let mut kept = Vec::new();
         for part in url[q + 1..].split('&') {
             let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            let key = percent_decode(key)?;
+            let key = percent_decode(key, false)?;
             if is_tls_key(&key) {
-                taken.push((key, percent_decode(value)?));
+                taken.push((key, percent_decode(value, false)?));
             } else {
                 kept.push(part);
             }
@@ -260,23 +261,6 @@ fn take_tls_params(url: &str) -> Option<(String, Vec<(String, String)>)> {
         }
         Some((kept.join(" "), taken))
     }
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The `key = value` pairs of a libpq keyword/value string, each with its original text.

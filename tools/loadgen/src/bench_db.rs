@@ -35,6 +35,8 @@ pub const RESET_PROJECT: &str = "
     DROP FUNCTION IF EXISTS rollup_statement(text), advance_rollup(text), prune_event_id_ranges(),
         apply_rollup_retention();
     DROP TABLE IF EXISTS rollup_stage, rollup_stage_items CASCADE;
+    DROP TABLE IF EXISTS touches, session_sources, conversions, attribution_state CASCADE;
+    DROP FUNCTION IF EXISTS advance_attribution(), attribution_statement(text);
     DROP FUNCTION IF EXISTS advance_rollups(text[]), rollup_pass_statement(text, text),
         rollup_topn_prune(jsonb, integer), rollup_topn_counters();
     DO $topn$
