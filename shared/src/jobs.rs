@@ -16,10 +16,11 @@ pub struct RollupRun {
     pub advances: Vec<Advance>,
 }
 
-/// Advances every rollup over the events committed since its last run.
+/// Advances every rollup over the events committed since its last run, in bounded windows
+/// (see [`rollup::run_until_caught_up`]).
 pub async fn rollup(client: &mut Client) -> Result<RollupRun, crate::Error> {
     Ok(RollupRun {
-        advances: rollup::run(client).await?,
+        advances: rollup::run_until_caught_up(client, rollup::RUN_BUDGET).await?,
     })
 }
 

@@ -156,11 +156,52 @@ pub async fn advance(
     Ok(done.remove(0))
 }
 
-/// Advances every rollup over one shared pass of the window, then forgets the event id ranges
+/// Advances every rollup over one shared pass of one window (bounded by
+/// `rollup_state.max_window_events`), then forgets the event id ranges
 /// all of them have passed: one statement, one transaction, one round trip.
 pub async fn run(client: &mut Client) -> Result<Vec<Advance>, tokio_postgres::Error> {
     let rows = client.query(ADVANCE, &[&None::<Vec<&str>>]).await?;
     advances(&rows)
+}
+
+/// How long [`run_until_caught_up`] keeps taking windows: under the rollup timer's minute.
+pub const RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(50);
+
+/// Advances every rollup window after window, each window its own transaction of at most
+/// `rollup_state.max_window_events` ids (migration V21), while windows come back full and
+/// `budget` is not spent: a large import is rolled up in bounded steps instead of one window
+/// holding the rollup state for minutes. Answers every window taken, in order.
+pub async fn run_until_caught_up(
+    client: &mut Client,
+    budget: std::time::Duration,
+) -> Result<Vec<Advance>, tokio_postgres::Error> {
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    loop {
+        let cap = max_window(client).await?;
+        let done = run(client).await?;
+        let full = done.iter().any(|a| a.window_end - a.window_start >= cap);
+        all.extend(done);
+        if !full || started.elapsed() >= budget {
+            return Ok(all);
+        }
+    }
+}
+
+/// The most event ids one window takes (the least over the rollups).
+pub async fn max_window(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT min(max_window_events) FROM rollup_state", &[])
+        .await?
+        .get(0))
+}
+
+/// Sets the most event ids one rollup window takes (every rollup; at least 1).
+pub async fn set_max_window(client: &Client, events: i64) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("UPDATE rollup_state SET max_window_events = $1", &[&events])
+        .await?;
+    Ok(())
 }
 
 /// Deletes rollup rows older than each rollup's retention; answers the rows deleted per rollup.

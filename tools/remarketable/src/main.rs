@@ -9,6 +9,8 @@
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! remarketable dead-letters replay <tenant_id> [--batch N]
+//! remarketable import [--map COLUMN=FIELD]... [--chunk-events N] [--max-age-days N] FILE...
+//! remarketable rollup window <events>
 //! remarketable key create <tenant_id> [--write] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
 //! remarketable key list [<tenant_id>]
@@ -27,7 +29,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{jobs, tenants};
+use remarketable_core::{import, jobs, tenants};
 
 #[derive(Parser)]
 #[command(name = "remarketable", version, about = "ReMarketable admin CLI")]
@@ -90,6 +92,26 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: DeadLetterCommand,
+    },
+    /// Import historical events from files (.csv with a header row, .ndjson; optionally .gz)
+    /// through the ingest path: same validation, dead letters and ledger, exactly once.
+    /// Stopped or killed, the same command continues where it stopped.
+    Import {
+        /// Files to import, one after the other.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// CSV: a column's field in the event contract (e.g. shop=tenant_id); `COLUMN=` leaves
+        /// the column out. Other columns keep their header as name. Repeatable.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// Records per transaction.
+        #[arg(long, default_value_t = import::DEFAULT_CHUNK_EVENTS as u32,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        chunk_events: u32,
+        /// Oldest event_time accepted, in days before now (live ingest keeps
+        /// EVENT_RETENTION_DAYS); older events are dead-lettered as outside_retention.
+        #[arg(long, default_value_t = 3660, value_parser = clap::value_parser!(i64).range(1..=36600))]
+        max_age_days: i64,
     },
 }
 
@@ -160,6 +182,12 @@ enum RollupCommand {
     Run,
     /// Each rollup's watermark, retention and last run.
     Status,
+    /// The most event ids one rollup window takes (default 100000); a run takes window after
+    /// window, each its own transaction, until caught up (or 50 s).
+    Window {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        events: i64,
+    },
     /// How long a rollup keeps its rows: a PostgreSQL interval ('90 days', '2 years') or
     /// `keep` for ever. Defaults: 5min 90 days, 1hour 2 years, 1day kept.
     Retention { rollup: Rollup, retention: String },
@@ -263,6 +291,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("the settings in the environment are invalid")?;
             replay(&mut client, tenant_id, batch, &settings.limits).await?
         }
+        Command::Import {
+            files,
+            map,
+            chunk_events,
+            max_age_days,
+        } => {
+            let mut map_env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            map_env.insert("DATABASE_URL".into(), cli.database_url.clone());
+            let settings = remarketable_core::Settings::from_map(&map_env)
+                .context("the settings in the environment are invalid")?;
+            let options = import::ImportOptions {
+                columns: import::ColumnMap::parse(&map)?,
+                chunk_events: chunk_events as usize,
+            };
+            import_files(&mut client, &files, &options, settings, max_age_days).await?
+        }
+    }
+    Ok(())
+}
+
+/// `remarketable import`: each file in turn, progress on stderr, a summary per file.
+async fn import_files(
+    client: &mut tokio_postgres::Client,
+    files: &[std::path::PathBuf],
+    options: &import::ImportOptions,
+    settings: remarketable_core::Settings,
+    max_age_days: i64,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let mut limits = settings.limits;
+    limits.retention = chrono::Duration::days(max_age_days);
+    let ingestor = remarketable_core::Ingestor::new(limits.clone(), settings.tenant_cache_ttl);
+    let terminal = std::io::stderr().is_terminal();
+    for file in files {
+        let name = file.display().to_string();
+        let mut last_shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        let summary = import::import_file(client, &ingestor, file, options, &limits, |p| {
+            // Every chunk when not a terminal (logs, tests); at most 4 lines a second otherwise.
+            if terminal && last_shown.elapsed() < std::time::Duration::from_millis(250) {
+                return;
+            }
+            last_shown = std::time::Instant::now();
+            let line = format!(
+                "{name}: chunk {}, {} stored, {} dead-lettered, {} skipped, {:.0} events/s, {:.1} % done",
+                p.chunks,
+                p.stored,
+                p.dead_lettered,
+                p.skipped,
+                p.rate(),
+                p.done_percent()
+            );
+            let mut err = std::io::stderr().lock();
+            if terminal {
+                write!(err, "\r{line}\x1b[K").ok();
+            } else {
+                writeln!(err, "{line}").ok();
+            }
+            err.flush().ok();
+        })
+        .await
+        .with_context(|| format!("import of {name} stopped"))?;
+        if terminal {
+            eprintln!();
+        }
+        let p = &summary.progress;
+        eprintln!(
+            "{name}: {} events stored, {} dead-lettered, {} skipped as already imported, \
+             {} partitions created; {} chunks in {:.1} s ({:.0} events/s); source {}",
+            p.stored,
+            p.dead_lettered,
+            summary.duplicates,
+            p.partitions_created,
+            p.chunks,
+            p.elapsed.as_secs_f64(),
+            p.rate(),
+            summary.source
+        );
+        for (reason, n) in &summary.dead_letters {
+            eprintln!("  dead-lettered {reason}: {n}", reason = reason.code());
+        }
     }
     Ok(())
 }
@@ -345,6 +453,12 @@ async fn rollups(
                     past_due: false
                 }
             );
+        }
+        RollupCommand::Window { events } => {
+            rollup::set_max_window(client, events)
+                .await
+                .context("cannot set the rollup window")?;
+            eprintln!("a rollup window takes at most {events} event ids");
         }
         RollupCommand::Status => {
             println!("rollup\tlast_event_id\tretention\tlast_run_at\tlast_rows");
