@@ -1,13 +1,16 @@
-//! Moving in: bulk import of historical events from files, through the ingest path.
+//! Moving in: bulk import of historical events from files or from a query on another
+//! PostgreSQL database, through the ingest path.
 //!
 //! A file is read as a stream of records, each becoming one [`IncomingEvent`] whose position is
-//! the byte offset of the record in the (decompressed) file. Records are written in chunks, each
+//! the byte offset of the record in the (decompressed) file; a query ([`import_postgres`]) is
+//! read by binary COPY in chunks of its key column's order, each row's position its key. Records are written in chunks, each
 //! chunk one [`Batch`] given to the same [`Ingestor`] that serves the live stream: the same
 //! validation and reason codes, dead letters, ledger, tenants refused as `unknown_tenant`,
 //! binary COPY, and the same exactly-once rule. The chunk's position moves in the transaction that
 //! writes its rows, under the source [`source_name`] (derived from the file's identity) and the
 //! partition [`PARTITION`]. A killed import run again with the same file skips the records at
-//! or below that position without sending them and goes on where it stopped.
+//! or below that position without sending them and goes on where it stopped (a query continues
+//! with the keys above it).
 //!
 //! Before a chunk is written, the partitions holding its event times are created if missing
 //! ([`Ingestor::ensure_partitions`]: bounded transactions at the table's fixed interval), so
@@ -186,9 +189,10 @@ pub struct Progress {
     /// Records at or below the stored position: imported by an earlier run.
     pub skipped: u64,
     pub partitions_created: u64,
-    /// Bytes of the file consumed and its size (compressed bytes for `.gz`).
+    /// Bytes of the input consumed (compressed bytes for `.gz`; COPY data for a query) and the
+    /// size of the file (None for a query: unknown).
     pub bytes_read: u64,
-    pub bytes_total: u64,
+    pub bytes_total: Option<u64>,
     pub elapsed: Duration,
 }
 
@@ -198,20 +202,26 @@ impl Progress {
         (self.stored + self.dead_lettered) as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    pub fn done_percent(&self) -> f64 {
-        if self.bytes_total == 0 {
-            100.0
-        } else {
-            self.bytes_read as f64 * 100.0 / self.bytes_total as f64
-        }
+    /// How much of a file is read; None for a query.
+    pub fn done_percent(&self) -> Option<f64> {
+        self.bytes_total.map(|total| {
+            if total == 0 {
+                100.0
+            } else {
+                self.bytes_read as f64 * 100.0 / total as f64
+            }
+        })
     }
 }
 
 /// What an import of one file did.
 #[derive(Debug, Clone)]
 pub struct ImportSummary {
-    pub file: PathBuf,
+    /// The file, or the database a query was read from.
+    pub input: String,
     pub source: String,
+    /// The position stored when the run started (-1: nothing imported before).
+    pub resumed_after: Position,
     pub progress: Progress,
     /// Records skipped as already imported: at or below the position when the run started,
     /// plus those the ingest path found at or below it (a concurrent run of the same file).
@@ -245,7 +255,8 @@ pub fn source_name(path: &Path) -> Result<String, ImportError> {
 /// One record of a file, as an event body, with its position and the event time it states.
 struct Record {
     position: i64,
-    line: u64,
+    /// The line in a file (None for a query row).
+    line: Option<u64>,
     body: Vec<u8>,
     time: Option<DateTime<Utc>>,
 }
@@ -373,7 +384,7 @@ impl Records {
                 let time = peek_event_time(&body);
                 return Ok(Some(Record {
                     position: start as i64,
-                    line: *line,
+                    line: Some(*line),
                     body,
                     time,
                 }));
@@ -396,7 +407,7 @@ impl Records {
                 let (body, time) = csv_body(fields, record);
                 Ok(Some(Record {
                     position: at.byte() as i64,
-                    line: at.line(),
+                    line: Some(at.line()),
                     body,
                     time,
                 }))
@@ -510,7 +521,7 @@ pub async fn import_file(
     path: &Path,
     options: &ImportOptions,
     limits: &EventLimits,
-    mut progress: impl FnMut(&Progress),
+    progress: impl FnMut(&Progress),
 ) -> Result<ImportSummary, ImportError> {
     let kind = FileKind::from_name(path)?;
     let source = source_name(path)?;
@@ -527,10 +538,8 @@ pub async fn import_file(
     let mut records = Records::open(path, kind, &options.columns, read.clone())?;
     let chunk_events = options.chunk_events.max(1);
     // Records are read on a blocking thread, a few chunks ahead of the one being written.
-    let (chunks, mut incoming) =
-        tokio::sync::mpsc::channel::<Result<Chunk, ImportError>>(READ_AHEAD);
+    let (chunks, incoming) = tokio::sync::mpsc::channel::<Result<Chunk, ImportError>>(READ_AHEAD);
     let file = path.to_path_buf();
-    let counter = read.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let mut skipped = 0u64;
         let mut chunk = Vec::with_capacity(chunk_events);
@@ -544,7 +553,7 @@ pub async fn import_file(
                         let c = Chunk {
                             records: full,
                             skipped: std::mem::take(&mut skipped),
-                            bytes_read: counter.load(Ordering::Relaxed),
+                            bytes_read: read.load(Ordering::Relaxed),
                         };
                         if chunks.blocking_send(Ok(c)).is_err() {
                             return;
@@ -555,7 +564,7 @@ pub async fn import_file(
                     let c = Chunk {
                         records: chunk,
                         skipped,
-                        bytes_read: counter.load(Ordering::Relaxed),
+                        bytes_read: read.load(Ordering::Relaxed),
                     };
                     chunks.blocking_send(Ok(c)).ok();
                     return;
@@ -567,7 +576,221 @@ pub async fn import_file(
             }
         }
     });
+    let written = write_chunks(
+        client,
+        ingestor,
+        &source,
+        last,
+        Some(bytes_total),
+        limits,
+        incoming,
+        progress,
+    )
+    .await;
+    reader.await.ok();
+    let (progress, duplicates, dead_letters, position) = written?;
+    Ok(ImportSummary {
+        input: path.display().to_string(),
+        source,
+        resumed_after: Position::from(last),
+        duplicates,
+        progress,
+        dead_letters,
+        position,
+    })
+}
 
+/// Imports the rows of a query on another PostgreSQL database (see the module documentation):
+/// each chunk is one `COPY (SELECT .. WHERE key > last ORDER BY key LIMIT n) TO STDOUT`, each
+/// row becoming the JSON object of its non-NULL columns (`to_jsonb`; alias columns to the
+/// contract's names in the query), its position the value of the integer column `key` (unique,
+/// at least 0). The source is named by the database's host, port and name, the key and the
+/// query's hash; a rerun continues after the greatest key stored.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_postgres(
+    client: &mut Client,
+    ingestor: &Ingestor,
+    from: Client,
+    from_config: &tokio_postgres::Config,
+    query: &str,
+    key: &str,
+    options: &ImportOptions,
+    limits: &EventLimits,
+    progress: impl FnMut(&Progress),
+) -> Result<ImportSummary, ImportError> {
+    let source = query_source_name(from_config, query, key);
+    client.batch_execute(IMPORT_LOCK).await?;
+    let last = stored_position(client, &source).await?;
+    let chunk_events = options.chunk_events.max(1);
+    let (chunks, incoming) = tokio::sync::mpsc::channel::<Result<Chunk, ImportError>>(READ_AHEAD);
+    let statement = KeyRangeCopy::new(query, key, chunk_events);
+    let reader = tokio::spawn(async move {
+        let mut after = (last >= 0).then_some(last);
+        let mut bytes = 0u64;
+        loop {
+            let read = statement.read(&from, after).await;
+            let (records, size) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    chunks.send(Err(e)).await.ok();
+                    return;
+                }
+            };
+            bytes += size;
+            let full = records.len() == chunk_events;
+            after = records.last().map(|r| r.position).or(after);
+            let c = Chunk {
+                records,
+                skipped: 0,
+                bytes_read: bytes,
+            };
+            if chunks.send(Ok(c)).await.is_err() || !full {
+                return;
+            }
+        }
+    });
+    let written = write_chunks(
+        client, ingestor, &source, last, None, limits, incoming, progress,
+    )
+    .await;
+    reader.abort();
+    let (progress, duplicates, dead_letters, position) = written?;
+    Ok(ImportSummary {
+        input: format!("query on {}", database_label(from_config)),
+        source,
+        resumed_after: Position::from(last),
+        duplicates,
+        progress,
+        dead_letters,
+        position,
+    })
+}
+
+/// `host:port/dbname` of a connection configuration (never its user or password).
+fn database_label(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+/// The import source of a query: the database, the key column and the query text's hash.
+pub fn query_source_name(config: &tokio_postgres::Config, query: &str, key: &str) -> String {
+    let digest = Sha256::digest(query.trim().as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("import:postgres:{}:{key}:{hex}", database_label(config))
+}
+
+/// One chunk of a query in key order, read by binary COPY.
+struct KeyRangeCopy {
+    query: String,
+    key: String,
+    limit: usize,
+}
+
+impl KeyRangeCopy {
+    fn new(query: &str, key: &str, limit: usize) -> Self {
+        KeyRangeCopy {
+            query: query.trim().trim_end_matches(';').to_string(),
+            // An identifier, quoted: the operator's column name, never SQL.
+            key: format!("\"{}\"", key.replace('"', "\"\"")),
+            limit,
+        }
+    }
+
+    /// The rows after `after` (all from the start when None), at most `limit`, in key order,
+    /// with the bytes COPY sent.
+    async fn read(
+        &self,
+        from: &Client,
+        after: Option<i64>,
+    ) -> Result<(Vec<Record>, u64), ImportError> {
+        use futures_util::TryStreamExt;
+        let bound = after
+            .map(|k| format!("WHERE q.{} > {k}", self.key))
+            .unwrap_or_default();
+        let sql = format!(
+            "COPY (SELECT jsonb_strip_nulls(to_jsonb(q))::text, q.{key}::bigint \
+             FROM ({query}) q {bound} ORDER BY q.{key} LIMIT {limit}) TO STDOUT (FORMAT binary)",
+            key = self.key,
+            query = self.query,
+            limit = self.limit,
+        );
+        let stream = from.copy_out(&sql).await?;
+        let data: Vec<bytes::Bytes> = stream.try_collect().await?;
+        let size = data.iter().map(|b| b.len() as u64).sum();
+        let mut buf = bytes::BytesMut::with_capacity(size as usize);
+        for part in data {
+            buf.extend_from_slice(&part);
+        }
+        Ok((binary_copy_rows(&buf)?, size))
+    }
+}
+
+/// The rows of a binary COPY of (text, bigint): the event body and its key.
+fn binary_copy_rows(data: &[u8]) -> Result<Vec<Record>, ImportError> {
+    let bad = || ImportError::Input("the source database sent a malformed COPY stream".into());
+    let mut at = data.get(11..).ok_or_else(bad)?; // signature
+    let take = |at: &mut &[u8], n: usize| -> Result<Vec<u8>, ImportError> {
+        let (head, rest) = (at.get(..n).ok_or_else(bad)?, at.get(n..).ok_or_else(bad)?);
+        *at = rest;
+        Ok(head.to_vec())
+    };
+    let int = |b: Vec<u8>| b.iter().fold(0i64, |n, x| (n << 8) | i64::from(*x));
+    take(&mut at, 4)?; // flags
+    let extension = int(take(&mut at, 4)?) as usize;
+    take(&mut at, extension)?;
+    let mut rows = Vec::new();
+    loop {
+        let fields = i16::from_be_bytes(take(&mut at, 2)?.try_into().map_err(|_| bad())?);
+        if fields == -1 {
+            return Ok(rows);
+        }
+        if fields != 2 {
+            return Err(bad());
+        }
+        let len = i32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| bad())?);
+        let body = take(&mut at, usize::try_from(len).map_err(|_| bad())?)?;
+        let len = i32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| bad())?);
+        if len != 8 {
+            return Err(ImportError::Input("the key column must not be NULL".into()));
+        }
+        let key = i64::from_be_bytes(take(&mut at, 8)?.try_into().map_err(|_| bad())?);
+        if key < 0 {
+            return Err(ImportError::Input(format!(
+                "key {key} is negative: the key column must be a unique integer of at least 0"
+            )));
+        }
+        let time = peek_event_time(&body);
+        rows.push(Record {
+            position: key,
+            line: None,
+            body,
+            time,
+        });
+    }
+}
+
+/// What [`write_chunks`] did: progress, duplicates, dead letters per reason, the position.
+type Written = (Progress, u64, BTreeMap<Reason, u64>, Position);
+
+/// Writes the chunks read by one reader through the ingest path, one transaction each, until
+/// the reader is done.
+#[allow(clippy::too_many_arguments)]
+async fn write_chunks(
+    client: &mut Client,
+    ingestor: &Ingestor,
+    source: &str,
+    last: i64,
+    bytes_total: Option<u64>,
+    limits: &EventLimits,
+    mut incoming: tokio::sync::mpsc::Receiver<Result<Chunk, ImportError>>,
+    mut progress: impl FnMut(&Progress),
+) -> Result<Written, ImportError> {
     let started = Instant::now();
     let mut state = Progress {
         bytes_total,
@@ -597,14 +820,14 @@ pub async fn import_file(
             .collect();
         state.partitions_created += ingestor.ensure_partitions(client, &times).await?.len() as u64;
         let batch = Batch {
-            source: source.clone(),
+            source: source.to_string(),
             partition: PARTITION.to_string(),
             events: chunk
                 .records
                 .into_iter()
                 .map(|r| IncomingEvent {
                     sequence: Position::from(r.position),
-                    offset: Some(format!("line {}", r.line)),
+                    offset: r.line.map(|line| format!("line {line}")),
                     enqueued_at: now,
                     body: r.body,
                 })
@@ -631,20 +854,16 @@ pub async fn import_file(
         state.elapsed = started.elapsed();
         progress(&state);
     }
-    reader.await.ok();
-    state.bytes_read = read.load(Ordering::Relaxed);
     state.elapsed = started.elapsed();
     client
         .batch_execute("SELECT pg_advisory_unlock_shared(hashtext('import:events'))")
         .await?;
-    Ok(ImportSummary {
-        file: path.to_path_buf(),
-        source,
-        duplicates: state.skipped + duplicates,
-        progress: state,
+    Ok((
+        state.clone(),
+        state.skipped + duplicates,
         dead_letters,
         position,
-    })
+    ))
 }
 
 /// Records read for one transaction, and the records before them skipped as already stored.

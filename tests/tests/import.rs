@@ -446,3 +446,104 @@ async fn maintenance_drops_no_partition_while_an_import_runs() {
         made.iter().map(|c| c.partition.clone()).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_query_is_imported_by_key_range_and_a_killed_run_continues_after_its_last_key() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    // The customer's table: its own names, NULLs, some rows the contract refuses, ids with gaps.
+    client
+        .batch_execute(
+            "CREATE TABLE legacy_clicks (id bigint PRIMARY KEY, shop int, kind text,
+                 visitor text, visit bigint, ts timestamptz, country text, revenue numeric);
+             INSERT INTO legacy_clicks
+             SELECT g * 3, CASE WHEN g % 97 = 0 THEN 99 ELSE 1 + g % 3 END,
+                    CASE WHEN g % 89 = 0 THEN 'Not A Type' WHEN g % 10 = 0 THEN 'purchase'
+                         ELSE 'page_view' END,
+                    'visitor-' || (g % 300), g / 4,
+                    now() - interval '100 days' + g * interval '1 minute',
+                    CASE WHEN g % 2 = 0 THEN 'de' END,
+                    CASE WHEN g % 10 = 0 THEN g % 50 + 0.5 END
+             FROM generate_series(0, 11999) g;",
+        )
+        .await
+        .unwrap();
+    let query = "SELECT id, shop AS tenant_id, kind AS event_type, visitor AS device_id, \
+                 visit AS session_id, ts AS event_time, country, revenue FROM legacy_clicks";
+    let binary = cli_binary();
+    let command = || {
+        let mut c = std::process::Command::new(&binary);
+        c.args(["import", "--chunk-events", "1000", "--from-postgres"])
+            .arg(db.url())
+            .args(["--query", query, "--key", "id"])
+            .env("DATABASE_URL", db.url());
+        c
+    };
+    let mut child = command()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains(": chunk 4,") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_kill = db.count("SELECT count(*) FROM events").await;
+    let out = command().output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("continued after position"), "{report}");
+
+    // Each valid row once, every field as the query named it.
+    let expected = db
+        .count("SELECT count(*) FROM legacy_clicks WHERE shop <> 99 AND kind <> 'Not A Type'")
+        .await;
+    // At least the 4 chunks it reported (less their dead letters), not all of it.
+    assert!(after_kill >= 3_800 && after_kill < expected, "{after_kill}");
+    let differing = db
+        .count(
+            "SELECT count(*) FROM legacy_clicks l
+             FULL JOIN events e ON e.stream_sequence = l.id
+             WHERE (l.shop <> 99 AND l.kind <> 'Not A Type') AND (e.event_id IS NULL
+                OR e.tenant_id <> l.shop OR e.event_type <> l.kind OR e.session_id <> l.visit
+                OR e.event_time <> l.ts OR e.country IS DISTINCT FROM upper(l.country)
+                OR e.revenue IS DISTINCT FROM l.revenue OR e.properties <> jsonb_build_object('id', l.id))
+                OR (e.event_id IS NOT NULL AND l.id IS NULL)",
+        )
+        .await;
+    assert_eq!(differing, 0);
+    assert_eq!(db.count("SELECT count(*) FROM events").await, expected);
+    let dead: Vec<Value> = db
+        .json_rows("SELECT reason, count(*) AS n FROM dead_letters GROUP BY 1 ORDER BY 1")
+        .await;
+    let refused_types = db
+        .count("SELECT count(*) FROM legacy_clicks WHERE kind = 'Not A Type'")
+        .await;
+    // Validation comes first: a row that is both is refused for its type.
+    let unknown = db
+        .count("SELECT count(*) FROM legacy_clicks WHERE shop = 99 AND kind <> 'Not A Type'")
+        .await;
+    assert_eq!(
+        dead,
+        vec![
+            json!({"reason": "bad_event_type", "n": refused_types}),
+            json!({"reason": "unknown_tenant", "n": unknown}),
+        ]
+    );
+    let device = hash_id("visitor-7");
+    assert!(
+        db.count(&format!(
+            "SELECT count(*) FROM events WHERE device_id = {device}"
+        ))
+        .await
+            > 0
+    );
+    let (received, stored, duplicates, dead_lettered) = ledger_totals(&db).await;
+    assert_eq!(
+        (received, stored, duplicates, dead_lettered),
+        (12_000, expected, 0, 12_000 - expected)
+    );
+}

@@ -10,6 +10,7 @@
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! remarketable dead-letters replay <tenant_id> [--batch N]
 //! remarketable import [--map COLUMN=FIELD]... [--chunk-events N] [--max-age-days N] FILE...
+//! remarketable import --from-postgres URL --query 'SELECT ...' [--key id] [--chunk-events N] [--max-age-days N]
 //! remarketable rollup window <events>
 //! remarketable key create <tenant_id> [--write] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
@@ -98,8 +99,23 @@ enum Command {
     /// Stopped or killed, the same command continues where it stopped.
     Import {
         /// Files to import, one after the other.
-        #[arg(required = true)]
+        #[arg(
+            required_unless_present = "from_postgres",
+            conflicts_with = "from_postgres"
+        )]
         files: Vec<std::path::PathBuf>,
+        /// Read the events from a query on this PostgreSQL database instead (libpq URL, as
+        /// DATABASE_URL): each row is the JSON object of its non-NULL columns, named as the
+        /// event contract's fields (alias them in the query).
+        #[arg(long, requires = "query", hide_env_values = true)]
+        from_postgres: Option<String>,
+        /// The query of --from-postgres (a SELECT, read chunk by chunk in key order).
+        #[arg(long, requires = "from_postgres")]
+        query: Option<String>,
+        /// The query's column that orders and resumes the import: a unique integer >= 0
+        /// (indexed in the source table, so each chunk is an index range scan).
+        #[arg(long, default_value = "id")]
+        key: String,
         /// CSV: a column's field in the event contract (e.g. shop=tenant_id); `COLUMN=` leaves
         /// the column out. Other columns keep their header as name. Repeatable.
         #[arg(long = "map", value_name = "COLUMN=FIELD")]
@@ -293,6 +309,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Import {
             files,
+            from_postgres,
+            query,
+            key,
             map,
             chunk_events,
             max_age_days,
@@ -305,74 +324,117 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 columns: import::ColumnMap::parse(&map)?,
                 chunk_events: chunk_events as usize,
             };
-            import_files(&mut client, &files, &options, settings, max_age_days).await?
+            let mut limits = settings.limits.clone();
+            limits.retention = chrono::Duration::days(max_age_days);
+            let ingestor =
+                remarketable_core::Ingestor::new(limits.clone(), settings.tenant_cache_ttl);
+            match (from_postgres, query) {
+                (Some(url), Some(query)) => {
+                    let (from_config, from_tls) =
+                        db::parse_database_url(&url, root_cert.as_deref())
+                            .context("--from-postgres is not a valid PostgreSQL URL")?;
+                    let from = db::connect_with(&from_config, &from_tls)
+                        .await
+                        .context("cannot connect to the database of --from-postgres")?;
+                    let mut show = progress_printer("query".into());
+                    let summary = import::import_postgres(
+                        &mut client,
+                        &ingestor,
+                        from,
+                        &from_config,
+                        &query,
+                        &key,
+                        &options,
+                        &limits,
+                        &mut show,
+                    )
+                    .await
+                    .context("the import of the query stopped")?;
+                    print_summary(&summary);
+                }
+                _ => {
+                    for file in &files {
+                        let name = file.display().to_string();
+                        let mut show = progress_printer(name.clone());
+                        let summary = import::import_file(
+                            &mut client,
+                            &ingestor,
+                            file,
+                            &options,
+                            &limits,
+                            &mut show,
+                        )
+                        .await
+                        .with_context(|| format!("import of {name} stopped"))?;
+                        print_summary(&summary);
+                    }
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// `remarketable import`: each file in turn, progress on stderr, a summary per file.
-async fn import_files(
-    client: &mut tokio_postgres::Client,
-    files: &[std::path::PathBuf],
-    options: &import::ImportOptions,
-    settings: remarketable_core::Settings,
-    max_age_days: i64,
-) -> anyhow::Result<()> {
+/// Progress of `remarketable import` on stderr: a line per chunk on a pipe (logs, tests), one
+/// line rewritten at most four times a second on a terminal.
+fn progress_printer(name: String) -> impl FnMut(&import::Progress) {
     use std::io::{IsTerminal, Write};
-    let mut limits = settings.limits;
-    limits.retention = chrono::Duration::days(max_age_days);
-    let ingestor = remarketable_core::Ingestor::new(limits.clone(), settings.tenant_cache_ttl);
     let terminal = std::io::stderr().is_terminal();
-    for file in files {
-        let name = file.display().to_string();
-        let mut last_shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
-        let summary = import::import_file(client, &ingestor, file, options, &limits, |p| {
-            // Every chunk when not a terminal (logs, tests); at most 4 lines a second otherwise.
-            if terminal && last_shown.elapsed() < std::time::Duration::from_millis(250) {
-                return;
-            }
-            last_shown = std::time::Instant::now();
-            let line = format!(
-                "{name}: chunk {}, {} stored, {} dead-lettered, {} skipped, {:.0} events/s, {:.1} % done",
-                p.chunks,
-                p.stored,
-                p.dead_lettered,
-                p.skipped,
-                p.rate(),
-                p.done_percent()
-            );
-            let mut err = std::io::stderr().lock();
-            if terminal {
-                write!(err, "\r{line}\x1b[K").ok();
-            } else {
-                writeln!(err, "{line}").ok();
-            }
-            err.flush().ok();
-        })
-        .await
-        .with_context(|| format!("import of {name} stopped"))?;
-        if terminal {
-            eprintln!();
+    let mut last_shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    move |p| {
+        if terminal && last_shown.elapsed() < std::time::Duration::from_millis(250) {
+            return;
         }
-        let p = &summary.progress;
-        eprintln!(
-            "{name}: {} events stored, {} dead-lettered, {} skipped as already imported, \
-             {} partitions created; {} chunks in {:.1} s ({:.0} events/s); source {}",
+        last_shown = std::time::Instant::now();
+        let done = p
+            .done_percent()
+            .map(|d| format!(", {d:.1} % done"))
+            .unwrap_or_default();
+        let line = format!(
+            "{name}: chunk {}, {} stored, {} dead-lettered, {} skipped, {:.0} events/s{done}",
+            p.chunks,
             p.stored,
             p.dead_lettered,
-            summary.duplicates,
-            p.partitions_created,
-            p.chunks,
-            p.elapsed.as_secs_f64(),
+            p.skipped,
             p.rate(),
-            summary.source
         );
-        for (reason, n) in &summary.dead_letters {
-            eprintln!("  dead-lettered {reason}: {n}", reason = reason.code());
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            write!(err, "\r{line}\x1b[K").ok();
+        } else {
+            writeln!(err, "{line}").ok();
         }
+        err.flush().ok();
     }
-    Ok(())
+}
+
+fn print_summary(summary: &import::ImportSummary) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let p = &summary.progress;
+    let resumed = if summary.resumed_after >= remarketable_core::Position::from(0) {
+        format!(", continued after position {}", summary.resumed_after)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{}: {} events stored, {} dead-lettered, {} skipped as already imported, \
+         {} partitions created; {} chunks in {:.1} s ({:.0} events/s){resumed}; source {}",
+        summary.input,
+        p.stored,
+        p.dead_lettered,
+        summary.duplicates,
+        p.partitions_created,
+        p.chunks,
+        p.elapsed.as_secs_f64(),
+        p.rate(),
+        summary.source
+    );
+    for (reason, n) in &summary.dead_letters {
+        eprintln!("  dead-lettered {}: {n}", reason.code());
+    }
 }
 
 async fn maintain(client: &tokio_postgres::Client) -> anyhow::Result<()> {
