@@ -37,7 +37,21 @@ impl fmt::Display for Advance {
     }
 }
 
-/// Advances attribution over the events committed since its watermark, in one transaction.
+impl Advance {
+    /// This window followed by the next one, as one: the span of both, their counts added.
+    pub fn then(self, next: Advance) -> Advance {
+        Advance {
+            window_start: self.window_start,
+            window_end: next.window_end,
+            touches: self.touches + next.touches,
+            conversions: self.conversions + next.conversions,
+            milliseconds: self.milliseconds + next.milliseconds,
+        }
+    }
+}
+
+/// Advances attribution over at most `rollup_state.max_window_events` event ids committed
+/// since its watermark, in one transaction.
 pub async fn advance(client: &mut Client) -> Result<Advance, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let row = tx

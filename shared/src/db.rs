@@ -226,6 +226,37 @@ pub async fn maintain_partitions(
     }
 }
 
+/// Creates the missing partitions of `events` that hold `times` (history an import brings,
+/// older than upkeep keeps), at the table's fixed interval, in the same bounded steps as
+/// [`maintain_partitions`] (SQL `create_partitions_for`, migration V18), each its own
+/// transaction. Answers the partitions created.
+pub async fn create_partitions_for(
+    client: &tokio_postgres::Client,
+    times: &[chrono::DateTime<chrono::Utc>],
+) -> Result<Vec<PartitionChange>, tokio_postgres::Error> {
+    let step = partition_changes_per_step(client).await?;
+    let mut created = Vec::new();
+    loop {
+        let rows = client
+            .query(
+                "SELECT partition_name, from_value, to_value \
+                 FROM create_partitions_for('events', $1, $2)",
+                &[&times, &step],
+            )
+            .await?;
+        let made = rows.len();
+        created.extend(rows.iter().map(|r| PartitionChange {
+            action: "created".into(),
+            partition: r.get(0),
+            from: r.get(1),
+            to: r.get(2),
+        }));
+        if made < step as usize {
+            return Ok(created);
+        }
+    }
+}
+
 /// Locks one step of partition upkeep may hold, per node. The shared lock table holds
 /// `max_locks_per_transaction` (64) x (`max_connections` + `max_prepared_transactions`) entries,
 /// 19,200 on a default Citus node (Citus sets 200 prepared transactions); a step stays far below

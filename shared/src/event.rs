@@ -225,6 +225,20 @@ pub fn peek_tenant_id(body: &[u8]) -> Option<i64> {
     tenant_id(fields.tenant_id.as_ref()).ok()
 }
 
+/// Reads only the `event_time` a body states (`None` when absent or unreadable), as validation
+/// reads it, for a bulk import that must create the event's partition before writing it.
+pub fn peek_event_time(body: &[u8]) -> Option<DateTime<Utc>> {
+    #[derive(Deserialize)]
+    struct Time<'a> {
+        #[serde(borrow)]
+        event_time: Option<std::borrow::Cow<'a, str>>,
+    }
+    let time: Time = serde_json::from_slice(body).ok()?;
+    DateTime::parse_from_rfc3339(&time.event_time?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// Parses and validates one event body.
 ///
 /// `enqueued_at` is the hub's enqueue time, used when `event_time` is absent; `now` is the wall

@@ -272,6 +272,25 @@ impl Ingestor {
         }
     }
 
+    /// Creates the partitions of `events` that hold `times` and are missing (a bulk import of
+    /// history older than upkeep keeps), in bounded transactions ([`crate::db::create_partitions_for`]),
+    /// and makes the next batch see them. Answers the partitions created.
+    pub async fn ensure_partitions(
+        &self,
+        client: &Client,
+        times: &[DateTime<Utc>],
+    ) -> Result<Vec<crate::db::PartitionChange>, tokio_postgres::Error> {
+        let map = self.partitions.get(client, times.iter().copied()).await?;
+        let missing: Vec<DateTime<Utc>> =
+            times.iter().copied().filter(|t| !map.covers(*t)).collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created = crate::db::create_partitions_for(client, &missing).await?;
+        self.partitions.reload(client).await?;
+        Ok(created)
+    }
+
     /// Writes one batch in one transaction and reports what happened to each event.
     ///
     /// Events are validated while the COPY runs, so the database inserts one part of the batch

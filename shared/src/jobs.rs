@@ -10,7 +10,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-/// One run of the rollups: attribution, then the 5-minute, hourly and daily rollups in order.
+/// One run of the rollups: attribution (its windows summed up), then the 5-minute, hourly and
+/// daily rollups' windows in order.
 #[derive(Debug, Serialize)]
 pub struct RollupRun {
     pub attribution: attribution::Advance,
@@ -18,14 +19,34 @@ pub struct RollupRun {
     pub advances: Vec<Advance>,
 }
 
-/// Advances attribution, then every rollup, over the events committed since their last runs.
-/// Attribution goes first: the rollups forget the event id ranges they passed, and attribution
-/// reads them to bound the partitions of its window.
+/// Advances attribution, then every rollup, window after window, each window its own
+/// transaction of at most `rollup_state.max_window_events` ids (migrations V21, V23), while
+/// windows come back full and [`rollup::RUN_BUDGET`] is not spent: a large import is taken in
+/// bounded steps instead of one window holding the watermarks for minutes. Attribution goes
+/// first: the rollups forget the event id ranges they passed, and attribution reads them to
+/// bound the partitions of its window.
 pub async fn rollup(client: &mut Client) -> Result<RollupRun, crate::Error> {
-    let attribution = attribution::advance(client).await?;
+    let started = std::time::Instant::now();
+    let mut attribution: Option<attribution::Advance> = None;
+    let mut advances = Vec::new();
+    loop {
+        let cap = rollup::max_window(client).await?;
+        let taken = attribution::advance(client).await?;
+        let done = rollup::run(client).await?;
+        let full = taken.window_end - taken.window_start >= cap
+            || done.iter().any(|a| a.window_end - a.window_start >= cap);
+        attribution = Some(match attribution {
+            None => taken,
+            Some(before) => before.then(taken),
+        });
+        advances.extend(done);
+        if !full || started.elapsed() >= rollup::RUN_BUDGET {
+            break;
+        }
+    }
     Ok(RollupRun {
-        attribution,
-        advances: rollup::run(client).await?,
+        attribution: attribution.expect("the loop runs at least once"),
+        advances,
     })
 }
 

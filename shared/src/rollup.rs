@@ -156,11 +156,32 @@ pub async fn advance(
     Ok(done.remove(0))
 }
 
-/// Advances every rollup over one shared pass of the window, then forgets the event id ranges
+/// Advances every rollup over one shared pass of one window (bounded by
+/// `rollup_state.max_window_events`), then forgets the event id ranges
 /// all of them have passed: one statement, one transaction, one round trip.
 pub async fn run(client: &mut Client) -> Result<Vec<Advance>, tokio_postgres::Error> {
     let rows = client.query(ADVANCE, &[&None::<Vec<&str>>]).await?;
     advances(&rows)
+}
+
+/// How long one run of the rollup job keeps taking windows (`jobs::rollup`): under the rollup
+/// timer's minute.
+pub const RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(50);
+
+/// The most event ids one window takes (the least over the rollups).
+pub async fn max_window(client: &Client) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT min(max_window_events) FROM rollup_state", &[])
+        .await?
+        .get(0))
+}
+
+/// Sets the most event ids one rollup window takes (every rollup; at least 1).
+pub async fn set_max_window(client: &Client, events: i64) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute("UPDATE rollup_state SET max_window_events = $1", &[&events])
+        .await?;
+    Ok(())
 }
 
 /// Deletes rollup rows older than each rollup's retention; answers the rows deleted per rollup.

@@ -162,6 +162,21 @@ pub fn settings_with(database_url: &str, extra: &[(&str, &str)]) -> Settings {
     Settings::from_map(&map).expect("test settings are valid")
 }
 
+/// Sums of the ledger over every source: (received, stored, duplicates, dead_lettered).
+pub async fn ledger_totals(db: &TestDb) -> (i64, i64, i64, i64) {
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(received), 0)::bigint, coalesce(sum(stored), 0)::bigint, \
+             coalesce(sum(duplicates), 0)::bigint, coalesce(sum(dead_lettered), 0)::bigint \
+             FROM ingest_ledger",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
 /// A valid event body of `tenant`.
 pub fn event(tenant: i64, n: i64) -> Value {
     json!({

@@ -3,7 +3,7 @@
 //! different arrival orders; exactly once; revenue over campaigns plus direct equals the total.
 
 use chrono::{DateTime, Duration, Utc};
-use remarketable_core::{attribution, db, jobs};
+use remarketable_core::{attribution, db, jobs, rollup};
 use remarketable_loadgen::bench_db;
 use remarketable_tests::{batch, ingestor, Rng, TestDb};
 use rust_decimal::Decimal;
@@ -291,6 +291,39 @@ async fn attribution_equals_brute_force_in_any_arrival_order() {
     ingest_in_rounds(&mut cb, &reversed, 13).await;
     assert_eq!(stored(&cb).await, expected);
     assert_eq!(brute_force(&cb).await, expected);
+
+    // All at once, in windows of 97 ids (V23): the job takes window after window until caught
+    // up, and cutting the events into windows changes nothing.
+    let c = campaign_db().await;
+    let mut cc = c.client().await;
+    rollup::set_max_window(&cc, 97).await.unwrap();
+    ingest(&mut cc, 0, &bodies).await;
+    let run = run_job(&mut cc).await;
+    let last_id = c.count("SELECT max(event_id) FROM events").await;
+    assert_eq!(run.attribution.window_end, last_id, "caught up in one run");
+    assert!(
+        run.advances.len() >= 3 * (last_id as usize).div_ceil(97),
+        "{} rollup windows for {last_id} ids",
+        run.advances.len()
+    );
+    assert_eq!(stored(&cc).await, expected);
+
+    // pg_cron's procedure runs attribution too, window after window.
+    let d = campaign_db().await;
+    let mut cd = d.client().await;
+    rollup::set_max_window(&cd, 250).await.unwrap();
+    ingest(&mut cd, 0, &bodies).await;
+    cd.batch_execute("CALL run_rollups()").await.unwrap();
+    let last_id = d.count("SELECT max(event_id) FROM events").await;
+    assert_eq!(
+        d.count("SELECT last_event_id FROM attribution_state").await,
+        last_id
+    );
+    assert_eq!(
+        d.count("SELECT min(last_event_id) FROM rollup_state").await,
+        last_id
+    );
+    assert_eq!(stored(&cd).await, expected);
 
     // A second run finds nothing new and changes nothing.
     let again = run_job(&mut ca).await;

@@ -27,21 +27,6 @@ fn reasons(report: &remarketable_core::BatchReport) -> Vec<Option<Reason>> {
         .collect()
 }
 
-/// Sums of the ledger: (received, stored, duplicates, dead_lettered).
-async fn ledger_totals(db: &TestDb) -> (i64, i64, i64, i64) {
-    let client = db.client().await;
-    let row = client
-        .query_one(
-            "SELECT coalesce(sum(received), 0)::bigint, coalesce(sum(stored), 0)::bigint, \
-             coalesce(sum(duplicates), 0)::bigint, coalesce(sum(dead_lettered), 0)::bigint \
-             FROM ingest_ledger",
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1), row.get(2), row.get(3))
-}
-
 #[tokio::test]
 async fn valid_events_are_stored_as_sent_and_malformed_ones_dead_lettered() {
     let db = TestDb::create().await;

@@ -109,6 +109,8 @@ pub async fn run(args: BenchRollupArgs) -> anyhow::Result<()> {
         }
     }
     tenants::register_demo(&client, 50, &tenants::DEMO_ZONES).await?;
+    // Each measured window is one rollup pass of the whole generated window, however large.
+    rollup::set_max_window(&client, args.window.max(1).saturating_mul(2)).await?;
 
     let topn: Option<String> = client
         .query_opt(

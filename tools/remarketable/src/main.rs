@@ -9,6 +9,9 @@
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! remarketable dead-letters replay <tenant_id> [--batch N]
+//! remarketable import [--map COLUMN=FIELD]... [--chunk-events N] [--max-age-days N] FILE...
+//! remarketable import --from-postgres URL --query 'SELECT ...' [--key id] [--chunk-events N] [--max-age-days N]
+//! remarketable rollup window <events>
 //! remarketable key create <tenant_id> [--write [--allowed-origin O]...] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
 //! remarketable key list [<tenant_id>]
@@ -27,7 +30,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{jobs, tenants};
+use remarketable_core::{import, jobs, tenants};
 
 #[derive(Parser)]
 #[command(name = "remarketable", version, about = "ReMarketable admin CLI")]
@@ -90,6 +93,41 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: DeadLetterCommand,
+    },
+    /// Import historical events from files (.csv with a header row, .ndjson; optionally .gz)
+    /// through the ingest path: same validation, dead letters and ledger, exactly once.
+    /// Stopped or killed, the same command continues where it stopped.
+    Import {
+        /// Files to import, one after the other.
+        #[arg(
+            required_unless_present = "from_postgres",
+            conflicts_with = "from_postgres"
+        )]
+        files: Vec<std::path::PathBuf>,
+        /// Read the events from a query on this PostgreSQL database instead (libpq URL, as
+        /// DATABASE_URL): each row is the JSON object of its non-NULL columns, named as the
+        /// event contract's fields (alias them in the query).
+        #[arg(long, requires = "query", hide_env_values = true)]
+        from_postgres: Option<String>,
+        /// The query of --from-postgres (a SELECT, read chunk by chunk in key order).
+        #[arg(long, requires = "from_postgres")]
+        query: Option<String>,
+        /// The query's column that orders and resumes the import: a unique integer >= 0
+        /// (indexed in the source table, so each chunk is an index range scan).
+        #[arg(long, default_value = "id")]
+        key: String,
+        /// CSV: a column's field in the event contract (e.g. shop=tenant_id); `COLUMN=` leaves
+        /// the column out. Other columns keep their header as name. Repeatable.
+        #[arg(long = "map", value_name = "COLUMN=FIELD")]
+        map: Vec<String>,
+        /// Records per transaction.
+        #[arg(long, default_value_t = import::DEFAULT_CHUNK_EVENTS as u32,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        chunk_events: u32,
+        /// Oldest event_time accepted, in days before now (live ingest keeps
+        /// EVENT_RETENTION_DAYS); older events are dead-lettered as outside_retention.
+        #[arg(long, default_value_t = 3660, value_parser = clap::value_parser!(i64).range(1..=36600))]
+        max_age_days: i64,
     },
 }
 
@@ -164,6 +202,12 @@ enum RollupCommand {
     Run,
     /// Each rollup's watermark, retention and last run.
     Status,
+    /// The most event ids one rollup window takes (default 100000); a run takes window after
+    /// window, each its own transaction, until caught up (or 50 s).
+    Window {
+        #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+        events: i64,
+    },
     /// How long a rollup keeps its rows: a PostgreSQL interval ('90 days', '2 years') or
     /// `keep` for ever. Defaults: 5min 90 days, 1hour 2 years, 1day kept.
     Retention { rollup: Rollup, retention: String },
@@ -267,8 +311,134 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("the settings in the environment are invalid")?;
             replay(&mut client, tenant_id, batch, &settings.limits).await?
         }
+        Command::Import {
+            files,
+            from_postgres,
+            query,
+            key,
+            map,
+            chunk_events,
+            max_age_days,
+        } => {
+            let mut map_env: std::collections::HashMap<String, String> = std::env::vars().collect();
+            map_env.insert("DATABASE_URL".into(), cli.database_url.clone());
+            let settings = remarketable_core::Settings::from_map(&map_env)
+                .context("the settings in the environment are invalid")?;
+            let options = import::ImportOptions {
+                columns: import::ColumnMap::parse(&map)?,
+                chunk_events: chunk_events as usize,
+            };
+            let mut limits = settings.limits.clone();
+            limits.retention = chrono::Duration::days(max_age_days);
+            let ingestor =
+                remarketable_core::Ingestor::new(limits.clone(), settings.tenant_cache_ttl);
+            match (from_postgres, query) {
+                (Some(url), Some(query)) => {
+                    let (from_config, from_tls) =
+                        db::parse_database_url(&url, root_cert.as_deref())
+                            .context("--from-postgres is not a valid PostgreSQL URL")?;
+                    let from = db::connect_with(&from_config, &from_tls)
+                        .await
+                        .context("cannot connect to the database of --from-postgres")?;
+                    let mut show = progress_printer("query".into());
+                    let summary = import::import_postgres(
+                        &mut client,
+                        &ingestor,
+                        from,
+                        &from_config,
+                        &query,
+                        &key,
+                        &options,
+                        &limits,
+                        &mut show,
+                    )
+                    .await
+                    .context("the import of the query stopped")?;
+                    print_summary(&summary);
+                }
+                _ => {
+                    for file in &files {
+                        let name = file.display().to_string();
+                        let mut show = progress_printer(name.clone());
+                        let summary = import::import_file(
+                            &mut client,
+                            &ingestor,
+                            file,
+                            &options,
+                            &limits,
+                            &mut show,
+                        )
+                        .await
+                        .with_context(|| format!("import of {name} stopped"))?;
+                        print_summary(&summary);
+                    }
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Progress of `remarketable import` on stderr: a line per chunk on a pipe (logs, tests), one
+/// line rewritten at most four times a second on a terminal.
+fn progress_printer(name: String) -> impl FnMut(&import::Progress) {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    move |p| {
+        if terminal && last_shown.elapsed() < std::time::Duration::from_millis(250) {
+            return;
+        }
+        last_shown = std::time::Instant::now();
+        let done = p
+            .done_percent()
+            .map(|d| format!(", {d:.1} % done"))
+            .unwrap_or_default();
+        let line = format!(
+            "{name}: chunk {}, {} stored, {} dead-lettered, {} skipped, {:.0} events/s{done}",
+            p.chunks,
+            p.stored,
+            p.dead_lettered,
+            p.skipped,
+            p.rate(),
+        );
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            write!(err, "\r{line}\x1b[K").ok();
+        } else {
+            writeln!(err, "{line}").ok();
+        }
+        err.flush().ok();
+    }
+}
+
+fn print_summary(summary: &import::ImportSummary) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let p = &summary.progress;
+    let resumed = if summary.resumed_after >= remarketable_core::Position::from(0) {
+        format!(", continued after position {}", summary.resumed_after)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "{}: {} events stored, {} dead-lettered, {} skipped as already imported, \
+         {} partitions created; {} chunks in {:.1} s ({:.0} events/s){resumed}; source {}",
+        summary.input,
+        p.stored,
+        p.dead_lettered,
+        summary.duplicates,
+        p.partitions_created,
+        p.chunks,
+        p.elapsed.as_secs_f64(),
+        p.rate(),
+        summary.source
+    );
+    for (reason, n) in &summary.dead_letters {
+        eprintln!("  dead-lettered {}: {n}", reason.code());
+    }
 }
 
 async fn maintain(client: &tokio_postgres::Client) -> anyhow::Result<()> {
@@ -349,6 +519,12 @@ async fn rollups(
                     past_due: false
                 }
             );
+        }
+        RollupCommand::Window { events } => {
+            rollup::set_max_window(client, events)
+                .await
+                .context("cannot set the rollup window")?;
+            eprintln!("a rollup window takes at most {events} event ids");
         }
         RollupCommand::Status => {
             println!("rollup\tlast_event_id\tretention\tlast_run_at\tlast_rows");
