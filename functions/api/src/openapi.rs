@@ -204,6 +204,22 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/api/v1/admin/tenants/{tenant_id}/collect-limits",
+        summary: "The tenant's overrides of collect's rate limits and daily quotas, and the limits in force",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "put",
+        path: "/api/v1/admin/tenants/{tenant_id}/collect-limits",
+        summary: "Set the tenant's overrides of collect's limits (absent or null: the setting; 0: no limit)",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+    },
+    Operation {
+        method: "get",
         path: "/api/v1/admin/tenants/{tenant_id}/keys",
         summary: "List a tenant's keys (no secrets), oldest first, one page",
         security: ADMIN,
