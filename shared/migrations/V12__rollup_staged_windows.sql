@@ -73,14 +73,25 @@ $citus$;
 
 -- Sketches are stored without compression: hll registers hardly compress, and trying cost 6 %
 -- of a window's time in pglz_compress (perf). Applies to values written from now on.
+-- Citus refuses SET STORAGE on a distributed table ("alter table command is currently
+-- unsupported"): there it is set on the coordinator's table alone, without propagation, and on
+-- every shard by run_command_on_shards.
 DO $storage$
 DECLARE
     t text;
+    alter_columns constant text := 'ALTER TABLE %s ALTER COLUMN devices SET STORAGE EXTERNAL, '
+                                   'ALTER COLUMN sessions SET STORAGE EXTERNAL';
 BEGIN
     FOREACH t IN ARRAY ARRAY['rollup_events_5min', 'rollup_events_1hour', 'rollup_events_1day',
                              'rollup_slices_5min', 'rollup_slices_1hour', 'rollup_slices_1day'] LOOP
-        EXECUTE format('ALTER TABLE %I ALTER COLUMN devices SET STORAGE EXTERNAL,
-                                       ALTER COLUMN sessions SET STORAGE EXTERNAL', t);
+        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+            PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+            EXECUTE format(alter_columns, quote_ident(t));
+            PERFORM set_config('citus.enable_ddl_propagation', 'on', true);
+            PERFORM run_command_on_shards(t, alter_columns);
+        ELSE
+            EXECUTE format(alter_columns, quote_ident(t));
+        END IF;
     END LOOP;
 END
 $storage$;

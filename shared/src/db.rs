@@ -141,7 +141,7 @@ pub enum MigrateError {
     /// A node cannot take the schema; checked before anything is created.
     #[error(transparent)]
     Preflight(#[from] PreflightError),
-    #[error("cannot set citus.shard_count")]
+    #[error("the database refused a step of migrate")]
     Database(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Migration(#[from] refinery::Error),
@@ -172,10 +172,9 @@ pub async fn migrate_with(
             )
             .await?;
     }
-    let report = embedded::migrations::runner()
-        .set_abort_divergent(true)
-        .run_async(client)
-        .await?;
+    let runner = embedded::migrations::runner();
+    accept_rewrites(client, runner.get_migrations()).await?;
+    let report = runner.set_abort_divergent(true).run_async(client).await?;
     Ok(report
         .applied_migrations()
         .iter()
@@ -184,6 +183,53 @@ pub async fn migrate_with(
             name: m.name().to_owned(),
         })
         .collect())
+}
+
+/// Migrations whose text changed after they were released, with the checksum refinery recorded
+/// for the released text. V12 and V17 failed on Citus 13.2 (`SET STORAGE` on a distributed
+/// table; two DDL commands in one text on a reference table) and were rewritten to do on a
+/// cluster what they did on plain PostgreSQL, where the rewrite does exactly what the released
+/// text did. A database that applied a released text is not divergent: its recorded checksum
+/// is moved to the rewrite's. Any other difference still stops `migrate` (abort on divergence).
+pub const REWRITTEN_MIGRATIONS: &[(i32, u64)] = &[
+    (12, 16_708_374_846_970_480_061),
+    (17, 11_817_016_401_907_427_796),
+];
+
+/// Records the rewrites of [`REWRITTEN_MIGRATIONS`] in refinery's history, where it exists.
+async fn accept_rewrites(
+    client: &tokio_postgres::Client,
+    migrations: &[refinery::Migration],
+) -> Result<(), tokio_postgres::Error> {
+    let history: bool = client
+        .query_one(
+            "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !history {
+        return Ok(());
+    }
+    for (version, released) in REWRITTEN_MIGRATIONS {
+        let Some(now) = migrations.iter().find(|m| m.version() == *version) else {
+            continue;
+        };
+        let moved = client
+            .execute(
+                "UPDATE refinery_schema_history SET checksum = $1 \
+                 WHERE version = $2 AND checksum = $3",
+                &[&now.checksum().to_string(), version, &released.to_string()],
+            )
+            .await?;
+        if moved > 0 {
+            tracing::info!(
+                version,
+                "migration recorded with its released text: rewrite accepted"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One partition created or dropped by [`maintain_partitions`].
