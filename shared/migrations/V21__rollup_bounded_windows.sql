@@ -10,8 +10,16 @@
 
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 
-ALTER TABLE rollup_state ADD COLUMN max_window_events bigint NOT NULL DEFAULT 100000
-    CHECK (max_window_events > 0);
+-- Through EXECUTE, one command each, the constraint named: rollup_state is a reference table
+-- on Citus, which refuses a column added together with an unnamed constraint and forwards a
+-- DDL command's text to the workers.
+DO $alter$
+BEGIN
+    EXECUTE 'ALTER TABLE rollup_state ADD COLUMN max_window_events bigint NOT NULL DEFAULT 100000';
+    EXECUTE 'ALTER TABLE rollup_state ADD CONSTRAINT rollup_state_max_window_events_check '
+            'CHECK (max_window_events > 0)';
+END
+$alter$;
 
 CREATE OR REPLACE FUNCTION advance_rollups(p_rollups text[] DEFAULT NULL)
 RETURNS TABLE (rollup text, window_start bigint, window_end bigint,
