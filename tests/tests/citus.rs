@@ -766,44 +766,54 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
         .get(0);
     assert_eq!(colocated, 1, "rollup tables are colocated with events");
 
+    // Every statement of a window (V12): staging the window's events and items, then each
+    // rollup's rows and slices from the staging tables.
+    let mut parts = vec![("stage", String::new()), ("items", String::new())];
     for r in Rollup::ALL {
-        for function in ["rollup_statement", "slices_statement"] {
-            let statement: String = client
-                .query_one(&format!("SELECT {function}($1)"), &[&r.name()])
-                .await
-                .unwrap()
-                .get(0);
-            client
-                .batch_execute(&format!(
-                    "PREPARE window_insert (bigint, bigint, timestamptz, timestamptz, timestamptz) \
-                     AS {statement}"
-                ))
-                .await
-                .unwrap();
-            let plan: Vec<String> = client
-                .query(
-                    "EXPLAIN (COSTS OFF) EXECUTE window_insert(0, 1000000, '-infinity', 'infinity', '-infinity')",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            let plan = plan.join("\n");
-            assert!(
-                !plan.contains("INSERT/SELECT method"),
-                "{function}({r}): not pushed down:\n{plan}"
-            );
-            assert!(
-                plan.contains("Task Count: 32"),
-                "{function}({r}): one task per shard:\n{plan}"
-            );
-            client
-                .batch_execute("DEALLOCATE window_insert")
-                .await
-                .unwrap();
-        }
+        parts.push(("rows", r.name().to_string()));
+        parts.push(("slices", r.name().to_string()));
+    }
+    for (part, rollup_name) in &parts {
+        let statement: String = client
+            .query_one("SELECT rollup_pass_statement($1, $2)", &[part, rollup_name])
+            .await
+            .unwrap()
+            .get(0);
+        let (types, arguments) = if rollup_name.is_empty() {
+            (
+                "bigint, bigint, timestamptz, timestamptz, timestamptz, timestamptz, timestamptz",
+                "0, 1000000, '-infinity', 'infinity', '-infinity', '-infinity', '-infinity'",
+            )
+        } else {
+            ("integer", "1000")
+        };
+        client
+            .batch_execute(&format!("PREPARE window_insert ({types}) AS {statement}"))
+            .await
+            .unwrap();
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN (COSTS OFF) EXECUTE window_insert({arguments})"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("INSERT/SELECT method"),
+            "{part} {rollup_name}: not pushed down:\n{plan}"
+        );
+        assert!(
+            plan.contains("Task Count: 32"),
+            "{part} {rollup_name}: one task per shard:\n{plan}"
+        );
+        client
+            .batch_execute("DEALLOCATE window_insert")
+            .await
+            .unwrap();
     }
 
     let advances = rollup::run(client).await.expect("rollups on Citus");
@@ -860,7 +870,7 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
 async fn dead_letter_reason(client: &tokio_postgres::Client, sequence: i64) -> String {
     client
         .query_one(
-            "SELECT reason FROM dead_letters WHERE stream_sequence = $1",
+            "SELECT reason FROM dead_letters WHERE stream_sequence = $1::bigint",
             &[&sequence],
         )
         .await
