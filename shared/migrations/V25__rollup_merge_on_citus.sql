@@ -3,7 +3,9 @@
 -- the INSERT .. SELECT ("correlated subqueries are not supported when the FROM clause contains
 -- a set returning function"), so no rollup window could run on a cluster. The count is now the
 -- length of the counter's values as a jsonb array (jsonb_path_query_array, a plain function):
--- the same number, and every statement of a window is again one task per shard. Nothing else
+-- the same number, and every statement of a window is again one task per shard; it is also
+-- cheaper (2,000 counters of 1,000-1,006 items on PostgreSQL 15: 225-231 ms counted through
+-- jsonb_object_keys, 99-100 ms as the array's length). Nothing else
 -- changes; the text below is V12's otherwise.
 
 CREATE OR REPLACE FUNCTION rollup_pass_statement(p_part text, p_rollup text) RETURNS text
