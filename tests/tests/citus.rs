@@ -12,7 +12,7 @@ use remarketable_core::reports::{
     self, Dimension, Filters, Granularity, Metric, Range, Ranking, RolledCache, TopList,
 };
 use remarketable_core::rollup::{self, Rollup};
-use remarketable_core::{dashboards, jobs, replay, tenants};
+use remarketable_core::{dashboards, import, jobs, quota, replay, tenants};
 use remarketable_core::{db, Ingestor};
 use remarketable_loadgen::bench_db;
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
@@ -174,6 +174,102 @@ async fn schema_and_ingest_on_citus() {
     replay_on_citus(&mut client).await;
     retention_on_citus(&client).await;
     reports_equal_plain_postgresql(&mut client, &url).await;
+    quotas_on_citus(&client).await;
+    import_on_citus(&mut client).await;
+}
+
+/// Collect's quotas (V22): overrides on the tenants reference table, a write key with allowed
+/// origins, usage flushed into the distributed collect_usage and read back as today's totals.
+async fn quotas_on_citus(client: &tokio_postgres::Client) {
+    let origins = vec!["https://shop.example".to_string()];
+    let key = access::create_key_for_origins(
+        client,
+        Some(2),
+        KeyKind::Write,
+        "citus collect",
+        Some(&origins),
+    )
+    .await
+    .expect("write key with origins on Citus");
+    let overrides = quota::Overrides {
+        events_per_day: Some(10),
+        ..quota::Overrides::default()
+    };
+    assert!(quota::set_overrides(client, 2, &overrides).await.unwrap());
+    assert_eq!(quota::overrides(client, 2).await.unwrap(), Some(overrides));
+    let defaults = quota::Limits {
+        events_per_second: 0,
+        events_per_day: 0,
+        key_events_per_second: 0,
+        key_events_per_day: 0,
+    };
+    let policy = quota::KeyPolicy {
+        allowed_origins: Some(origins),
+        overrides,
+    };
+    let now = Utc::now();
+    let origin = Some("https://shop.example");
+    let gate = quota::Gate::new(defaults);
+    let admitted = gate
+        .open(2, &key.key_id, &policy, origin, None, now)
+        .unwrap();
+    admitted.take(Some(client), 6, now).await.unwrap();
+    assert!(gate.flush(client, true).await.unwrap() > 0, "usage written");
+    // Another instance reads today's total from the database: 6 of 10 taken.
+    let other = quota::Gate::new(defaults);
+    let admitted = other
+        .open(2, &key.key_id, &policy, origin, None, now)
+        .unwrap();
+    assert!(matches!(
+        admitted.take(Some(client), 5, now).await,
+        Err(quota::Refusal::Quota { limit: 10, .. })
+    ));
+    let today = now.date_naive();
+    let usage = quota::usage(client, 2, today, today.succ_opt().unwrap(), defaults)
+        .await
+        .unwrap();
+    assert_eq!(usage.days.len(), 1);
+    assert_eq!(usage.days[0].usage.accepted_events, 6);
+}
+
+/// `remarketable import` of a file (issue 16): partitions for old history created on the
+/// cluster, every event stored once, a rerun stores nothing.
+async fn import_on_citus(client: &mut tokio_postgres::Client) {
+    let dir = std::env::temp_dir().join(format!("rmk-citus-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("history.ndjson");
+    let old = Utc::now() - chrono::Duration::days(50);
+    let mut text = String::new();
+    for n in 0..300 {
+        let mut e = event(3, 50_000 + n);
+        e["event_time"] = serde_json::json!((old + chrono::Duration::minutes(n)).to_rfc3339());
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    let mut limits = settings_for("postgres://unused/db").limits;
+    limits.retention = chrono::Duration::days(3660);
+    let ingestor = Ingestor::new(limits.clone(), std::time::Duration::from_secs(30));
+    let options = import::ImportOptions {
+        chunk_events: 100,
+        ..import::ImportOptions::default()
+    };
+    let before = stored_per_tenant(client).await;
+    let first = import::import_file(client, &ingestor, &path, &options, &limits, |_| {})
+        .await
+        .expect("import on Citus");
+    assert_eq!(first.progress.stored, 300);
+    assert!(first.progress.partitions_created >= 1, "{first:?}");
+    let again = import::import_file(client, &ingestor, &path, &options, &limits, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((again.progress.stored, again.progress.skipped), (0, 300));
+    let count = |rows: &[(i64, i64)]| rows.iter().find(|r| r.0 == 3).map_or(0, |r| r.1);
+    assert_eq!(
+        count(&stored_per_tenant(client).await) - count(&before),
+        300
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Tenant 5's events over the last two days, with varied dimensions and purchases: the same
