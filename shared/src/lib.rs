@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod json;
 pub mod ledger;
 pub mod partitions;
+pub mod placement;
 pub mod position;
 pub mod quota;
 pub mod reason;

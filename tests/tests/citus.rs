@@ -12,11 +12,20 @@ use remarketable_core::reports::{
     self, Dimension, Filters, Granularity, Metric, Range, Ranking, RolledCache, TopList,
 };
 use remarketable_core::rollup::{self, Rollup};
-use remarketable_core::{dashboards, import, jobs, quota, replay, tenants};
+use remarketable_core::{dashboards, import, jobs, placement, quota, replay, tenants};
 use remarketable_core::{db, Ingestor};
 use remarketable_loadgen::bench_db;
 use remarketable_tests::{batch, drop_partition_covering, event, settings_for};
 use std::str::FromStr;
+
+/// A report without its freshness (event ids and clocks differ between the databases).
+macro_rules! answer {
+    ($report:expr $(,)?) => {{
+        let mut v = serde_json::to_value($report).unwrap();
+        v.as_object_mut().unwrap().remove("freshness");
+        v
+    }};
+}
 
 /// The Citus database of `CITUS_URL`, or `None` (with a message saying the test was skipped).
 fn citus_url() -> Option<String> {
@@ -176,6 +185,142 @@ async fn schema_and_ingest_on_citus() {
     reports_equal_plain_postgresql(&mut client, &url).await;
     quotas_on_citus(&client).await;
     import_on_citus(&mut client).await;
+    isolation_on_citus(&client, &url).await;
+}
+
+/// `tenant isolate` (issue 16): tenant 5's rows of every colocated table move into shards of
+/// their own, nothing is lost, its reports give the same answers and are still one task on one
+/// worker; isolating again moves nothing; a rebalance afterwards keeps every row.
+async fn isolation_on_citus(client: &tokio_postgres::Client, url: &str) {
+    let counts = || async {
+        let mut all = Vec::new();
+        for table in [
+            "events",
+            "rollup_events_1hour",
+            "rollup_slices_1day",
+            "ingest_ledger_hourly",
+        ] {
+            let n: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE tenant_id = 5"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            all.push((table, n));
+        }
+        all
+    };
+    let now = Utc::now();
+    let range = Range::new(now - chrono::Duration::days(3), now).unwrap();
+    let none = Filters::default();
+    let before = counts().await;
+    assert!(before[0].1 > 0, "tenant 5 has events: {before:?}");
+    let expected = answer!(
+        reports::timeseries(client, 5, &range, Granularity::Hour, &none)
+            .await
+            .unwrap()
+    );
+
+    let done = placement::isolate(client, 5, placement::TransferMode::BlockWrites)
+        .await
+        .expect("isolate on Citus");
+    assert!(
+        !done.already && !done.before.isolated && done.after.isolated,
+        "{done:?}"
+    );
+    assert_ne!(done.before.shard_id, done.after.shard_id);
+    assert_eq!(counts().await, before, "every row kept");
+    let again = placement::isolate(client, 5, placement::TransferMode::BlockWrites)
+        .await
+        .unwrap();
+    assert!(again.already && again.after == done.after, "{again:?}");
+    assert!(matches!(
+        placement::isolate(client, 999, placement::TransferMode::Auto).await,
+        Err(placement::PlacementError::UnknownTenant(999))
+    ));
+
+    let (remote, commands) = notice_client(url).await;
+    remote
+        .batch_execute("SET citus.log_remote_commands = on")
+        .await
+        .unwrap();
+    let got = routed(
+        &remote,
+        &commands,
+        "timeseries of an isolated tenant",
+        reports::timeseries(&remote, 5, &range, Granularity::Hour, &none),
+    )
+    .await;
+    assert_eq!(answer!(got), expected);
+
+    let stats = placement::stats(client).await.unwrap();
+    let five = stats.tenants.iter().find(|t| t.tenant_id == 5).unwrap();
+    assert_eq!(five.shard.as_ref(), Some(&done.after));
+    let rolled: i64 = client
+        .query_one(
+            "SELECT sum(event_count)::bigint FROM rollup_events_1day WHERE tenant_id = 5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((five.events, five.raw_events), (rolled, rolled));
+
+    // Unbalance the cluster: a quarter of the first worker's shard groups moved to the
+    // other one (Citus' default threshold is 10 % off the mean), then rebalance.
+    let moves = client
+        .query(
+            "SELECT s.shardid, n.nodename, n.nodeport, o.nodename, o.nodeport \
+             FROM pg_dist_shard s JOIN pg_dist_placement p ON p.shardid = s.shardid \
+             JOIN pg_dist_node n ON n.groupid = p.groupid \
+             JOIN pg_dist_node o ON o.groupid <> n.groupid AND o.groupid > 0 \
+             WHERE s.logicalrelid = 'events'::regclass \
+               AND n.groupid = (SELECT min(groupid) FROM pg_dist_node WHERE groupid > 0) \
+             ORDER BY s.shardid LIMIT 4",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moves.len(), 4);
+    for m in &moves {
+        client
+            .execute(
+                "SELECT citus_move_shard_placement($1, $2, $3, $4, $5, \
+                        shard_transfer_mode => 'block_writes')",
+                &[
+                    &m.get::<_, i64>(0),
+                    &m.get::<_, String>(1),
+                    &m.get::<_, i32>(2),
+                    &m.get::<_, String>(3),
+                    &m.get::<_, i32>(4),
+                ],
+            )
+            .await
+            .expect("move a shard group");
+    }
+    let job = placement::rebalance_start(client, placement::TransferMode::BlockWrites)
+        .await
+        .expect("rebalance on Citus")
+        .expect("an unbalanced cluster has shards to move");
+    {
+        let started = std::time::Instant::now();
+        loop {
+            let status = placement::rebalance_status(client).await.unwrap().unwrap();
+            assert_eq!(status.job_id, job);
+            if status.finished() {
+                assert_eq!(status.state, "finished", "{status:?}");
+                break;
+            }
+            assert!(
+                started.elapsed().as_secs() < 300,
+                "rebalance still {status:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(counts().await, before, "every row kept by the rebalance");
 }
 
 /// Collect's quotas (V22): overrides on the tenants reference table, a write key with allowed
@@ -291,15 +436,6 @@ fn same_events(now: chrono::DateTime<Utc>) -> Vec<serde_json::Value> {
             e
         })
         .collect()
-}
-
-/// A report without its freshness (event ids and clocks differ between the databases).
-macro_rules! answer {
-    ($report:expr $(,)?) => {{
-        let mut v = serde_json::to_value($report).unwrap();
-        v.as_object_mut().unwrap().remove("freshness");
-        v
-    }};
 }
 
 /// The same events through the same ingest and rollups on Citus and on plain PostgreSQL give

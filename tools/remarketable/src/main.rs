@@ -6,6 +6,9 @@
 //! remarketable partitions
 //! remarketable tenant add <id> [--name N] [--time-zone Z]
 //! remarketable tenant list
+//! remarketable tenant stats [--json]
+//! remarketable tenant isolate <id> [--transfer-mode auto|force_logical|block_writes]   # Citus
+//! remarketable cluster rebalance [--transfer-mode M] [--no-wait]                       # Citus
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
 //! remarketable dead-letters replay <tenant_id> [--batch N]
@@ -30,7 +33,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{import, jobs, tenants};
+use remarketable_core::{import, jobs, placement, tenants};
 
 #[derive(Parser)]
 #[command(name = "remarketable", version, about = "ReMarketable admin CLI")]
@@ -73,6 +76,11 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// The Citus cluster's shards.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Incremental rollups (what the `rollup` timer does, and their settings).
     Rollup {
@@ -228,6 +236,33 @@ enum TenantCommand {
     },
     /// List registered tenants.
     List,
+    /// Per tenant: events, raw volume and its estimated storage, ingest over 24 hours,
+    /// queries (Citus, when tracked) and its shard: which storefronts to isolate.
+    Stats {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Citus: move the tenant's rows of every colocated table into shards of their own.
+    Isolate {
+        id: i64,
+        /// How shards are copied: block_writes works at any wal_level (writes to the tenant's
+        /// shard wait meanwhile); force_logical needs wal_level = logical.
+        #[arg(long, default_value = "auto")]
+        transfer_mode: placement::TransferMode,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Citus: start a background rebalance of the shards over the workers and, unless
+    /// --no-wait, show its progress until it ends.
+    Rebalance {
+        #[arg(long, default_value = "auto")]
+        transfer_mode: placement::TransferMode,
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[tokio::main]
@@ -298,6 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Tenant { command } => tenant(&client, command).await?,
+        Command::Cluster { command } => cluster(&client, command).await?,
         Command::Rollup { command } => rollups(&mut client, command).await?,
         Command::Key { command } => keys(&client, command).await?,
         Command::Share { command } => shares(&client, command).await?,
@@ -487,6 +523,28 @@ async fn tenant(client: &tokio_postgres::Client, command: TenantCommand) -> anyh
                 Err(e) => bail!("{e}"),
             }
         }
+        TenantCommand::Stats { json } => {
+            let stats = placement::stats(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+                return Ok(());
+            }
+            print_stats(&stats);
+        }
+        TenantCommand::Isolate { id, transfer_mode } => {
+            let done = placement::isolate(client, id, transfer_mode).await?;
+            if done.already {
+                eprintln!(
+                    "tenant {id} already has its own shard ({} on {})",
+                    done.after.shard_id, done.after.node
+                );
+            } else {
+                eprintln!(
+                    "tenant {id} isolated: shard {} on {} (it shared shard {} on {})",
+                    done.after.shard_id, done.after.node, done.before.shard_id, done.before.node
+                );
+            }
+        }
         TenantCommand::List => {
             for row in client
                 .query(
@@ -503,6 +561,81 @@ async fn tenant(client: &tokio_postgres::Client, command: TenantCommand) -> anyh
         }
     }
     Ok(())
+}
+
+fn print_stats(stats: &placement::Stats) {
+    let mib = |b: i64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "{:>9}  {:<24} {:>13} {:>13} {:>11} {:>12} {:>9} {:>9}  shard",
+        "tenant", "name", "events", "raw events", "raw MiB~", "stored 24 h", "ev/s 24h", "queries"
+    );
+    for t in &stats.tenants {
+        let queries = t.queries.map_or("-".to_string(), |q| q.to_string());
+        let shard = t.shard.as_ref().map_or("-".to_string(), |s| {
+            format!(
+                "{} on {}{}",
+                s.shard_id,
+                s.node,
+                if s.isolated { " (own shard)" } else { "" }
+            )
+        });
+        let name: String = t.name.chars().take(24).collect();
+        println!(
+            "{:>9}  {:<24} {:>13} {:>13} {:>11.1} {:>12} {:>9.2} {:>9}  {shard}",
+            t.tenant_id,
+            name,
+            t.events,
+            t.raw_events,
+            mib(t.raw_bytes_estimate),
+            t.stored_last_24h,
+            t.events_per_second_24h,
+            queries
+        );
+    }
+    eprintln!(
+        "events: the daily rollup (all history); raw: within the raw partitions; raw MiB~: the \
+         tenant's share of `events` ({:.1} MiB on disk)",
+        mib(stats.events_bytes)
+    );
+    if !stats.citus {
+        eprintln!("plain PostgreSQL: no shards, and queries per tenant are not tracked");
+    } else if !stats.queries_tracked {
+        eprintln!(
+            "queries per tenant: set citus.stat_tenants_track = 'all' (ALTER SYSTEM, every node) \
+             to count them"
+        );
+    }
+}
+
+async fn cluster(client: &tokio_postgres::Client, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Rebalance {
+            transfer_mode,
+            no_wait,
+        } => {
+            let Some(job) = placement::rebalance_start(client, transfer_mode).await? else {
+                eprintln!("the shards are balanced: nothing to move");
+                return Ok(());
+            };
+            eprintln!("rebalance started: job {job}");
+            if no_wait {
+                return Ok(());
+            }
+            loop {
+                let Some(status) = placement::rebalance_status(client).await? else {
+                    bail!("rebalance job {job} is not listed by citus_rebalance_status()");
+                };
+                eprintln!("job {}: {} {}", status.job_id, status.state, status.tasks);
+                if status.finished() {
+                    if status.state != "finished" {
+                        bail!("rebalance job {} ended {}", status.job_id, status.state);
+                    }
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
 }
 
 async fn rollups(
