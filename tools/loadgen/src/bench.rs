@@ -44,7 +44,7 @@ pub struct BenchArgs {
     seed: u64,
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "tenant_id, event_time, event_type, device_id, session_id, country, browser, \
     page_url, referrer, campaign, source, medium, revenue, currency, properties, received_at, \
     stream_partition, stream_sequence";
@@ -307,7 +307,7 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, port: u16) -> anyhow::Res
     bail!("the handler did not become ready within 5 s")
 }
 
-async fn timed<F, Fut>(f: F) -> anyhow::Result<f64>
+pub(crate) async fn timed<F, Fut>(f: F) -> anyhow::Result<f64>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -317,14 +317,17 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn reset(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+pub(crate) async fn reset(client: &tokio_postgres::Client) -> anyhow::Result<()> {
     client
         .batch_execute("TRUNCATE events, dead_letters, ingest_positions, ingest_ledger_hourly, ingest_ledger_batches; CHECKPOINT")
         .await?;
     Ok(())
 }
 
-async fn check_count(client: &tokio_postgres::Client, expected: usize) -> anyhow::Result<()> {
+pub(crate) async fn check_count(
+    client: &tokio_postgres::Client,
+    expected: usize,
+) -> anyhow::Result<()> {
     let n: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await?
@@ -335,7 +338,7 @@ async fn check_count(client: &tokio_postgres::Client, expected: usize) -> anyhow
     Ok(())
 }
 
-async fn copy_csv(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) async fn copy_csv(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
     let status = tokio::process::Command::new("psql")
         .arg(url)
         .arg("-qX")
@@ -343,7 +346,7 @@ async fn copy_csv(url: &str, path: &std::path::Path) -> anyhow::Result<()> {
         .arg("ON_ERROR_STOP=1")
         .arg("-c")
         .arg(format!(
-            "\\copy events ({COLUMNS}) FROM '{}' WITH (FORMAT csv)",
+            "\\copy events ({COLUMNS}) FROM '{}' WITH (FORMAT csv, HEADER true)",
             path.display()
         ))
         .status()
@@ -383,8 +386,8 @@ async fn deliver(
     Ok(())
 }
 
-/// Writes the rows the handler would store, in `COLUMNS` order.
-fn write_csv(
+/// Writes the rows the handler would store, in `COLUMNS` order, after a header row.
+pub(crate) fn write_csv(
     path: &std::path::Path,
     bodies: &[String],
     enqueued: &[chrono::DateTime<Utc>],
@@ -392,6 +395,8 @@ fn write_csv(
 ) -> anyhow::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut w = csv::Writer::from_writer(file);
+    // A header row of the column names: `\copy` skips it, `remarketable import` reads it.
+    w.write_record(COLUMNS.split(',').map(str::trim))?;
     let now = Utc::now();
     for (i, (body, at)) in bodies.iter().zip(enqueued).enumerate() {
         let e: ValidEvent = parse_event(body.as_bytes(), *at, now, limits)

@@ -14,8 +14,8 @@
 //! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
-//! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_isolation`]: the ingest, rollup,
-//!   reports and noisy-neighbour benchmarks, each with the arguments of its subcommand;
+//! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_isolation`], [`bench_import`]: the
+//!   ingest, rollup, reports, noisy-neighbour and import benchmarks, each with the arguments of its subcommand;
 //!   [`bench_db`]: the database they run in (made on plain PostgreSQL, prepared on Citus) and
 //!   the engine they measured.
 //!
@@ -25,6 +25,7 @@
 
 pub mod bench;
 pub mod bench_db;
+pub mod bench_import;
 pub mod bench_isolation;
 pub mod bench_lambda;
 pub mod bench_reports;

@@ -9,6 +9,7 @@
 //! loadgen bench-rollup --database-url postgres://...
 //! loadgen bench-reports --database-url postgres://... --handler target/release/handler
 //! loadgen bench-isolation --database-url postgres://... --handler target/release/handler
+//! loadgen bench-import --database-url postgres://... --remarketable target/release/remarketable
 //! ```
 //! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
@@ -19,7 +20,7 @@ use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
-use remarketable_loadgen::{bench, bench_isolation, bench_reports, bench_rollup};
+use remarketable_loadgen::{bench, bench_import, bench_isolation, bench_reports, bench_rollup};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -53,6 +54,9 @@ enum Command {
     /// Benchmark: p50/p95/p99 of the largest tenant's 30-day reports through the handler, at
     /// concurrency 1 and 16, next to the same answers from the raw events, at 1 M and 10 M events.
     BenchReports(bench_reports::BenchReportsArgs),
+    /// Benchmark: `remarketable import` of an NDJSON file and of a query next to `psql \copy`
+    /// of the same rows, with the ratio, load average and the importer's peak RSS.
+    BenchImport(bench_import::BenchImportArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +152,7 @@ async fn main() -> ExitCode {
             bench_isolation::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::BenchReports(args) => bench_reports::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchImport(args) => bench_import::run(args).await.map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
