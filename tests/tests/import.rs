@@ -545,3 +545,99 @@ async fn a_query_is_imported_by_key_range_and_a_killed_run_continues_after_its_l
         (12_000, expected, 0, 12_000 - expected)
     );
 }
+
+/// The cut-over rule (README, Moving in, Cut-over): the same `--from-postgres` command, its
+/// query bounded to rows settled for a margin, run while the old system still takes writes and
+/// again once producers write to the stream and the margin has passed, imports every row of
+/// the old table once; the stream brings everything after the switch once; nothing is counted
+/// twice. (The margin is a clock table here, so the test need not wait ten minutes.)
+#[tokio::test]
+async fn a_cut_over_counts_the_old_table_and_the_stream_once_each() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE shop_events (id bigserial PRIMARY KEY, shop int, kind text,
+                 visitor text, visit bigint, ts timestamptz, created_at timestamptz, url text);
+             CREATE TABLE cutover_clock (settled_before timestamptz);
+             INSERT INTO cutover_clock VALUES (now() - interval '10 minutes');
+             INSERT INTO shop_events (shop, kind, visitor, visit, ts, created_at, url)
+             SELECT 1 + g % 3, 'page_view', 'v' || g % 50, g / 5,
+                    now() - interval '20 days' + g * interval '5 minutes',
+                    now() - (2000 - g) * interval '1 second', 'https://old.example/' || g
+             FROM generate_series(0, 1999) g;",
+        )
+        .await
+        .unwrap();
+    let query = "SELECT id, shop AS tenant_id, kind AS event_type, visitor AS device_id, \
+                 visit AS session_id, ts AS event_time, url AS page_url FROM shop_events \
+                 WHERE created_at < (SELECT settled_before FROM cutover_clock)";
+    let binary = cli_binary();
+    let import = || {
+        let out = std::process::Command::new(&binary)
+            .args(["import", "--chunk-events", "250", "--from-postgres"])
+            .arg(db.url())
+            .args(["--query", query, "--key", "id"])
+            .env("DATABASE_URL", db.url())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{report}");
+        report
+    };
+    let old_rows = "SELECT count(*) FROM events WHERE page_url LIKE 'https://old.example/%'";
+    // Before the switch: the settled part of the old table, while it still takes writes.
+    import();
+    let settled = db
+        .count(
+            "SELECT count(*) FROM shop_events \
+             WHERE created_at < (SELECT settled_before FROM cutover_clock)",
+        )
+        .await;
+    assert!(settled > 1000 && settled < 2000, "{settled}");
+    assert_eq!(db.count(old_rows).await, settled);
+    client
+        .batch_execute(
+            "INSERT INTO shop_events (shop, kind, visitor, visit, ts, created_at, url)
+             SELECT 1 + g % 3, 'page_view', 'v' || g % 50, g / 5, now() - interval '1 minute',
+                    now(), 'https://old.example/' || g
+             FROM generate_series(2000, 2499) g;",
+        )
+        .await
+        .unwrap();
+
+    // The switch: producers send to the stream from now on.
+    let stream: Vec<Value> = (0..700)
+        .map(|n| {
+            let mut e = event(1 + n % 3, n);
+            e["page_url"] = json!(format!("https://new.example/{n}"));
+            e
+        })
+        .collect();
+    ingest(&db, "0", 0, &stream, 100).await;
+
+    // The margin has passed: every row of the old table is settled; the same command again.
+    client
+        .batch_execute("UPDATE cutover_clock SET settled_before = now() + interval '1 second'")
+        .await
+        .unwrap();
+    let report = import();
+    assert!(report.contains("continued after position"), "{report}");
+    assert_eq!(db.count(old_rows).await, 2500, "every old row once");
+    assert_eq!(
+        db.count("SELECT count(DISTINCT page_url) FROM events")
+            .await,
+        db.count("SELECT count(*) FROM events").await,
+        "nothing twice"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE page_url LIKE 'https://new.example/%'")
+            .await,
+        700
+    );
+    // A third run finds nothing new.
+    import();
+    assert_eq!(db.count("SELECT count(*) FROM events").await, 3200);
+    let (received, stored, duplicates, dead) = ledger_totals(&db).await;
+    assert_eq!((received, stored, duplicates, dead), (3200, 3200, 0, 0));
+}
