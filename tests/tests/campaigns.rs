@@ -8,7 +8,7 @@ use remarketable_core::reports::{
 };
 use remarketable_core::{access, attribution, db, jobs, rollup};
 use remarketable_loadgen::bench_db;
-use remarketable_tests::{batch, ingestor, Rng, TestDb};
+use remarketable_tests::{batch, ingestor, settings_with, Rng, TestDb};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::cmp::Reverse;
@@ -670,7 +670,9 @@ async fn brute_report(
         if key.0 != tenant || !inside(key.2) {
             continue;
         }
-        let f = out.entry([last, first, session][model].clone()).or_default();
+        let f = out
+            .entry([last, first, session][model].clone())
+            .or_default();
         f.conversions += n as i64;
         f.revenue += revenue * Decimal::from(n);
     }
@@ -764,21 +766,24 @@ async fn the_campaign_report_equals_brute_force_live_and_after_attribution() {
     ingest(&mut client, cut as i64, &bodies[cut..]).await;
     assert!(
         db.count("SELECT count(*) FROM events").await
-            > db.count("SELECT last_event_id FROM attribution_state").await
+            > db.count("SELECT last_event_id FROM attribution_state")
+                .await
     );
-    let hour = |t: DateTime<Utc>| {
-        DateTime::from_timestamp(t.timestamp() / 3600 * 3600, 0).unwrap()
-    };
+    let hour = |t: DateTime<Utc>| DateTime::from_timestamp(t.timestamp() / 3600 * 3600, 0).unwrap();
     // 30 hours of the 40 the traffic spans: touches before the range still attribute.
-    let range = Range::new(hour(now) - Duration::hours(29), hour(now) + Duration::hours(1))
-        .unwrap();
+    let range = Range::new(
+        hour(now) - Duration::hours(29),
+        hour(now) + Duration::hours(1),
+    )
+    .unwrap();
     let live = check_report(&client, &range).await;
     assert!(live.iter().any(|c| c.rows.len() > 4));
     // The next attribution run takes the fresh events in: not one figure moves.
     run_job(&mut client).await;
     assert_eq!(
         db.count("SELECT count(*) FROM events").await,
-        db.count("SELECT last_event_id FROM attribution_state").await
+        db.count("SELECT last_event_id FROM attribution_state")
+            .await
     );
     let settled = check_report(&client, &range).await;
     for (a, b) in live.iter().zip(&settled) {
@@ -818,11 +823,11 @@ async fn the_campaign_report_equals_brute_force_live_and_after_attribution() {
     assert!(matches!(err, reports::ReportError::BadRequest(_)), "{err}");
 }
 
-async fn http_get(app: &axum::Router, path: &str, key: &str) -> (u16, String, String) {
+async fn http_get(app: &axum::Router, path: &str, authorization: &str) -> (u16, String, String) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let request = axum::http::Request::get(path)
-        .header("authorization", format!("Bearer {key}"))
+        .header("authorization", authorization)
         .body(axum::body::Body::empty())
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
@@ -833,7 +838,11 @@ async fn http_get(app: &axum::Router, path: &str, key: &str) -> (u16, String, St
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
 }
 
 /// The route answers the core's figures in JSON and CSV for each model, refuses bad
@@ -847,16 +856,44 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
     let bodies = traffic(&mut Rng(7), now, 900);
     ingest_in_rounds(&mut client, &bodies[..600], 2).await;
     ingest(&mut client, 600, &bodies[600..]).await;
-    let key1 = access::create_key(&client, Some(1), access::KeyKind::Read, "t1")
-        .await
-        .unwrap()
-        .key;
-    let key2 = access::create_key(&client, Some(2), access::KeyKind::Read, "t2")
-        .await
-        .unwrap()
-        .key;
+    let key = |tenant: i64| {
+        let client = &client;
+        async move {
+            let k = access::create_key(client, Some(tenant), access::KeyKind::Read, "k")
+                .await
+                .unwrap();
+            format!("Bearer {}", k.key)
+        }
+    };
+    let (key1, key2) = (key(1).await, key(2).await);
+    let settings = settings_with(
+        &db.url(),
+        &[(
+            "SHARE_TOKEN_SECRET",
+            "campaign-report-test-secret-0123456789abcdef",
+        )],
+    );
+    let share = |pairs: &'static [(&'static str, &'static str)]| {
+        let (client, secret) = (&client, settings.share_token_secret.clone());
+        async move {
+            let t = access::create_share_token(
+                client,
+                secret.as_ref(),
+                1,
+                Duration::hours(1),
+                Filters::fixed(pairs.iter().copied()).unwrap(),
+                "link",
+                None,
+            )
+            .await
+            .unwrap();
+            format!("Share {}", t.token)
+        }
+    };
+    let brand = share(&[("campaign", "brand")]).await;
+    let germany = share(&[("country", "DE")]).await;
     let app = remarketable_handler::app(std::sync::Arc::new(remarketable_handler::AppState::new(
-        db.settings(None),
+        settings.clone(),
     )));
     let (from, to) = (now - Duration::hours(30), now + Duration::minutes(5));
     let range = Range::new(from, to).unwrap();
@@ -889,7 +926,8 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
         let rows = v["rows"].as_array().unwrap();
         assert!(rows.len() > 4, "{body}");
 
-        let (status, content_type, csv) = http_get(&app, &format!("{path}&format=csv"), &key1).await;
+        let (status, content_type, csv) =
+            http_get(&app, &format!("{path}&format=csv"), &key1).await;
         assert_eq!(status, 200, "{csv}");
         assert!(content_type.starts_with("text/csv"));
         let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
@@ -920,12 +958,8 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
         ("range=30d&granularity=5m", 400, "bad_parameter"),
         ("format=xml", 400, "bad_parameter"),
     ] {
-        let (s, _, body) = http_get(
-            &app,
-            &format!("/api/v1/tenants/1/campaigns?{query}"),
-            &key1,
-        )
-        .await;
+        let (s, _, body) =
+            http_get(&app, &format!("/api/v1/tenants/1/campaigns?{query}"), &key1).await;
         assert_eq!(s, status, "{query}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"]["code"], code, "{query}");
@@ -938,4 +972,38 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
     assert_eq!(v["error"]["code"], "not_found");
     let (s, _, _) = http_get(&app, "/api/v1/tenants/2/campaigns", &key2).await;
     assert_eq!(s, 200);
+
+    // A share link fixed to one campaign sees that campaign only, and cannot ask for another;
+    // one fixed to a country (which touches do not carry) is refused rather than shown all.
+    let path = format!("/api/v1/tenants/1/campaigns?{q}");
+    let (s, _, body) = http_get(&app, &path, &brand).await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["campaign"] == "brand"), "{body}");
+    let (_, _, body) = http_get(&app, &path, &key1).await;
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let brand_rows: Vec<&Value> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["campaign"] == "brand")
+        .collect();
+    assert_eq!(rows.iter().collect::<Vec<_>>(), brand_rows);
+    for (path, who, code) in [
+        (
+            format!("{path}&campaign=winter-sale"),
+            &brand,
+            "filter_fixed",
+        ),
+        (path.clone(), &germany, "filter_fixed"),
+    ] {
+        let (s, _, body) = http_get(&app, &path, who).await;
+        assert_eq!(s, 403, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], code);
+    }
+    let (s, _, body) = http_get(&app, "/api/v1/tenants/2/campaigns", &brand).await;
+    assert_eq!(s, 404, "{body}");
 }
