@@ -9,7 +9,7 @@
 //! `advance_attribution()` over the stored and the fresh touches. So an event counts as soon as
 //! it is committed and the figures do not move when attribution takes it in.
 
-use super::sql::{query, scope, Params};
+use super::sql::{query, scope, Param, Params};
 use super::vocabulary::{Dimension, Filters, Granularity, Range, ReportError};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -131,10 +131,20 @@ async fn attribution_scope(client: &Client) -> Result<(i64, Option<DateTime<Utc>
     Ok((row.get(0), row.get(1)))
 }
 
-/// The report statement. Parameters as [`Params`]: `$1` tenant, `$2`/`$3` the range, `$7` the
-/// campaign filter, `$9` the least time of the fresh events; the model picks column names.
+/// The report statement. Parameters as [`Params`] (the tenant, the aligned range, the campaign
+/// filter, and as `FreshFrom` the least time of the events above the attribution watermark);
+/// the model picks column names.
 fn statement(model: Model) -> String {
     let m = model.columns();
+    let (tenant, from, to) = (
+        Param::Tenant.placeholder(),
+        Param::From.placeholder(),
+        Param::To.placeholder(),
+    );
+    let (campaign, fresh_from) = (
+        Param::Campaign.placeholder(),
+        Param::FreshFrom.placeholder(),
+    );
     // The model's pick among a conversion's candidate touches `y` (see attribution_statement
     // in V19), or its session's candidate first events.
     let pick = match model {
@@ -148,7 +158,7 @@ fn statement(model: Model) -> String {
                 "SELECT y.campaign, y.source, y.medium FROM (
                      SELECT x.event_time, x.is_click, x.campaign, x.source, x.medium
                      FROM touches x
-                     WHERE x.tenant_id = $1 AND x.device_id = r.device_id
+                     WHERE x.tenant_id = {tenant} AND x.device_id = r.device_id
                        AND x.event_time >= r.lookback_start AND x.event_time <= r.event_time
                      UNION ALL
                      SELECT f.event_time, f.is_click, f.campaign, f.source, f.medium
@@ -160,30 +170,31 @@ fn statement(model: Model) -> String {
                  LIMIT 1"
             )
         }
-        Model::Session => "SELECT y.campaign, y.source, y.medium FROM (
+        Model::Session => format!(
+            "SELECT y.campaign, y.source, y.medium FROM (
                  SELECT s.first_event_time AS at, s.campaign, s.source, s.medium
                  FROM session_sources s
-                 WHERE s.tenant_id = $1 AND s.session_id = r.session_id
+                 WHERE s.tenant_id = {tenant} AND s.session_id = r.session_id
                  UNION ALL
                  SELECT f.event_time, f.campaign, f.source, f.medium
                  FROM fresh f WHERE f.session_id = r.session_id) y
              ORDER BY y.at, y.campaign = '', y.campaign COLLATE \"C\", y.source COLLATE \"C\",
                       y.medium COLLATE \"C\"
              LIMIT 1"
-            .to_string(),
+        ),
     };
     format!(
         "WITH w AS (SELECT last_event_id AS wm FROM attribution_state),
          t AS (SELECT conversion_event_types AS kinds, attribution_lookback AS lookback,
                       attribution_clicks_first AS clicks_first
-               FROM tenants WHERE tenant_id = $1),
+               FROM tenants WHERE tenant_id = {tenant}),
          fresh AS MATERIALIZED (
              SELECT e.event_id, e.event_time, e.event_type, e.device_id, e.session_id,
                     coalesce(e.campaign, '') AS campaign, coalesce(e.source, '') AS source,
                     coalesce(e.medium, '') AS medium, coalesce(e.revenue, 0) AS revenue,
                     e.event_type = ANY (t.kinds) AS is_conversion
              FROM events e, w, t
-             WHERE e.tenant_id = $1 AND e.event_id > w.wm AND e.event_time >= $9),
+             WHERE e.tenant_id = {tenant} AND e.event_id > w.wm AND e.event_time >= {fresh_from}),
          fresh_touches AS MATERIALIZED (
              SELECT f.device_id, f.event_time, f.event_type <> 'ad_impression' AS is_click,
                     f.campaign, f.source, f.medium
@@ -195,10 +206,10 @@ fn statement(model: Model) -> String {
                     hll_cardinality(hll_add_agg(hll_hash_bigint(u.device_id), 14, 5)) AS reach
              FROM (SELECT x.device_id, x.is_click, x.campaign, x.source, x.medium
                    FROM touches x
-                   WHERE x.tenant_id = $1 AND x.event_time >= $2 AND x.event_time < $3
+                   WHERE x.tenant_id = {tenant} AND x.event_time >= {from} AND x.event_time < {to}
                    UNION ALL
                    SELECT f.device_id, f.is_click, f.campaign, f.source, f.medium
-                   FROM fresh_touches f WHERE f.event_time >= $2 AND f.event_time < $3) u
+                   FROM fresh_touches f WHERE f.event_time >= {from} AND f.event_time < {to}) u
              GROUP BY 1, 2, 3),
          -- Sessions starting in the range: the stored first events, and for every session with
          -- fresh events the earlier of the stored and the fresh ones.
@@ -206,8 +217,8 @@ fn statement(model: Model) -> String {
              SELECT DISTINCT ON (u.session_id) u.session_id, u.at, u.campaign, u.source, u.medium
              FROM (SELECT s.session_id, s.first_event_time AS at, s.campaign, s.source, s.medium
                    FROM session_sources s
-                   WHERE s.tenant_id = $1
-                     AND ((s.first_event_time >= $2 AND s.first_event_time < $3)
+                   WHERE s.tenant_id = {tenant}
+                     AND ((s.first_event_time >= {from} AND s.first_event_time < {to})
                           OR s.session_id IN (SELECT f.session_id FROM fresh f))
                    UNION ALL
                    SELECT f.session_id, f.event_time, f.campaign, f.source, f.medium
@@ -216,14 +227,14 @@ fn statement(model: Model) -> String {
                       u.source COLLATE \"C\", u.medium COLLATE \"C\"),
          session_rows AS (
              SELECT campaign, source, medium, count(*) AS sessions FROM firsts
-             WHERE at >= $2 AND at < $3 GROUP BY 1, 2, 3),
+             WHERE at >= {from} AND at < {to} GROUP BY 1, 2, 3),
          -- Conversions to attribute here: the fresh ones, and the stored ones a fresh touch on
          -- their device or a fresh event in their session could change.
          redo AS (
              SELECT c.event_id, c.event_time, c.device_id, c.session_id, c.revenue,
                     c.lookback_start
              FROM conversions c
-             WHERE c.tenant_id = $1 AND c.event_time >= $2 AND c.event_time < $3
+             WHERE c.tenant_id = {tenant} AND c.event_time >= {from} AND c.event_time < {to}
                AND (EXISTS (SELECT 1 FROM fresh_touches f
                             WHERE f.device_id = c.device_id AND f.event_time >= c.lookback_start
                               AND f.event_time <= c.event_time)
@@ -232,12 +243,12 @@ fn statement(model: Model) -> String {
              SELECT f.event_id, f.event_time, f.device_id, f.session_id, f.revenue,
                     f.event_time - extract(epoch FROM t.lookback) * interval '1 second'
              FROM fresh f, t
-             WHERE f.is_conversion AND f.event_time >= $2 AND f.event_time < $3),
+             WHERE f.is_conversion AND f.event_time >= {from} AND f.event_time < {to}),
          attributed AS (
              SELECT c.{m}_campaign AS campaign, c.{m}_source AS source, c.{m}_medium AS medium,
                     c.revenue
              FROM conversions c
-             WHERE c.tenant_id = $1 AND c.event_time >= $2 AND c.event_time < $3
+             WHERE c.tenant_id = {tenant} AND c.event_time >= {from} AND c.event_time < {to}
                AND NOT EXISTS (SELECT 1 FROM redo r WHERE r.event_id = c.event_id)
              UNION ALL
              SELECT coalesce(p.campaign, ''), coalesce(p.source, ''), coalesce(p.medium, ''),
@@ -256,7 +267,7 @@ fn statement(model: Model) -> String {
          LEFT JOIN touch_rows tr USING (campaign, source, medium)
          LEFT JOIN session_rows sr USING (campaign, source, medium)
          LEFT JOIN conversion_rows cr USING (campaign, source, medium)
-         WHERE $7::text IS NULL OR k.campaign = $7"
+         WHERE {campaign}::text IS NULL OR k.campaign = {campaign}"
     )
 }
 
