@@ -728,6 +728,11 @@ async fn check_report(client: &Client, range: &Range) -> Vec<reports::Campaigns>
                 if row.impressions > 0 {
                     assert_eq!(row.ctr, row.clicks as f64 / row.impressions as f64);
                 }
+                if row.reach > 0 {
+                    assert_eq!(row.frequency, row.impressions as f64 / row.reach as f64);
+                } else {
+                    assert_eq!((row.frequency, row.impressions), (0.0, 0), "{what}");
+                }
                 if row.sessions > 0 {
                     assert_eq!(
                         row.conversion_rate,
