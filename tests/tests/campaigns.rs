@@ -1,6 +1,8 @@
 //! Campaign attribution (issue 14) against a brute-force computation over the raw events: per
 //! model, with touches arriving after the purchase, late touches and late session starts, in
-//! different arrival orders; exactly once; revenue over campaigns plus direct equals the total.
+//! different arrival orders; exactly once; revenue over campaigns plus direct equals the total;
+//! and the campaign report (live and after attribution, over HTTP in JSON and CSV) against a
+//! brute force over the raw events.
 
 use chrono::{DateTime, Duration, Utc};
 use remarketable_core::reports::{
@@ -954,6 +956,24 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
             }
         }
     }
+
+    // `limit` cuts the rows, not the totals.
+    let (_, _, body) = http_get(&app, &format!("/api/v1/tenants/1/campaigns?{q}"), &key1).await;
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let (_, _, body) = http_get(
+        &app,
+        &format!("/api/v1/tenants/1/campaigns?{q}&limit=2"),
+        &key1,
+    )
+    .await;
+    let two: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        two["rows"].as_array().unwrap()[..],
+        all["rows"].as_array().unwrap()[..2]
+    );
+    assert_eq!(two["totals"], all["totals"]);
+    assert_eq!(two["total_rows"], all["total_rows"]);
+    assert!(all["total_rows"].as_u64().unwrap() > 2);
 
     for (query, status, code) in [
         ("model=linear", 400, "bad_parameter"),
