@@ -1,11 +1,16 @@
 //! Campaign attribution (issue 14) against a brute-force computation over the raw events: per
 //! model, with touches arriving after the purchase, late touches and late session starts, in
-//! different arrival orders; exactly once; revenue over campaigns plus direct equals the total.
+//! different arrival orders; exactly once; revenue over campaigns plus direct equals the total;
+//! and the campaign report (live and after attribution, over HTTP in JSON and CSV) against a
+//! brute force over the raw events.
 
 use chrono::{DateTime, Duration, Utc};
-use remarketable_core::{attribution, db, jobs, rollup};
+use remarketable_core::reports::{
+    self, Dimension, Filters, Granularity, Model, Range, DISTINCT_ERROR_BOUND_95,
+};
+use remarketable_core::{access, attribution, db, jobs, rollup};
 use remarketable_loadgen::bench_db;
-use remarketable_tests::{batch, ingestor, Rng, TestDb};
+use remarketable_tests::{batch, ingestor, settings_with, Rng, TestDb};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::cmp::Reverse;
@@ -601,4 +606,429 @@ async fn attribution_on_citus() {
     let again = attribution::advance(&mut client).await.unwrap();
     assert_eq!(again.window_start, again.window_end);
     assert_eq!(stored(&client).await, expected);
+}
+
+/// One row of the campaign report as computed from the raw events.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Figures {
+    impressions: i64,
+    clicks: i64,
+    devices: std::collections::BTreeSet<i64>,
+    sessions: i64,
+    conversions: i64,
+    revenue: Decimal,
+}
+
+/// The campaign report of `tenant` over `range` under `model` (0 last touch, 1 first touch,
+/// 2 session), from scratch over the raw events: touches and session starts by their time,
+/// conversions by their time with their brute-force attribution.
+async fn brute_report(
+    client: &Client,
+    tenant: i64,
+    range: &Range,
+    model: usize,
+) -> BTreeMap<Source, Figures> {
+    let kinds: Vec<String> = client
+        .query_one(
+            "SELECT conversion_event_types FROM tenants WHERE tenant_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let inside = |t: DateTime<Utc>| t >= range.from && t < range.to;
+    let direct = || (String::new(), String::new(), String::new());
+    let events: Vec<Raw> = raw_events(client)
+        .await
+        .into_iter()
+        .filter(|e| e.tenant == tenant)
+        .collect();
+    let mut out: BTreeMap<Source, Figures> = BTreeMap::new();
+    for e in &events {
+        if let (Some(s), false, true) = (&e.source, kinds.contains(&e.kind), inside(e.time)) {
+            let f = out.entry(s.clone()).or_default();
+            if e.kind == "ad_impression" {
+                f.impressions += 1;
+            } else {
+                f.clicks += 1;
+            }
+            f.devices.insert(e.device);
+        }
+    }
+    let mut firsts: BTreeMap<i64, &Raw> = BTreeMap::new();
+    for e in &events {
+        let key = |x: &Raw| (x.time, x.source.is_none(), x.source.clone());
+        let first = firsts.entry(e.session).or_insert(e);
+        if key(e) < key(first) {
+            *first = e;
+        }
+    }
+    for e in firsts.values().filter(|e| inside(e.time)) {
+        out.entry(e.source.clone().unwrap_or_else(direct))
+            .or_default()
+            .sessions += 1;
+    }
+    for ((key, revenue, last, first, session), n) in brute_force(client).await {
+        if key.0 != tenant || !inside(key.2) {
+            continue;
+        }
+        let f = out
+            .entry([last, first, session][model].clone())
+            .or_default();
+        f.conversions += n as i64;
+        f.revenue += revenue * Decimal::from(n);
+    }
+    out
+}
+
+/// The core's campaign report equals [`brute_report`] for every tenant and model: counts and
+/// revenue exactly, reach within the HyperLogLog bound; derived ratios follow from them.
+async fn check_report(client: &Client, range: &Range) -> Vec<reports::Campaigns> {
+    let mut answers = Vec::new();
+    for tenant in [1, 2, 3] {
+        for (i, model) in Model::ALL.into_iter().enumerate() {
+            let got = reports::campaigns(
+                client,
+                tenant,
+                range,
+                Granularity::Hour,
+                &Filters::default(),
+                model,
+                1000,
+            )
+            .await
+            .unwrap();
+            assert_eq!(got.range, *range, "the test's range is already aligned");
+            let expected = brute_report(client, tenant, range, i).await;
+            let keys: Vec<Source> = got
+                .rows
+                .iter()
+                .map(|r| (r.campaign.clone(), r.source.clone(), r.medium.clone()))
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                expected.keys().cloned().collect::<Vec<_>>(),
+                "tenant {tenant} {model:?}: rows"
+            );
+            assert_eq!(got.total_rows, keys.len());
+            for (row, key) in got.rows.iter().zip(&keys) {
+                let e = &expected[key];
+                let what = format!("tenant {tenant} {model:?} {key:?}");
+                assert_eq!(row.impressions, e.impressions, "{what}");
+                assert_eq!(row.clicks, e.clicks, "{what}");
+                assert_eq!(row.sessions, e.sessions, "{what}");
+                assert_eq!(row.conversions, e.conversions, "{what}");
+                assert_eq!(row.revenue, e.revenue, "{what}");
+                let reach = e.devices.len() as f64;
+                assert!(
+                    (row.reach as f64 - reach).abs() <= (reach * DISTINCT_ERROR_BOUND_95).ceil(),
+                    "{what}: reach {} for {reach} devices",
+                    row.reach
+                );
+                if row.impressions > 0 {
+                    assert_eq!(row.ctr, row.clicks as f64 / row.impressions as f64);
+                }
+                if row.reach > 0 {
+                    assert_eq!(row.frequency, row.impressions as f64 / row.reach as f64);
+                } else {
+                    assert_eq!((row.frequency, row.impressions), (0.0, 0), "{what}");
+                }
+                if row.sessions > 0 {
+                    assert_eq!(
+                        row.conversion_rate,
+                        row.conversions as f64 / row.sessions as f64
+                    );
+                }
+            }
+            // Campaigns plus direct hold every conversion of the range, and its revenue.
+            let total: Decimal = expected.values().map(|f| f.revenue).sum();
+            assert_eq!(got.totals.revenue, total, "tenant {tenant} {model:?}");
+            assert_eq!(
+                got.totals.conversions,
+                expected.values().map(|f| f.conversions).sum::<i64>()
+            );
+            answers.push(got);
+        }
+    }
+    answers
+}
+
+/// What a report says, without its freshness (which moves with every read).
+fn figures(c: &reports::Campaigns) -> Value {
+    json!({"rows": c.rows, "totals": c.totals, "total_rows": c.total_rows})
+}
+
+#[tokio::test]
+async fn the_campaign_report_equals_brute_force_live_and_after_attribution() {
+    let now = Utc::now() - Duration::minutes(1);
+    let bodies = traffic(&mut Rng(33), now, 1500);
+    let db = campaign_db().await;
+    let mut client = db.client().await;
+    // Four fifths attributed in rounds; the rest committed after the last job run, so the
+    // report attributes it itself (touches, session starts and conversions of any time).
+    let cut = bodies.len() * 4 / 5;
+    ingest_in_rounds(&mut client, &bodies[..cut], 4).await;
+    ingest(&mut client, cut as i64, &bodies[cut..]).await;
+    assert!(
+        db.count("SELECT count(*) FROM events").await
+            > db.count("SELECT last_event_id FROM attribution_state")
+                .await
+    );
+    let hour = |t: DateTime<Utc>| DateTime::from_timestamp(t.timestamp() / 3600 * 3600, 0).unwrap();
+    // 30 hours of the 40 the traffic spans: touches before the range still attribute.
+    let range = Range::new(
+        hour(now) - Duration::hours(29),
+        hour(now) + Duration::hours(1),
+    )
+    .unwrap();
+    let live = check_report(&client, &range).await;
+    assert!(live.iter().any(|c| c.rows.len() > 4));
+    // The next attribution run takes the fresh events in: not one figure moves.
+    run_job(&mut client).await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        db.count("SELECT last_event_id FROM attribution_state")
+            .await
+    );
+    let settled = check_report(&client, &range).await;
+    for (a, b) in live.iter().zip(&settled) {
+        assert_eq!(figures(a), figures(b));
+    }
+
+    // A campaign filter keeps that campaign's rows only, with the same figures.
+    let all = &settled[0];
+    let one = reports::campaigns(
+        &client,
+        1,
+        &range,
+        Granularity::Hour,
+        &Filters::fixed([("campaign", "brand")]).unwrap(),
+        Model::LastTouch,
+        1000,
+    )
+    .await
+    .unwrap();
+    let brand: Vec<_> = all.rows.iter().filter(|r| r.campaign == "brand").collect();
+    assert!(!brand.is_empty());
+    assert_eq!(one.rows.iter().collect::<Vec<_>>(), brand);
+    // Filters the touches do not carry are refused, not ignored.
+    let mut country = Filters::default();
+    country.set(Dimension::Country, "DE").unwrap();
+    let err = reports::campaigns(
+        &client,
+        1,
+        &range,
+        Granularity::Hour,
+        &country,
+        Model::LastTouch,
+        10,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, reports::ReportError::BadRequest(_)), "{err}");
+}
+
+async fn http_get(app: &axum::Router, path: &str, authorization: &str) -> (u16, String, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path)
+        .header("authorization", authorization)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// The route answers the core's figures in JSON and CSV for each model, refuses bad
+/// parameters with a precise code, and another tenant's key gets nothing.
+#[tokio::test]
+async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
+    // Whole seconds, so the query's times are the core's.
+    let now = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).unwrap();
+    let db = campaign_db().await;
+    let mut client = db.client().await;
+    let bodies = traffic(&mut Rng(7), now, 900);
+    ingest_in_rounds(&mut client, &bodies[..600], 2).await;
+    ingest(&mut client, 600, &bodies[600..]).await;
+    let key = |tenant: i64| {
+        let client = &client;
+        async move {
+            let k = access::create_key(client, Some(tenant), access::KeyKind::Read, "k")
+                .await
+                .unwrap();
+            format!("Bearer {}", k.key)
+        }
+    };
+    let (key1, key2) = (key(1).await, key(2).await);
+    let settings = settings_with(
+        &db.url(),
+        &[(
+            "SHARE_TOKEN_SECRET",
+            "campaign-report-test-secret-0123456789abcdef",
+        )],
+    );
+    let share = |pairs: &'static [(&'static str, &'static str)]| {
+        let (client, secret) = (&client, settings.share_token_secret.clone());
+        async move {
+            let t = access::create_share_token(
+                client,
+                secret.as_ref(),
+                1,
+                Duration::hours(1),
+                Filters::fixed(pairs.iter().copied()).unwrap(),
+                "link",
+                None,
+            )
+            .await
+            .unwrap();
+            format!("Share {}", t.token)
+        }
+    };
+    let brand = share(&[("campaign", "brand")]).await;
+    let germany = share(&[("country", "DE")]).await;
+    let app = remarketable_handler::app(std::sync::Arc::new(remarketable_handler::AppState::new(
+        settings.clone(),
+    )));
+    let (from, to) = (now - Duration::hours(30), now + Duration::minutes(5));
+    let range = Range::new(from, to).unwrap();
+    let q = format!(
+        "from={}&to={}&granularity=1h",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    for model in Model::ALL {
+        let path = format!("/api/v1/tenants/1/campaigns?{q}&model={}", model.name());
+        let (status, content_type, body) = http_get(&app, &path, &key1).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(content_type.starts_with("application/json"));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let core = reports::campaigns(
+            &client,
+            1,
+            &range,
+            Granularity::Hour,
+            &Filters::default(),
+            model,
+            100,
+        )
+        .await
+        .unwrap();
+        assert_eq!(v["model"], model.name());
+        assert_eq!(v["rows"], json!(core.rows), "{model:?}");
+        assert_eq!(v["totals"], json!(core.totals));
+        assert_eq!(v["distinct_counts"]["method"], "hyperloglog");
+        let rows = v["rows"].as_array().unwrap();
+        assert!(rows.len() > 4, "{body}");
+
+        let (status, content_type, csv) =
+            http_get(&app, &format!("{path}&format=csv"), &key1).await;
+        assert_eq!(status, 200, "{csv}");
+        assert!(content_type.starts_with("text/csv"));
+        let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+        let header: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(header.len(), 13);
+        assert_eq!(lines.len(), rows.len() + 1);
+        for (line, row) in lines[1..].iter().zip(rows) {
+            // The generated campaign names hold no comma or quote.
+            for (name, field) in header.iter().zip(line.split(',')) {
+                let json = &row[*name];
+                match json {
+                    Value::String(s) => assert_eq!(field, s, "{name}"),
+                    Value::Number(n) => assert!(
+                        (field.parse::<f64>().unwrap() - n.as_f64().unwrap()).abs() < 1e-6,
+                        "{name}: {field} vs {n}"
+                    ),
+                    other => panic!("{name}: {other}"),
+                }
+            }
+        }
+    }
+
+    // `limit` cuts the rows, not the totals.
+    let (_, _, body) = http_get(&app, &format!("/api/v1/tenants/1/campaigns?{q}"), &key1).await;
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let (_, _, body) = http_get(
+        &app,
+        &format!("/api/v1/tenants/1/campaigns?{q}&limit=2"),
+        &key1,
+    )
+    .await;
+    let two: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        two["rows"].as_array().unwrap()[..],
+        all["rows"].as_array().unwrap()[..2]
+    );
+    assert_eq!(two["totals"], all["totals"]);
+    assert_eq!(two["total_rows"], all["total_rows"]);
+    assert!(all["total_rows"].as_u64().unwrap() > 2);
+
+    for (query, status, code) in [
+        ("model=linear", 400, "bad_parameter"),
+        ("limit=0", 400, "bad_parameter"),
+        ("limit=1001", 400, "bad_parameter"),
+        ("country=DE", 400, "bad_parameter"),
+        ("range=30d&granularity=5m", 400, "bad_parameter"),
+        ("format=xml", 400, "bad_parameter"),
+    ] {
+        let (s, _, body) =
+            http_get(&app, &format!("/api/v1/tenants/1/campaigns?{query}"), &key1).await;
+        assert_eq!(s, status, "{query}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], code, "{query}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 5);
+    }
+    // Another tenant's key: 404, no hint that tenant 1 exists.
+    let (s, _, body) = http_get(&app, "/api/v1/tenants/1/campaigns", &key2).await;
+    assert_eq!(s, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+    let (s, _, _) = http_get(&app, "/api/v1/tenants/2/campaigns", &key2).await;
+    assert_eq!(s, 200);
+
+    // A share link fixed to one campaign sees that campaign only, and cannot ask for another;
+    // one fixed to a country (which touches do not carry) is refused rather than shown all.
+    let path = format!("/api/v1/tenants/1/campaigns?{q}");
+    let (s, _, body) = http_get(&app, &path, &brand).await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["campaign"] == "brand"), "{body}");
+    let (_, _, body) = http_get(&app, &path, &key1).await;
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let brand_rows: Vec<&Value> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["campaign"] == "brand")
+        .collect();
+    assert_eq!(rows.iter().collect::<Vec<_>>(), brand_rows);
+    for (path, who, code) in [
+        (
+            format!("{path}&campaign=winter-sale"),
+            &brand,
+            "filter_fixed",
+        ),
+        (path.clone(), &germany, "filter_fixed"),
+    ] {
+        let (s, _, body) = http_get(&app, &path, who).await;
+        assert_eq!(s, 403, "{path}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], code);
+    }
+    let (s, _, body) = http_get(&app, "/api/v1/tenants/2/campaigns", &brand).await;
+    assert_eq!(s, 404, "{body}");
 }

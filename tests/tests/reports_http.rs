@@ -268,6 +268,13 @@ async fn the_openapi_document_lists_served_paths_and_the_closed_values() {
         .find(|p| p["name"] == "granularity")
         .unwrap()["schema"]["enum"];
     assert_eq!(granularity, &json!(["5m", "1h", "1d"]));
+    let model = &paths["/api/v1/tenants/{tenant_id}/campaigns"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "model")
+        .unwrap()["schema"]["enum"];
+    assert_eq!(model, &json!(["last_touch", "first_touch", "session"]));
 }
 
 #[tokio::test]

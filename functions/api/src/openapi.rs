@@ -5,7 +5,7 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use remarketable_core::access::{DEFAULT_PAGE, MAX_PAGE};
-use remarketable_core::reports::{Dimension, Granularity, Metric, MAX_RANGE_DAYS};
+use remarketable_core::reports::{Dimension, Granularity, Metric, Model, MAX_RANGE_DAYS};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
@@ -88,6 +88,16 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "The delivery ledger per hour (received, stored, duplicates, dead-lettered) and recent dead letters",
         security: READ,
         params: &["from", "to", "range", "format", "dead_letters"],
+        csv: true,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/tenants/{tenant_id}/campaigns",
+        summary: "Per campaign, source and medium: impressions, clicks, CTR, reach, frequency, sessions, and conversions and revenue attributed under a model (direct: all empty)",
+        security: READ,
+        params: &[
+            "from", "to", "range", "granularity", "campaign", "format", "model", "campaign_limit",
+        ],
         csv: true,
     },
     Operation {
@@ -278,6 +288,14 @@ fn parameter(name: &str) -> Value {
             "most recent dead letters returned",
             json!({"type": "integer", "minimum": 1, "maximum": 500, "default": 50}),
         ),
+        "model" => (
+            "the attribution model conversions and revenue are counted by",
+            json!({"type": "string", "enum": names(&Model::ALL, |m| m.name()), "default": "last_touch"}),
+        ),
+        "campaign_limit" => (
+            "most rows returned (ranked by revenue; `totals` covers every row)",
+            json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        ),
         "page_limit" => (
             "most items returned; `next` in the answer asks for the following page",
             json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}),
@@ -288,7 +306,10 @@ fn parameter(name: &str) -> Value {
         ),
         _ => ("", json!({"type": "string"})),
     };
-    let name = if name == "page_limit" { "limit" } else { name };
+    let name = match name {
+        "page_limit" | "campaign_limit" => "limit",
+        other => other,
+    };
     json!({"name": name, "in": "query", "required": name == "dimension",
            "description": description, "schema": schema})
 }

@@ -8,6 +8,7 @@
 //! | `GET /api/v1/tenants/{tenant_id}/summary` | KPI totals with the previous period |
 //! | `GET /api/v1/tenants/{tenant_id}/top?list=pages` | top pages or devices (TopN estimates) |
 //! | `GET /api/v1/tenants/{tenant_id}/ingest` | the delivery ledger per hour and recent dead letters |
+//! | `GET /api/v1/tenants/{tenant_id}/campaigns?model=last_touch` | touches, sessions and attributed conversions per campaign, source and medium |
 //!
 //! Common parameters: `from`/`to` (RFC 3339) or `range` (`1h`, `24h`, `7d`, `30d`; default
 //! `24h`, ending now), `granularity` (`5m`, `1h`, `1d`; default from the range length),
@@ -31,7 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metric, Metrics, Range, Ranking, ReportError,
+    self, Dimension, Filters, Granularity, Metric, Metrics, Model, Range, Ranking, ReportError,
     RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
 };
 use remarketable_core::ErrorCode;
@@ -49,6 +50,7 @@ pub fn routes(state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/api/v1/tenants/{tenant_id}/summary", get(summary))
         .route("/api/v1/tenants/{tenant_id}/top", get(top))
         .route("/api/v1/tenants/{tenant_id}/ingest", get(ingest))
+        .route("/api/v1/tenants/{tenant_id}/campaigns", get(campaigns))
         .layer(Extension(Arc::new(RolledCache::new(ROLLED_CACHE_BYTES))))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -74,6 +76,7 @@ pub struct ReportQuery {
     list: Option<String>,
     n: Option<i32>,
     dead_letters: Option<i64>,
+    model: Option<String>,
 }
 
 /// A parsed report request.
@@ -471,6 +474,92 @@ async fn ingest(
         ));
     }
     Ok(json_answer(&report))
+}
+
+/// The campaign report's columns, in CSV order.
+const CAMPAIGN_COLUMNS: [&str; 13] = [
+    "campaign",
+    "source",
+    "medium",
+    "impressions",
+    "clicks",
+    "ctr",
+    "reach",
+    "frequency",
+    "sessions",
+    "conversions",
+    "revenue",
+    "conversion_rate",
+    "revenue_per_session",
+];
+
+async fn campaigns(
+    Report { access, client, .. }: Report,
+    Path(tenant_id): Path<i64>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    // Touches and conversions carry no country, browser or single event type: a share link
+    // fixed to one of those must not see every campaign of the tenant.
+    if let Some(d) = access
+        .fixed_filters
+        .0
+        .keys()
+        .find(|d| **d != Dimension::Campaign)
+    {
+        return Err(ApiError::new(
+            ErrorCode::FilterFixed,
+            format!(
+                "this share link is limited to a {d} filter; the campaign report filters by campaign only"
+            ),
+        ));
+    }
+    let r = q.parse(&access, &headers)?;
+    let model: Model = match q.model.as_deref() {
+        Some(name) => name.parse().map_err(bad)?,
+        None => Model::LastTouch,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad("limit must be between 1 and 1000"));
+    }
+    let c = reports::campaigns(
+        &client,
+        tenant_id,
+        &r.range,
+        r.granularity,
+        &r.filters,
+        model,
+        limit as usize,
+    )
+    .await
+    .map_err(report_error)?;
+    if r.csv {
+        let rows = c
+            .rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.campaign.clone(),
+                    row.source.clone(),
+                    row.medium.clone(),
+                    row.impressions.to_string(),
+                    row.clicks.to_string(),
+                    format!("{:.6}", row.ctr),
+                    row.reach.to_string(),
+                    format!("{:.6}", row.frequency),
+                    row.sessions.to_string(),
+                    row.conversions.to_string(),
+                    row.revenue.to_string(),
+                    format!("{:.6}", row.conversion_rate),
+                    row.revenue_per_session.to_string(),
+                ]
+            })
+            .collect();
+        return Ok(csv_answer("campaigns", &CAMPAIGN_COLUMNS, rows));
+    }
+    Ok(json_answer(&c))
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 //! One module per job: `vocabulary` (the closed types callers choose and the results they
 //! get), `sql` (the SQL text and its bind parameters), `series` (the time series), `rolled` (the kept
 //! rolled parts of breakdowns and summaries, [`RolledCache`]), `oracle` (the full-statement
-//! breakdown and summary the tests check the kept parts against), `top` (top lists) and
-//! `health` (the ingest ledger and dead letters).
+//! breakdown and summary the tests check the kept parts against), `top` (top lists),
+//! `campaigns` (the campaign report over the attribution tables) and `health` (the ingest
+//! ledger and dead letters).
 
+mod campaigns;
 mod health;
 #[doc(hidden)]
 pub mod oracle;
@@ -24,6 +26,7 @@ mod sql;
 mod top;
 mod vocabulary;
 
+pub use campaigns::{campaigns, CampaignFreshness, CampaignRow, CampaignTotals, Campaigns, Model};
 pub use health::{ingest, IngestReport, LedgerHour};
 pub use rolled::RolledCache;
 pub use series::timeseries;
