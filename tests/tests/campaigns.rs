@@ -606,6 +606,19 @@ async fn attribution_on_citus() {
     let again = attribution::advance(&mut client).await.unwrap();
     assert_eq!(again.window_start, again.window_end);
     assert_eq!(stored(&client).await, expected);
+
+    // The campaign report on the cluster equals the brute force, with events above the
+    // attribution watermark that the report attributes itself.
+    let more = traffic(&mut Rng(22), now, 200);
+    ingest(&mut client, 10_000, &more).await;
+    let hour = |t: DateTime<Utc>| DateTime::from_timestamp(t.timestamp() / 3600 * 3600, 0).unwrap();
+    let range = Range::new(
+        hour(now) - Duration::hours(29),
+        hour(now) + Duration::hours(1),
+    )
+    .unwrap();
+    let live = check_report(&client, &range).await;
+    assert!(live.iter().any(|c| c.rows.len() > 2));
 }
 
 /// One row of the campaign report as computed from the raw events.
