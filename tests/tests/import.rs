@@ -641,3 +641,87 @@ async fn a_cut_over_counts_the_old_table_and_the_stream_once_each() {
     let (received, stored, duplicates, dead) = ledger_totals(&db).await;
     assert_eq!((received, stored, duplicates, dead), (3200, 3200, 0, 0));
 }
+
+/// The database goes away under a running import (a proxy in front of it refuses and cuts
+/// every connection, as a stopped server does), and the importer is SIGKILLed while it is
+/// gone; the next run loses its connection exactly as it sends a chunk's COMMIT (the chunk may
+/// or may not have committed); a third run completes the file: every event stored once.
+/// Multi-threaded: the test blocks on the importer's output while the proxy forwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_loses_its_database_and_is_killed_is_completed_once() {
+    let db = TestDb::create().await;
+    let dir = temp_dir("outage");
+    let path = dir.join("history.ndjson");
+    let start = Utc::now() - Duration::days(10);
+    let total = 20_000i64;
+    let mut text = String::new();
+    for n in 0..total {
+        let mut e = event(1 + n % 3, n);
+        e["event_time"] = json!(at(start + Duration::seconds(n * 20)));
+        e["n"] = json!(n);
+        text.push_str(&e.to_string());
+        text.push('\n');
+    }
+    write_file(&path, &text);
+    let binary = cli_binary();
+    let proxy = Proxy::for_cluster().await;
+    let run = || {
+        std::process::Command::new(&binary)
+            .args(["import", "--chunk-events", "1000"])
+            .arg(&path)
+            .env("DATABASE_URL", db.url_via(proxy.addr))
+            .env("EVENT_RETENTION_DAYS", RETENTION_DAYS.to_string())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the CLI starts")
+    };
+
+    // 1. The database stops after the 3rd chunk; the importer is killed while it is down.
+    let mut child = run();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains(": chunk 3,") {
+            break;
+        }
+    }
+    proxy.set(ProxyMode::Down);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let after_outage = db.count("SELECT count(*) FROM events").await;
+    assert!(
+        after_outage >= 3_000 && after_outage < total,
+        "{after_outage}"
+    );
+
+    // 2. Back up; this run's connection is cut as it sends its first COMMIT.
+    proxy.set(ProxyMode::CutOn(b"COMMIT".to_vec()));
+    let out = run().wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the cut run fails: {report}");
+    assert_eq!(proxy.cuts(), 1, "{report}");
+    assert!(report.contains("error"), "{report}");
+
+    // 3. The same command completes the file.
+    proxy.set(ProxyMode::Up);
+    let out = run().wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("skipped as already imported"), "{report}");
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*), count(DISTINCT (properties->>'n')::bigint) FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (stored, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!((stored, distinct), (total, total), "every event once");
+    let (received, stored, duplicates, dead) = ledger_totals(&db).await;
+    assert_eq!(stored, total);
+    assert_eq!(dead, 0);
+    assert_eq!(received, stored + duplicates);
+    std::fs::remove_dir_all(dir).ok();
+}
