@@ -23,7 +23,8 @@ pub enum PlacementError {
 /// How Citus copies shards while isolating or rebalancing (`citus.shard_transfer_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferMode {
-    /// Logical replication where every table has a replica identity, else blocking writes.
+    /// Citus' choice: logical replication, refused when a colocated table has no replica
+    /// identity (the rollups' staging tables have none).
     Auto,
     /// Logical replication (needs `wal_level = logical`): writes continue during the copy.
     ForceLogical,

@@ -7,7 +7,7 @@
 //! remarketable tenant add <id> [--name N] [--time-zone Z]
 //! remarketable tenant list
 //! remarketable tenant stats [--json]
-//! remarketable tenant isolate <id> [--transfer-mode auto|force_logical|block_writes]   # Citus
+//! remarketable tenant isolate <id> [--transfer-mode block_writes|force_logical|auto]   # Citus
 //! remarketable cluster rebalance [--transfer-mode M] [--no-wait]                       # Citus
 //! remarketable rollup run | status
 //! remarketable rollup retention <5min|1hour|1day> <interval|keep>
@@ -251,9 +251,11 @@ enum TenantCommand {
     /// Citus: move the tenant's rows of every colocated table into shards of their own.
     Isolate {
         id: i64,
-        /// How shards are copied: block_writes works at any wal_level (writes to the tenant's
-        /// shard wait meanwhile); force_logical needs wal_level = logical.
-        #[arg(long, default_value = "auto")]
+        /// How shards are copied: block_writes (the default) works at any wal_level, writes to
+        /// the tenant's shard wait meanwhile; force_logical keeps them flowing but needs
+        /// wal_level = logical; auto refuses here (the rollups' staging tables have no
+        /// replica identity).
+        #[arg(long, default_value = "block_writes")]
         transfer_mode: placement::TransferMode,
     },
 }
@@ -263,7 +265,7 @@ enum ClusterCommand {
     /// Citus: start a background rebalance of the shards over the workers and, unless
     /// --no-wait, show its progress until it ends.
     Rebalance {
-        #[arg(long, default_value = "auto")]
+        #[arg(long, default_value = "block_writes")]
         transfer_mode: placement::TransferMode,
         #[arg(long)]
         no_wait: bool,
