@@ -118,6 +118,26 @@ pub async fn replay_dead_letters_after(
     now: DateTime<Utc>,
     max: usize,
 ) -> Result<ReplayReport, ReplayError> {
+    let report = replay(client, tenant_id, after, limits, now, max).await?;
+    // Logged here, once for every host and the CLI (an empty replay too).
+    tracing::info!(
+        tenant_id,
+        examined = report.examined,
+        replayed = report.replayed,
+        more = report.more,
+        "dead letters replayed"
+    );
+    Ok(report)
+}
+
+async fn replay(
+    client: &mut Client,
+    tenant_id: i64,
+    after: Option<i64>,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<ReplayReport, ReplayError> {
     let tx = client.transaction().await?;
     let start = tx
         .query_typed_one(
@@ -218,13 +238,6 @@ pub async fn replay_dead_letters_after(
         }
     }
     tx.commit().await?;
-    tracing::info!(
-        tenant_id,
-        examined = report.examined,
-        replayed = report.replayed,
-        more = report.more,
-        "dead letters replayed"
-    );
     Ok(report)
 }
 
