@@ -62,12 +62,17 @@ pub enum ReplayError {
     Changed,
 }
 
-impl ReplayError {
-    /// Whether running the same replay again later is expected to succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ReplayError::Database(e) => e.is_retryable(),
-            ReplayError::Changed => true,
+/// The replay's refusal in the one error vocabulary, which also decides whether running it
+/// again may succeed ([`ErrorCode::retryable`](crate::ErrorCode::retryable)): a database error
+/// by its SQLSTATE class, a conflict always.
+impl From<ReplayError> for crate::error::Error {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Database(e) => e.into(),
+            ReplayError::Changed => crate::error::Error::new(
+                crate::ErrorCode::ReplayConflict,
+                "dead letters changed during the replay; run it again",
+            ),
         }
     }
 }
@@ -318,5 +323,18 @@ fn ledger_tenant(tenant_id: i64, registered_at: Option<DateTime<Utc>>, letter: &
         0
     } else {
         tenant_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn a_conflicting_replay_is_a_retryable_replay_conflict() {
+        let e = crate::error::Error::from(ReplayError::Changed);
+        assert_eq!(e.code, ErrorCode::ReplayConflict);
+        assert!(e.retryable());
     }
 }
