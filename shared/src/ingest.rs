@@ -104,12 +104,9 @@ pub enum IngestError {
     Database(#[source] tokio_postgres::Error),
 }
 
-impl IngestError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, IngestError::Unavailable(_))
-    }
-}
-
+/// Whether a batch may be written by trying again is the vocabulary's rule
+/// ([`Error::retryable`](crate::error::Error::retryable), by SQLSTATE class), as for every
+/// other database error.
 impl From<IngestError> for crate::error::Error {
     fn from(e: IngestError) -> Self {
         match e {

@@ -62,12 +62,17 @@ pub enum ReplayError {
     Changed,
 }
 
-impl ReplayError {
-    /// Whether running the same replay again later is expected to succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ReplayError::Database(e) => e.is_retryable(),
-            ReplayError::Changed => true,
+/// The replay's refusal in the one error vocabulary, which also decides whether running it
+/// again may succeed ([`ErrorCode::retryable`](crate::ErrorCode::retryable)): a database error
+/// by its SQLSTATE class, a conflict always.
+impl From<ReplayError> for crate::error::Error {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Database(e) => e.into(),
+            ReplayError::Changed => crate::error::Error::new(
+                crate::ErrorCode::ReplayConflict,
+                "dead letters changed during the replay; run it again",
+            ),
         }
     }
 }
@@ -111,6 +116,26 @@ pub async fn replay_dead_letters(
 /// `resume_after`), so that a loop over a tenant's backlog makes progress past dead letters
 /// that still fail.
 pub async fn replay_dead_letters_after(
+    client: &mut Client,
+    tenant_id: i64,
+    after: Option<i64>,
+    limits: &EventLimits,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<ReplayReport, ReplayError> {
+    let report = replay(client, tenant_id, after, limits, now, max).await?;
+    // Logged here, once for every host and the CLI (an empty replay too).
+    tracing::info!(
+        tenant_id,
+        examined = report.examined,
+        replayed = report.replayed,
+        more = report.more,
+        "dead letters replayed"
+    );
+    Ok(report)
+}
+
+async fn replay(
     client: &mut Client,
     tenant_id: i64,
     after: Option<i64>,
@@ -218,13 +243,6 @@ pub async fn replay_dead_letters_after(
         }
     }
     tx.commit().await?;
-    tracing::info!(
-        tenant_id,
-        examined = report.examined,
-        replayed = report.replayed,
-        more = report.more,
-        "dead letters replayed"
-    );
     Ok(report)
 }
 
@@ -305,5 +323,18 @@ fn ledger_tenant(tenant_id: i64, registered_at: Option<DateTime<Utc>>, letter: &
         0
     } else {
         tenant_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn a_conflicting_replay_is_a_retryable_replay_conflict() {
+        let e = crate::error::Error::from(ReplayError::Changed);
+        assert_eq!(e.code, ErrorCode::ReplayConflict);
+        assert!(e.retryable());
     }
 }

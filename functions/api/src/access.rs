@@ -43,6 +43,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use remarketable_core::access::{self, AccessError, Filters, KeyKind, Page, VerifiedKey};
 use remarketable_core::quota;
+use remarketable_core::telemetry::{Audit, Event};
 use remarketable_core::tenants::{self, RegisterError};
 use remarketable_core::ErrorCode;
 use serde::de::DeserializeOwned;
@@ -434,7 +435,11 @@ async fn create_tenant(
             RegisterError::Exists(_) => ApiError::new(ErrorCode::TenantExists, e.to_string()),
             RegisterError::Database(e) => ApiError::database(e),
         })?;
-    tracing::info!(tenant_id = tenant.tenant_id, admin_key = %admin.key_id, "tenant registered");
+    Audit::TenantRegistered {
+        tenant_id: tenant.tenant_id,
+        admin_key: &admin.key_id,
+    }
+    .emit();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -486,13 +491,13 @@ async fn create_key(
     )
     .await
     .map_err(access_error)?;
-    tracing::info!(
+    Audit::KeyCreated {
         tenant_id,
-        key_id = %key.key_id,
-        kind = %key.kind,
-        admin_key = %admin.key_id,
-        "API key created"
-    );
+        key_id: &key.key_id,
+        kind: key.kind,
+        admin_key: &admin.key_id,
+    }
+    .emit();
     Ok(created_secret(json!({
         "key_id": key.key_id,
         "key": key.key,
@@ -567,12 +572,12 @@ async fn revoke_key(
     for token_id in &revoked.share_tokens {
         state.verifier.forget_share(token_id);
     }
-    tracing::info!(
-        key_id = %key_id,
-        admin_key = %admin.key_id,
-        share_tokens = revoked.share_tokens.len(),
-        "API key revoked with its share tokens"
-    );
+    Audit::KeyRevoked {
+        key_id: &key_id,
+        admin_key: &admin.key_id,
+        share_tokens: revoked.share_tokens.len(),
+    }
+    .emit();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -627,7 +632,12 @@ async fn create_share_token(
     )
     .await
     .map_err(access_error)?;
-    tracing::info!(tenant_id, token_id = %token.token_id, expires_at = %token.expires_at, "share token created");
+    Audit::ShareTokenCreated {
+        tenant_id,
+        token_id: &token.token_id,
+        expires_at: token.expires_at,
+    }
+    .emit();
     Ok(created_secret(json!({
         "token_id": token.token_id,
         "token": token.token,
@@ -690,7 +700,12 @@ async fn admin_revoke_share_token(
     if !found {
         return Err(ApiError::new(ErrorCode::NotFound, "no such share token"));
     }
-    tracing::info!(tenant_id, token_id = %token_id, admin_key = %admin.key_id, "share token revoked");
+    Audit::ShareTokenRevoked {
+        tenant_id,
+        token_id: &token_id,
+        admin_key: Some(&admin.key_id),
+    }
+    .emit();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -710,7 +725,12 @@ async fn revoke_share_token(
     if !found {
         return Err(ApiError::new(ErrorCode::NotFound, "no such share token"));
     }
-    tracing::info!(tenant_id, token_id = %token_id, "share token revoked");
+    Audit::ShareTokenRevoked {
+        tenant_id,
+        token_id: &token_id,
+        admin_key: None,
+    }
+    .emit();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -814,6 +834,11 @@ async fn set_collect_limits(
     {
         return Err(access_error(AccessError::UnknownTenant(tenant_id)));
     }
-    tracing::info!(tenant_id, admin_key = %admin.key_id, ?overrides, "collect limits set");
+    Audit::CollectLimitsSet {
+        tenant_id,
+        admin_key: &admin.key_id,
+        overrides: &overrides,
+    }
+    .emit();
     Ok(collect_limits_body(&state, tenant_id, &overrides))
 }

@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use remarketable_core::dashboards::{self, DashboardError, Layout};
+use remarketable_core::telemetry::{Audit, Event};
 use remarketable_core::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -89,7 +90,12 @@ async fn save(
     )
     .await
     .map_err(dashboard_error)?;
-    tracing::info!(tenant_id, dashboard = %saved.name, version = saved.version, "dashboard saved");
+    Audit::DashboardSaved {
+        tenant_id,
+        dashboard: &saved.name,
+        version: saved.version,
+    }
+    .emit();
     Ok(Json(saved))
 }
 
@@ -105,7 +111,11 @@ async fn remove(
         .await
         .map_err(dashboard_error)?
     {
-        tracing::info!(tenant_id, dashboard = %name, "dashboard deleted");
+        Audit::DashboardDeleted {
+            tenant_id,
+            dashboard: &name,
+        }
+        .emit();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(dashboard_error(DashboardError::NotFound))

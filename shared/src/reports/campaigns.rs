@@ -9,7 +9,7 @@
 //! `advance_attribution()` over the stored and the fresh touches. So an event counts as soon as
 //! it is committed and the figures do not move when attribution takes it in.
 
-use super::sql::{query, scope, Param, Params};
+use super::sql::{query, scope, NamedParams, Param, Params};
 use super::vocabulary::{Dimension, Filters, Granularity, Range, ReportError};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

@@ -1,13 +1,30 @@
 //! Ingest health: the tenant's delivery ledger per hour, its latest dead letters, and what
 //! collect accepted and refused per UTC day under its limits.
 
-use super::sql::scope;
-use super::vocabulary::{Freshness, Granularity, Range, ReportError};
+use super::sql::{query, scope, NamedParams, Param, Params};
+use super::vocabulary::{Filters, Freshness, Granularity, Range, ReportError};
 use crate::dead_letters::{self, DeadLetter, PREVIEW_BYTES};
 use crate::quota::{self, Limits, UsageReport};
 use chrono::{DateTime, Utc};
+use postgres_types::{ToSql, Type};
 use serde::Serialize;
 use tokio_postgres::Client;
+
+/// The bind parameters of the latest dead letters' statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecentParam {
+    Tenant,
+    /// How many, newest first.
+    Limit,
+}
+
+impl NamedParams for RecentParam {
+    const ALL: &'static [RecentParam] = &[RecentParam::Tenant, RecentParam::Limit];
+
+    fn ty(self) -> Type {
+        Type::INT8
+    }
+}
 
 /// One hour of the tenant's delivery ledger.
 #[derive(Debug, Clone, Serialize)]
@@ -39,22 +56,28 @@ pub async fn ingest(
     collect_limits: Limits,
 ) -> Result<IngestReport, ReportError> {
     let scope = scope(client, tenant_id, range, Granularity::Hour).await?;
-    let hours = client
-        .query(
+    // A report statement over the scope: bound as every report's (no filters apply).
+    let hours = query(
+        client,
+        &format!(
             "SELECT hour, received, stored, duplicates, dead_lettered FROM ingest_ledger
-             WHERE tenant_id = $1 AND hour >= $2 AND hour < $3 ORDER BY hour",
-            &[&tenant_id, &scope.range.from, &scope.range.to],
-        )
-        .await?
-        .iter()
-        .map(|r| LedgerHour {
-            hour: r.get(0),
-            received: r.get(1),
-            stored: r.get(2),
-            duplicates: r.get(3),
-            dead_lettered: r.get(4),
-        })
-        .collect();
+             WHERE tenant_id = {tenant} AND hour >= {from} AND hour < {to} ORDER BY hour",
+            tenant = Param::Tenant.placeholder(),
+            from = Param::From.placeholder(),
+            to = Param::To.placeholder(),
+        ),
+        &Params::new(tenant_id, &scope, &Filters::default()),
+    )
+    .await?
+    .iter()
+    .map(|r| LedgerHour {
+        hour: r.get(0),
+        received: r.get(1),
+        stored: r.get(2),
+        duplicates: r.get(3),
+        dead_lettered: r.get(4),
+    })
+    .collect();
     // The payload's first bytes only, under the payload's own name.
     let columns = format!(
         "{}substring(payload FROM 1 FOR {PREVIEW_BYTES}) AS payload",
@@ -62,13 +85,21 @@ pub async fn ingest(
             .strip_suffix("payload")
             .expect("payload is the last column")
     );
+    let limit = dead_letters.clamp(1, 500);
     let recent_dead_letters = client
-        .query(
+        .query_typed(
             &format!(
-                "SELECT {columns} FROM dead_letters WHERE tenant_id = $1
-                 ORDER BY received_at DESC, dead_letter_id DESC LIMIT $2"
+                "SELECT {columns} FROM dead_letters WHERE tenant_id = {tenant}
+                 ORDER BY received_at DESC, dead_letter_id DESC LIMIT {limit}",
+                tenant = RecentParam::Tenant.placeholder(),
+                limit = RecentParam::Limit.placeholder(),
             ),
-            &[&tenant_id, &dead_letters.clamp(1, 500)],
+            &RecentParam::typed(|p| {
+                Some(match p {
+                    RecentParam::Tenant => &tenant_id as &(dyn ToSql + Sync),
+                    RecentParam::Limit => &limit,
+                })
+            }),
         )
         .await?
         .iter()

@@ -1,6 +1,8 @@
 //! The kept rolled parts of breakdowns and summaries, and the single flight that reads each once.
 
-use super::sql::{fresh_events, query, raw_value, rolled_rows, scope, Param, Params, Scope};
+use super::sql::{
+    fresh_events, query, raw_value, rolled_rows, scope, NamedParams, Param, Params, Scope,
+};
 use super::vocabulary::{
     ranked, Breakdown, BreakdownRow, Dimension, Filters, Granularity, Metrics, Range, Ranking,
     ReportError, Summary,

@@ -12,31 +12,64 @@ use chrono::{DateTime, TimeDelta, Utc};
 use postgres_types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-/// The bind parameters of the report statements. A parameter's position (`$n`, its
-/// discriminant) and its type are defined here only; statement text names a parameter by
-/// [`Param::placeholder`] and its value comes from the field of [`Params`] of the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Param {
-    Tenant = 1,
-    /// The range, aligned to whole buckets.
-    From = 2,
-    To = 3,
-    /// The filters, NULL for any value.
-    EventType = 4,
-    Country = 5,
-    Browser = 6,
-    Campaign = 7,
-    /// The tenant's time zone, for local days.
-    TimeZone = 8,
-    /// The least event time of the events not yet rolled up.
-    FreshFrom = 9,
-    /// The watermark of a kept rolled part: the raw events above it are merged in.
-    KeptWatermark = 10,
+/// A closed set of named bind parameters of some statements: a parameter's position (`$n`) is
+/// its place in [`ALL`](Self::ALL) and its type is [`ty`](Self::ty), both defined by the set
+/// only. Statement text names a parameter by [`placeholder`](Self::placeholder) and binds the
+/// values with [`typed`](Self::typed), so position and value cannot drift apart.
+pub(super) trait NamedParams: Copy + Eq + 'static {
+    /// Every parameter, in position order.
+    const ALL: &'static [Self];
+
+    fn ty(self) -> Type;
+
+    /// `$n` for the statement text.
+    fn placeholder(self) -> &'static str {
+        const PLACEHOLDERS: [&str; 10] =
+            ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10"];
+        let index = Self::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("a parameter is in its set");
+        PLACEHOLDERS[index]
+    }
+
+    /// The values (`value` of each parameter; `None` for an optional one not given) with their
+    /// types, in position order, up to the first parameter not given (only trailing ones may
+    /// be optional; a statement naming one not given fails at the database, which says how
+    /// many it wanted).
+    fn typed<'v>(
+        value: impl Fn(Self) -> Option<&'v (dyn ToSql + Sync)>,
+    ) -> Vec<(&'v (dyn ToSql + Sync), Type)> {
+        Self::ALL
+            .iter()
+            .map_while(|&p| Some((value(p)?, p.ty())))
+            .collect()
+    }
 }
 
-impl Param {
-    /// Every parameter, in position order.
-    const ALL: [Param; 10] = [
+/// The bind parameters of the report statements; their values come from the fields of
+/// [`Params`] of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Param {
+    Tenant,
+    /// The range, aligned to whole buckets.
+    From,
+    To,
+    /// The filters, NULL for any value.
+    EventType,
+    Country,
+    Browser,
+    Campaign,
+    /// The tenant's time zone, for local days.
+    TimeZone,
+    /// The least event time of the events not yet rolled up.
+    FreshFrom,
+    /// The watermark of a kept rolled part: the raw events above it are merged in.
+    KeptWatermark,
+}
+
+impl NamedParams for Param {
+    const ALL: &'static [Param] = &[
         Param::Tenant,
         Param::From,
         Param::To,
@@ -49,13 +82,6 @@ impl Param {
         Param::KeptWatermark,
     ];
 
-    /// `$n` for the statement text.
-    pub(super) fn placeholder(self) -> &'static str {
-        const PLACEHOLDERS: [&str; 10] =
-            ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10"];
-        PLACEHOLDERS[self as usize - 1]
-    }
-
     fn ty(self) -> Type {
         match self {
             Param::Tenant | Param::KeptWatermark => Type::INT8,
@@ -67,7 +93,9 @@ impl Param {
             | Param::TimeZone => Type::TEXT,
         }
     }
+}
 
+impl Param {
     /// The parameter carrying a dimension's filter value.
     pub(super) fn filter(d: Dimension) -> Param {
         match d {
@@ -127,14 +155,10 @@ impl<'a> Params<'a> {
         })
     }
 
-    /// The values with their types, in position order, up to the first parameter not given
-    /// (only the last one is optional; a statement naming one not given fails at the database,
-    /// which says how many it wanted).
+    /// The values with their types, in position order ([`NamedParams::typed`]; only the
+    /// kept watermark is optional).
     fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
-        Param::ALL
-            .into_iter()
-            .map_while(|p| Some((self.value(p)?, p.ty())))
-            .collect()
+        Param::typed(|p| self.value(p))
     }
 }
 
@@ -259,43 +283,95 @@ impl Summary {
     }
 }
 
+/// The bind parameters of the statement that scopes a report ([`scope`]): a set of its own,
+/// as its values (the granularity's name, interval and rollup) are not a report's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeParam {
+    Tenant,
+    /// The range asked for, not yet aligned.
+    From,
+    To,
+    /// [`Granularity::name`].
+    Granularity,
+    /// The granularity's bucket width, as interval text.
+    Interval,
+    /// [`Granularity::rollup`]: the rollup whose watermark and retention apply.
+    Rollup,
+}
+
+impl NamedParams for ScopeParam {
+    const ALL: &'static [ScopeParam] = &[
+        ScopeParam::Tenant,
+        ScopeParam::From,
+        ScopeParam::To,
+        ScopeParam::Granularity,
+        ScopeParam::Interval,
+        ScopeParam::Rollup,
+    ];
+
+    fn ty(self) -> Type {
+        match self {
+            ScopeParam::Tenant => Type::INT8,
+            ScopeParam::From | ScopeParam::To => Type::TIMESTAMPTZ,
+            ScopeParam::Granularity | ScopeParam::Interval | ScopeParam::Rollup => Type::TEXT,
+        }
+    }
+}
+
 pub(super) async fn scope(
     client: &Client,
     tenant_id: i64,
     range: &Range,
     granularity: Granularity,
 ) -> Result<Scope, ReportError> {
+    use ScopeParam as P;
+    let (name, interval, rollup) = (
+        granularity.name(),
+        interval_text(granularity),
+        granularity.rollup(),
+    );
+    let params = P::typed(|p| {
+        Some(match p {
+            P::Tenant => &tenant_id,
+            P::From => &range.from,
+            P::To => &range.to,
+            P::Granularity => &name,
+            P::Interval => &interval,
+            P::Rollup => &rollup,
+        })
+    });
     // 5-minute and hourly buckets are UTC; days are the tenant's local days.
+    let sql = format!(
+        "SELECT t.time_zone,
+                CASE {granularity} WHEN '1d' THEN
+                    date_trunc('day', {from} AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone
+                ELSE date_bin({interval}::interval, {from}, TIMESTAMPTZ 'epoch') END,
+                CASE {granularity} WHEN '1d' THEN
+                    (date_trunc('day', ({to} - interval '1 microsecond') AT TIME ZONE t.time_zone)
+                     + interval '1 day') AT TIME ZONE t.time_zone
+                ELSE date_bin({interval}::interval, {to} - interval '1 microsecond', TIMESTAMPTZ 'epoch')
+                     + {interval}::interval END,
+                now(),
+                (SELECT last_event_id FROM rollup_state WHERE rollup = {rollup}),
+                (SELECT min(r.min_event_time) FROM event_id_ranges r
+                 WHERE r.id_ceiling > (SELECT last_event_id FROM rollup_state
+                                       WHERE rollup = {rollup})),
+                (SELECT s.retention IS NULL
+                        OR {from} >= now() - s.retention + interval '3 days'
+                 FROM rollup_state s WHERE s.rollup = {rollup})
+         FROM tenants t WHERE t.tenant_id = {tenant}",
+        tenant = P::Tenant.placeholder(),
+        from = P::From.placeholder(),
+        to = P::To.placeholder(),
+        granularity = P::Granularity.placeholder(),
+        interval = P::Interval.placeholder(),
+        rollup = P::Rollup.placeholder(),
+    );
     let row = client
-        .query_opt(
-            "SELECT t.time_zone,
-                    CASE $4::text WHEN '1d' THEN
-                        date_trunc('day', $2::timestamptz AT TIME ZONE t.time_zone) AT TIME ZONE t.time_zone
-                    ELSE date_bin($5::text::interval, $2::timestamptz, TIMESTAMPTZ 'epoch') END,
-                    CASE $4::text WHEN '1d' THEN
-                        (date_trunc('day', ($3::timestamptz - interval '1 microsecond') AT TIME ZONE t.time_zone)
-                         + interval '1 day') AT TIME ZONE t.time_zone
-                    ELSE date_bin($5::text::interval, $3::timestamptz - interval '1 microsecond', TIMESTAMPTZ 'epoch')
-                         + $5::text::interval END,
-                    now(),
-                    (SELECT last_event_id FROM rollup_state WHERE rollup = $6::text),
-                    (SELECT min(r.min_event_time) FROM event_id_ranges r
-                     WHERE r.id_ceiling > (SELECT last_event_id FROM rollup_state
-                                           WHERE rollup = $6::text)),
-                    (SELECT s.retention IS NULL
-                            OR $2::timestamptz >= now() - s.retention + interval '3 days'
-                     FROM rollup_state s WHERE s.rollup = $6::text)
-             FROM tenants t WHERE t.tenant_id = $1",
-            &[
-                &tenant_id,
-                &range.from,
-                &range.to,
-                &granularity.name(),
-                &interval_text(granularity),
-                &granularity.rollup(),
-            ],
-        )
+        .query_typed(&sql, &params)
         .await?
+        .into_iter()
+        .next()
         .ok_or(ReportError::UnknownTenant)?;
     let aligned = Range {
         from: row.get(1),
@@ -514,11 +590,27 @@ pub(super) fn metrics_by(group: &str) -> String {
 mod tests {
     use super::*;
 
+    fn numbered_in_order<P: NamedParams + std::fmt::Debug>() {
+        for (i, p) in P::ALL.iter().enumerate() {
+            assert_eq!(p.placeholder(), format!("${}", i + 1), "{p:?}");
+        }
+    }
+
     #[test]
     fn parameters_are_numbered_in_order() {
-        for (i, p) in Param::ALL.into_iter().enumerate() {
-            assert_eq!(p as usize, i + 1);
-            assert_eq!(p.placeholder(), format!("${}", i + 1));
-        }
+        numbered_in_order::<Param>();
+        numbered_in_order::<ScopeParam>();
+    }
+
+    #[test]
+    fn values_are_bound_in_position_order_up_to_the_first_not_given() {
+        let (tenant, zone) = (7_i64, "UTC");
+        let typed = Param::typed(|p| match p {
+            Param::Tenant => Some(&tenant as &(dyn ToSql + Sync)),
+            Param::From => Some(&zone),
+            _ => None,
+        });
+        let types: Vec<Type> = typed.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(types, [Type::INT8, Type::TIMESTAMPTZ]);
     }
 }

@@ -1,6 +1,8 @@
 //! Top lists: the most frequent devices or pages, from the TopN counters.
 
-use super::sql::{fresh_events, query, rolled_rows_from, scope, watermark_now, Param, Params};
+use super::sql::{
+    fresh_events, query, rolled_rows_from, scope, watermark_now, NamedParams, Param, Params,
+};
 use super::vocabulary::{Filters, Freshness, Granularity, Range, ReportError};
 use serde::Serialize;
 use std::str::FromStr;
