@@ -78,18 +78,49 @@ impl ApiState {
     }
 }
 
+/// A state that holds the API's: the API's own, and a host's that serves the API beside its
+/// own routes, so the connection extractors serve both.
+pub trait HasApi: Send + Sync {
+    fn api(&self) -> &ApiState;
+}
+
+impl HasApi for ApiState {
+    fn api(&self) -> &ApiState {
+        self
+    }
+}
+
 /// A pooled database connection for one request; a handler that takes one as an argument gets
 /// a 503 `database_unavailable` answer when none can be had.
 pub struct Db(pub deadpool_postgres::Object);
 
-impl FromRequestParts<Arc<ApiState>> for Db {
+impl<S: HasApi> FromRequestParts<Arc<S>> for Db {
     type Rejection = ApiError;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &Arc<S>) -> Result<Self, ApiError> {
+        LazyDb(state.api().pool.clone()).get().await.map(Db)
+    }
+}
+
+/// The pool, for a handler that takes its connection only after checks that need none (an
+/// invocation's envelope is decoded first, so a malformed one is a 400 even when the database
+/// is down); [`LazyDb::get`] answers as [`Db`] does.
+pub struct LazyDb(deadpool_postgres::Pool);
+
+impl LazyDb {
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, ApiError> {
+        self.0.get().await.map_err(ApiError::pool)
+    }
+}
+
+impl<S: HasApi> FromRequestParts<Arc<S>> for LazyDb {
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         _parts: &mut Parts,
-        state: &Arc<ApiState>,
-    ) -> Result<Self, ApiError> {
-        state.pool.get().await.map(Db).map_err(ApiError::pool)
+        state: &Arc<S>,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(LazyDb(state.api().pool.clone()))
     }
 }
 

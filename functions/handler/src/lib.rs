@@ -24,7 +24,7 @@ use crate::envelope::{Envelope, InvocationResponse};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use remarketable_api::{ApiError, ApiState};
+use remarketable_api::{ApiError, ApiState, HasApi, LazyDb};
 use remarketable_core::telemetry::{self, BatchIngested, Event, MaintenanceDone, RollupsAdvanced};
 use remarketable_core::{jobs, Ingestor, Settings};
 use std::sync::Arc;
@@ -41,6 +41,12 @@ pub struct AppState {
     /// The HTTP API's state (settings, pool, credential verifier), shared with the triggers.
     pub api: Arc<ApiState>,
     pub ingestor: Ingestor,
+}
+
+impl HasApi for AppState {
+    fn api(&self) -> &ApiState {
+        &self.api
+    }
 }
 
 impl AppState {
@@ -99,12 +105,13 @@ fn answer(logs: Vec<String>, return_value: serde_json::Value) -> Json<Invocation
 
 async fn ingest(
     State(state): State<Arc<AppState>>,
+    db: LazyDb,
     Envelope(request): Envelope<envelope::EventHubInvocation>,
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let started = Instant::now();
     let batch =
         envelope::event_hub_batch(request, INGEST_BINDING).map_err(envelope::bad_envelope)?;
-    let mut client = state.api.pool.get().await.map_err(ApiError::pool)?;
+    let mut client = db.get().await?;
     let report = state
         .ingestor
         .ingest(&mut client, &batch, chrono::Utc::now())
@@ -132,11 +139,11 @@ fn timer_past_due(request: &envelope::InvocationRequest) -> bool {
 /// Advances the 5-minute, hourly and daily rollups (one staged pass per window, in one
 /// transaction with their watermarks: `jobs::rollup`).
 async fn rollup(
-    State(state): State<Arc<AppState>>,
+    db: LazyDb,
     Envelope(request): Envelope,
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let past_due = timer_past_due(&request);
-    let mut client = state.api.pool.get().await.map_err(ApiError::pool)?;
+    let mut client = db.get().await?;
     let run = jobs::rollup(&mut client).await?;
     let event = RollupsAdvanced {
         run: &run,
@@ -150,11 +157,11 @@ async fn rollup(
 }
 
 async fn maintenance(
-    State(state): State<Arc<AppState>>,
+    db: LazyDb,
     Envelope(request): Envelope,
 ) -> Result<Json<InvocationResponse>, ApiError> {
     let past_due = timer_past_due(&request);
-    let client = state.api.pool.get().await.map_err(ApiError::pool)?;
+    let client = db.get().await?;
     let run = jobs::maintenance(&client).await?;
     let event = MaintenanceDone {
         run: &run,
