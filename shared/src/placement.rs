@@ -240,11 +240,7 @@ pub async fn isolate(
     if !db::has_citus(client).await? {
         return Err(PlacementError::NeedsCitus("tenant isolate"));
     }
-    let known = client
-        .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
-        .await?
-        .is_some();
-    if !known {
+    if !crate::tenants::exists(client, tenant_id).await? {
         return Err(PlacementError::UnknownTenant(tenant_id));
     }
     let before = shard_of(client, tenant_id)

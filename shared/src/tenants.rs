@@ -39,6 +39,17 @@ impl TenantRegistry {
     }
 }
 
+/// Whether the tenant is registered (read now, not from a registry's cache).
+pub async fn exists<C: GenericClient>(
+    client: &C,
+    tenant_id: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
+        .await?
+        .is_some())
+}
+
 /// A tenant (a storefront) to register.
 #[derive(Debug, Clone)]
 pub struct NewTenant {

@@ -525,12 +525,9 @@ impl PageQuery {
 
 /// 404 `unknown_tenant` unless the tenant is registered (for admin routes, which may name any).
 async fn require_registered(client: &Db, tenant_id: i64) -> Result<(), ApiError> {
-    let registered = client
-        .0
-        .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
+    let registered = remarketable_core::tenants::exists(&**client.0, tenant_id)
         .await
-        .map_err(ApiError::database)?
-        .is_some();
+        .map_err(ApiError::database)?;
     if registered {
         Ok(())
     } else {
