@@ -59,6 +59,11 @@ async fn admin_keys_register_tenants_and_make_keys_shown_once_and_stored_hashed(
             json!({"tenant_id": 11, "name": "x", "time_zone": "Mars/Olympus"}),
             "bad_time_zone",
         ),
+        // A NUL is refused before the database, which cannot store it (was a 500).
+        (
+            json!({"tenant_id": 11, "name": "x", "time_zone": "Europe/Berlin\u{0}"}),
+            "bad_time_zone",
+        ),
         (json!({"tenant_id": 0, "name": "x"}), "bad_tenant_id"),
         (json!({"tenant_id": 11, "name": " "}), "bad_name"),
         (
