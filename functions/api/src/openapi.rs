@@ -639,10 +639,10 @@ fn operation(op: &Operation) -> Value {
         204 => json!({"description": "done"}),
         201 => {
             json!({"description": "created; the secret in it is shown once (Cache-Control: no-store)",
-                      "content": {"application/json": {"schema": {"type": "object"}}}})
+                   "content": {"application/json": {"schema": answer_schema(op)}}})
         }
         _ => {
-            let mut content = json!({"application/json": {"schema": {"type": "object"}}});
+            let mut content = json!({"application/json": {"schema": answer_schema(op)}});
             if op.csv {
                 content["text/csv"] = json!({"schema": {"type": "string"}});
             }
@@ -681,6 +681,139 @@ fn operation(op: &Operation) -> Value {
         operation["requestBody"] = request_body(body);
     }
     operation
+}
+
+/// An object with these properties, all of them required (further ones may follow).
+fn object(properties: Value) -> Value {
+    let required: Vec<String> = properties
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+fn time_or_null() -> Value {
+    json!({"type": ["string", "null"], "format": "date-time"})
+}
+
+fn strings() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}})
+}
+
+/// A listing's page of `items` and its `next`.
+fn page_of(items: &str, item: &str) -> Value {
+    object(json!({
+        items: {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+        "next": {"type": ["string", "null"], "pattern": ID},
+    }))
+}
+
+/// The JSON body of an operation's success.
+fn answer_schema(op: &Operation) -> Value {
+    let path = op.path;
+    match (op.method, path) {
+        ("post", "/api/v1/admin/tenants") => object(json!({
+            "tenant_id": {"type": "integer", "minimum": 1}, "name": {"type": "string"},
+            "time_zone": {"type": "string"}, "created_at": time(),
+        })),
+        ("post", _) if path.ends_with("/keys") => object(json!({
+            "key_id": {"type": "string", "pattern": ID},
+            "key": {"type": "string", "pattern": "^rmk_(read|write)_[0-9a-f]{16}_"},
+            "kind": {"enum": ["read", "write"]}, "tenant_id": {"type": "integer"},
+            "label": {"type": "string"}, "created_at": time(),
+            "allowed_origins": {"type": ["array", "null"], "items": {"type": "string"}},
+        })),
+        ("get", _) if path.ends_with("/keys") => page_of("keys", "Key"),
+        ("post", _) if path.ends_with("/share-tokens") => object(json!({
+            "token_id": {"type": "string", "pattern": ID},
+            "token": {"type": "string", "pattern": "^rms_"},
+            "expires_at": time(), "filters": strings(), "label": {"type": "string"},
+        })),
+        ("get", _) if path.ends_with("/share-tokens") => page_of("share_tokens", "ShareToken"),
+        ("get", _) if path.ends_with("/whoami") => object(json!({
+            "tenant_id": {"type": "integer"}, "tenant_name": {"type": "string"},
+            "time_zone": {"type": "string"}, "read_only": {"type": "boolean"},
+            "fixed_filters": strings(), "expires_at": time_or_null(),
+            "via": {"type": "object", "required": ["type"],
+                    "properties": {"type": {"enum": ["api_key", "share_token"]}}},
+        })),
+        ("get", _) if path.ends_with("/dashboards") => object(json!({
+            "dashboards": {"type": "array", "items": {"$ref": "#/components/schemas/Dashboard"}},
+        })),
+        ("put", _) if path.ends_with("/dashboards/{name}") => {
+            json!({"$ref": "#/components/schemas/Dashboard"})
+        }
+        (_, _) if path.ends_with("/collect-limits") => {
+            let limits = |nullable: bool| {
+                let t = if nullable {
+                    json!(["integer", "null"])
+                } else {
+                    json!("integer")
+                };
+                object(json!({
+                    "events_per_second": {"type": t, "minimum": 0},
+                    "events_per_day": {"type": t, "minimum": 0},
+                    "key_events_per_second": {"type": t, "minimum": 0},
+                    "key_events_per_day": {"type": t, "minimum": 0},
+                }))
+            };
+            object(
+                json!({"tenant_id": {"type": "integer"}, "overrides": limits(true),
+                          "limits": limits(false)}),
+            )
+        }
+        ("post", _) if path.ends_with("/replay") => object(json!({
+            "tenant_id": {"type": "integer"}, "examined": {"type": "integer", "minimum": 0},
+            "replayed": {"type": "integer", "minimum": 0},
+            "still_failing": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "more": {"type": "boolean"}, "resume_after": {"type": ["integer", "null"]},
+        })),
+        // The reports: every one says how fresh it is.
+        _ => json!({"type": "object", "required": ["freshness"], "properties": {
+            "freshness": {"type": "object", "required": ["as_of"],
+                          "properties": {"as_of": time()}}}}),
+    }
+}
+
+/// Schemas the answers share.
+fn answer_components() -> Map<String, Value> {
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Key".into(),
+        json!({"type": "object",
+        "required": ["key_id", "tenant_id", "kind", "label", "created_at", "revoked_at",
+                     "last_used_at"],
+        "properties": {
+            "key_id": {"type": "string", "pattern": ID},
+            "tenant_id": {"type": ["integer", "null"]},
+            "kind": {"enum": ["read", "write", "admin"]}, "label": {"type": "string"},
+            "created_at": time(), "revoked_at": time_or_null(),
+            "last_used_at": time_or_null(),
+            "allowed_origins": {"type": "array", "items": {"type": "string"}},
+        }}),
+    );
+    schemas.insert(
+        "ShareToken".into(),
+        object(json!({
+            "token_id": {"type": "string", "pattern": ID}, "tenant_id": {"type": "integer"},
+            "created_by": {"type": ["string", "null"]}, "filters": strings(),
+            "label": {"type": "string"}, "created_at": time(), "expires_at": time(),
+            "revoked_at": time_or_null(),
+        })),
+    );
+    schemas.insert(
+        "Dashboard".into(),
+        object(json!({
+            "name": {"type": "string"}, "title": {"type": "string"},
+            "layout": {"$ref": "#/components/schemas/Layout"},
+            "version": {"type": "integer"}, "updated_at": time(),
+        })),
+    );
+    schemas
 }
 
 /// A dashboard's layout: what [`remarketable_core::dashboards::Layout::parse`] takes. Each
@@ -734,6 +867,7 @@ fn layout_schema() -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let answers = answer_components();
     let mut paths = Map::new();
     for op in OPERATIONS {
         let entry = paths
@@ -766,6 +900,8 @@ pub fn document() -> Value {
             },
             "schemas": {
                 "Layout": layout_schema(),
+                "Key": answers["Key"], "ShareToken": answers["ShareToken"],
+                "Dashboard": answers["Dashboard"],
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}
