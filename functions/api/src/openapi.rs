@@ -424,10 +424,6 @@ fn names<T>(all: &[T], name: fn(&T) -> &'static str) -> Vec<&'static str> {
 
 /// Text without control characters (what `char::is_control` refuses).
 const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
-/// A web origin, scheme and host (and port), around which `str::trim` removes white space.
-const ORIGIN: &str = "^[\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*\
-     https?://[A-Za-z0-9.:\\[\\]-]+\
-     [\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$";
 /// What `str::trim` removes (`char::is_whitespace`), as a regular expression's class body.
 const WHITE: &str =
     "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
@@ -441,6 +437,11 @@ fn trimmed_text(max: usize) -> Value {
     json!({"type": "string",
            "pattern": format!("^[{WHITE}]*[^{WHITE}{CONTROL}](?:[^{CONTROL}]{{0,{inner}}}[^{WHITE}{CONTROL}])?[{WHITE}]*$"),
            "description": format!("1 to {max} characters (trimmed) without control characters")})
+}
+
+/// A web origin, scheme and host (and port), around which `str::trim` removes white space.
+fn origin_pattern() -> String {
+    format!("^[{WHITE}]*https?://[A-Za-z0-9.:\\[\\]-]+[{WHITE}]*$")
 }
 
 /// A public key or token id.
@@ -548,7 +549,7 @@ fn request_body(body: Body) -> Value {
                     "allowed_origins": {
                         "type": ["array", "null"], "minItems": 1, "maxItems": MAX_ALLOWED_ORIGINS,
                         "description": "the origins collect takes this key from (absent or null: any)",
-                        "items": {"type": "string", "pattern": ORIGIN},
+                        "items": {"type": "string", "pattern": origin_pattern()},
                     },
                 }
             },
