@@ -327,6 +327,20 @@ async fn an_admin_replays_a_tenants_dead_letters_once() {
         .await;
         assert_eq!((a.status, a.code()), (status, code), "{body}: {}", a.text);
     }
+    let a = call(
+        &app,
+        "POST",
+        "/api/v1/admin/tenants/0/dead-letters/replay",
+        Some(&format!("Bearer {admin}")),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::BAD_REQUEST, "bad_tenant_id"),
+        "{}",
+        a.text
+    );
     let (_, again) = post(admin).await;
     assert_eq!(again["replayed"], 0);
     assert_eq!(

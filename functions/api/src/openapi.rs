@@ -357,10 +357,7 @@ pub const OPERATIONS: &[Operation] = &[
         csv: false,
         body: Some(Body::Replay),
         success: 200,
-        errors: &[
-            E::BadParameter,
-            E::ReplayConflict,
-        ],
+        errors: &[E::BadTenantId, E::BadParameter, E::ReplayConflict],
     },
     Operation {
         method: "get",
