@@ -74,6 +74,9 @@ pub enum RegisterError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// Longest time zone name accepted (PostgreSQL's longest is 38 bytes).
+pub const MAX_TIME_ZONE_BYTES: usize = 64;
+
 /// Registers a tenant: the one place every host, the CLI and the benchmarks register through.
 /// The name is trimmed; answers the row's `created_at`.
 pub async fn register<C: GenericClient>(
@@ -86,6 +89,15 @@ pub async fn register<C: GenericClient>(
     let name = tenant.name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(RegisterError::BadName);
+    }
+    // Zone names are short printable ASCII; anything else (a NUL, which PostgreSQL refuses
+    // in text) is answered without asking the database.
+    let zone = &tenant.time_zone;
+    if zone.is_empty()
+        || zone.len() > MAX_TIME_ZONE_BYTES
+        || !zone.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(RegisterError::BadTimeZone);
     }
     let known_zone = client
         .query_opt(

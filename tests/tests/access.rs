@@ -59,6 +59,11 @@ async fn admin_keys_register_tenants_and_make_keys_shown_once_and_stored_hashed(
             json!({"tenant_id": 11, "name": "x", "time_zone": "Mars/Olympus"}),
             "bad_time_zone",
         ),
+        // A NUL is refused before the database, which cannot store it (was a 500).
+        (
+            json!({"tenant_id": 11, "name": "x", "time_zone": "Europe/Berlin\u{0}"}),
+            "bad_time_zone",
+        ),
         (json!({"tenant_id": 0, "name": "x"}), "bad_tenant_id"),
         (json!({"tenant_id": 11, "name": " "}), "bad_name"),
         (
@@ -66,6 +71,9 @@ async fn admin_keys_register_tenants_and_make_keys_shown_once_and_stored_hashed(
             "bad_request",
         ),
         (json!({"tenant_id": "11", "name": "x"}), "bad_request"),
+        // A body is a JSON object (serde alone would read this array as the struct's fields).
+        (json!([11, "x"]), "bad_request"),
+        (json!({"tenant_id": 11.5, "name": "x"}), "bad_request"),
     ] {
         let a = call(&app, "POST", "/api/v1/admin/tenants", admin, body.clone()).await;
         assert_eq!(
@@ -74,6 +82,22 @@ async fn admin_keys_register_tenants_and_make_keys_shown_once_and_stored_hashed(
             "{body}"
         );
     }
+
+    // JSON has one number type: 11.0 is the integer 11 (as the document's `integer` says).
+    let a = call(
+        &app,
+        "POST",
+        "/api/v1/admin/tenants",
+        admin,
+        json!({"tenant_id": 11.0, "name": "Shop 11"}),
+    )
+    .await;
+    assert_eq!(
+        (a.status, &a.body["tenant_id"]),
+        (StatusCode::CREATED, &json!(11)),
+        "{}",
+        a.text
+    );
 
     // A read key (the default kind), shown once, never cached by anyone.
     let a = call(

@@ -316,6 +316,38 @@ async fn an_admin_replays_a_tenants_dead_letters_once() {
         (body["examined"].as_i64(), body["replayed"].as_i64()),
         (Some(3), Some(3))
     );
+    // A bad body is our JSON error (it was axum's text/plain rejection), an empty one the
+    // defaults.
+    for (body, status, code) in [
+        (r#"{"max": "all"}"#, StatusCode::BAD_REQUEST, "bad_request"),
+        (r#"{"max": 0}"#, StatusCode::BAD_REQUEST, "bad_parameter"),
+        ("[]", StatusCode::BAD_REQUEST, "bad_request"),
+        ("", StatusCode::OK, ""),
+    ] {
+        let a = call(
+            &app,
+            "POST",
+            "/api/v1/admin/tenants/7/dead-letters/replay",
+            Some(&format!("Bearer {admin}")),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+        .await;
+        assert_eq!((a.status, a.code()), (status, code), "{body}: {}", a.text);
+    }
+    let a = call(
+        &app,
+        "POST",
+        "/api/v1/admin/tenants/0/dead-letters/replay",
+        Some(&format!("Bearer {admin}")),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.code()),
+        (StatusCode::BAD_REQUEST, "bad_tenant_id"),
+        "{}",
+        a.text
+    );
     let (_, again) = post(admin).await;
     assert_eq!(again["replayed"], 0);
     assert_eq!(

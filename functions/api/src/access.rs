@@ -345,8 +345,9 @@ pub(crate) async fn write_key(
     }
 }
 
-/// A JSON body, refused with our error shape. An empty body reads as `{}`; a body sent with a
-/// content type that is not JSON is a 415 `unsupported_media_type`.
+/// A JSON object body, refused with our error shape. An empty body reads as `{}`; a body sent
+/// with a content type that is not JSON is a 415 `unsupported_media_type`; another JSON value
+/// than an object is a 400 `bad_request`.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
@@ -368,19 +369,48 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 bad_request(ErrorCode::BadRequest, "request body could not be read")
             }
         })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else if json_type == Some(false) {
+        if bytes.is_empty() {
+            return serde_json::from_slice(b"{}")
+                .map(ApiJson)
+                .map_err(|e| bad_request(ErrorCode::BadRequest, format!("request body: {e}")));
+        }
+        if json_type == Some(false) {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "a request body must be sent as application/json",
             ));
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(bytes)
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad_request(ErrorCode::BadRequest, format!("request body: {e}")))?;
+        if !value.is_object() {
+            return Err(bad_request(
+                ErrorCode::BadRequest,
+                "request body: a JSON object is expected",
+            ));
+        }
+        whole_numbers(&mut value);
+        serde_json::from_value(value)
             .map(ApiJson)
             .map_err(|e| bad_request(ErrorCode::BadRequest, format!("request body: {e}")))
+    }
+}
+
+/// JSON has one number type: `3.0` is the integer 3 (as JSON Schema's `integer` says), so a
+/// whole number written with a fraction or exponent is read as an integer wherever it is.
+fn whole_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64() {
+                // Only where f64 is exact (|f| <= 2^53): a larger literal, even one that looks
+                // whole, may be an integer out of range rounded into it.
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *value = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 

@@ -4,7 +4,7 @@
 //! nothing. Body (optional): `{"max": 1..=10000, "after": <dead_letter_id>}`; the answer says
 //! whether more remain and where to resume.
 
-use crate::access::AdminAccess;
+use crate::access::{tenant_id_of, AdminAccess, ApiJson};
 use crate::error::ApiError;
 use crate::{ApiState, Db};
 use axum::extract::{Path, State};
@@ -22,7 +22,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
     )
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
     max: Option<usize>,
@@ -32,11 +32,12 @@ struct ReplayRequest {
 async fn replay_dead_letters(
     State(state): State<Arc<ApiState>>,
     _admin: AdminAccess,
-    Path(tenant_id): Path<i64>,
+    Path(tenant): Path<String>,
     Db(mut client): Db,
-    body: Option<Json<ReplayRequest>>,
+    ApiJson(request): ApiJson<ReplayRequest>,
 ) -> Result<Json<replay::ReplayReport>, ApiError> {
-    let request = body.map(|Json(r)| r).unwrap_or_default();
+    // Admin routes may name any tenant, so the id is checked here (0 was replayed as a tenant).
+    let tenant_id = tenant_id_of(&tenant)?;
     let max = request.max.unwrap_or(DEFAULT_MAX);
     if !(1..=DEFAULT_MAX).contains(&max) {
         return Err(ApiError::new(
