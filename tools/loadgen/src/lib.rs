@@ -32,6 +32,7 @@ pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;
 pub mod deliver;
+pub mod history;
 pub mod malformed;
 pub mod send;
 pub mod traffic;

@@ -4,6 +4,7 @@
 //! ```text
 //! loadgen send --to ingest --url http://127.0.0.1:7072/ingest --events 20000 --truth t.json
 //! loadgen send --to hub --duration 5m --rate 2000 --truth t.json
+//! loadgen history --events 100000 --out history.csv --truth t.json
 //! loadgen check --truth t.json --database-url postgres://...
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
 //! loadgen bench-rollup --database-url postgres://...
@@ -20,7 +21,9 @@ use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
-use remarketable_loadgen::{bench, bench_import, bench_isolation, bench_reports, bench_rollup};
+use remarketable_loadgen::{
+    bench, bench_import, bench_isolation, bench_reports, bench_rollup, history,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -42,6 +45,8 @@ struct Cli {
 enum Command {
     /// Send generated events to a handler's /ingest or to devhost's hub, keeping a truth file.
     Send(SendArgs),
+    /// Write past events to a CSV file for `remarketable import`, adding them to a truth file.
+    History(history::HistoryArgs),
     /// Compare a database with a truth file; exit status 1 on any difference.
     Check(CheckArgs),
     /// Benchmark: the handler's /ingest end to end against `psql \copy` of the same rows.
@@ -145,6 +150,7 @@ struct CheckArgs {
 async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Send(args) => send(args).await.map(|()| ExitCode::SUCCESS),
+        Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args).await,
         Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),

@@ -179,13 +179,13 @@ pub fn hour_of(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t)
 }
 
-/// One run of `loadgen send`.
+/// One run of `loadgen send`, or a file of `loadgen history` (target `file`, all acknowledged).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seed: u64,
-    /// `ingest` or `hub`.
+    /// `ingest`, `hub` or `file`.
     pub target: String,
     pub url: String,
     pub generated: u64,
