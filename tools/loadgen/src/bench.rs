@@ -91,23 +91,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let csv_path = std::env::temp_dir().join(format!("rmk_bench_{}.csv", std::process::id()));
     write_csv(&csv_path, &bodies, &enqueued, &limits)?;
 
-    let port = free_port()?;
     let url_for_handler = bench_url.clone();
-    let mut handler = tokio::process::Command::new(&args.handler)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("DATABASE_URL", &url_for_handler)
-        .env("DB_POOL_SIZE", "4")
-        .env("EVENT_RETENTION_DAYS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the handler")?;
-    let handler_pid = handler.id().context("handler pid")?;
     remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
+    let handler = HandlerProcess::start(
+        &args.handler,
+        &url_for_handler,
+        &[
+            ("DB_POOL_SIZE", "4".into()),
+            ("EVENT_RETENTION_DAYS", "2".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        &http,
+    )
+    .await?;
+    let (handler_pid, port) = (handler.pid, handler.port);
     let ingest_url = format!("http://127.0.0.1:{port}/ingest");
-    wait_ready(&http, port).await?;
 
     // Envelopes are serialized before timing, as the CSV file is written before timing.
     let envelopes = |partitions: usize| -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
@@ -271,9 +270,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     println!("engine measured: {engine}");
-    handler.kill().await.ok();
+    handler.stop().await;
     std::fs::remove_file(&csv_path).ok();
     Ok(())
+}
+
+/// A handler process of a benchmark: the given binary on a free 127.0.0.1 port with
+/// `DATABASE_URL` and further settings, answering its readiness probe; killed when dropped.
+pub(crate) struct HandlerProcess {
+    child: tokio::process::Child,
+    pub pid: u32,
+    pub port: u16,
+}
+
+impl HandlerProcess {
+    pub async fn start(
+        binary: &std::path::Path,
+        database_url: &str,
+        settings: &[(&str, String)],
+        http: &reqwest::Client,
+    ) -> anyhow::Result<HandlerProcess> {
+        let port = free_port()?;
+        let child = tokio::process::Command::new(binary)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("DATABASE_URL", database_url)
+            .envs(settings.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let pid = child.id().context("handler pid")?;
+        wait_ready(http, port).await?;
+        Ok(HandlerProcess { child, pid, port })
+    }
+
+    pub async fn stop(mut self) {
+        self.child.kill().await.ok();
+    }
 }
 
 /// The database part of a URL replaced by `db`.

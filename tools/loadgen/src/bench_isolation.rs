@@ -5,7 +5,7 @@
 //! the report clients got (answers, 429s, 503s). Target: ingest under the load at least 80 %
 //! of idle, and no ingest batch failing.
 
-use crate::bench::{free_port, wait_ready, with_db};
+use crate::bench::{with_db, HandlerProcess};
 use crate::bench_reports::{generate, Latencies};
 use crate::deliver::{envelope, post_ingest};
 use crate::traffic::{Traffic, TrafficConfig};
@@ -15,7 +15,6 @@ use remarketable_core::access::{self, KeyKind};
 use remarketable_core::{db, jobs, tenants};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,18 +105,16 @@ pub async fn run(args: BenchIsolationArgs) -> anyhow::Result<()> {
 
     // The handler with its default pools, timeouts and caps: what is measured is what a
     // deployment gets.
-    let port = free_port()?;
-    let mut handler = tokio::process::Command::new(&args.handler)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("DATABASE_URL", with_db(&args.database_url, DATABASE))
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start the handler")?;
     remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    wait_ready(&http, port).await?;
+    let handler = HandlerProcess::start(
+        &args.handler,
+        &with_db(&args.database_url, DATABASE),
+        &[("RUST_LOG", "error".into())],
+        &http,
+    )
+    .await?;
+    let port = handler.port;
 
     // Both phases' batches, serialized before timing (partition 0, sequence numbers running on).
     let mut traffic = Traffic::new(TrafficConfig::valid_only(11, TENANTS));
@@ -233,7 +230,7 @@ pub async fn run(args: BenchIsolationArgs) -> anyhow::Result<()> {
             l.p(99)
         );
     }
-    let _ = handler.kill().await;
+    handler.stop().await;
     if loaded_figures.failed > 0 || idle_figures.failed > 0 {
         bail!("ingest batches failed: the target is that none does");
     }

@@ -8,9 +8,9 @@
 //! long tail), recorded in `event_id_ranges` as every writer does, and rolled up by
 //! `rollup::run` in windows of `--chunk` events.
 
-use crate::bench::{free_port, wait_ready};
+use crate::bench::HandlerProcess;
 use crate::bench_db;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use remarketable_core::access::{self, KeyKind};
 use remarketable_core::{db, rollup, tenants};
 use std::path::PathBuf;
@@ -149,22 +149,23 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create a read key: {e}"))?
         .key;
 
-    let port = free_port()?;
-    let mut handler = tokio::process::Command::new(&args.handler)
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-        .env("DATABASE_URL", &bench_url)
-        .env("DB_POOL_SIZE", args.pool_size.to_string())
-        .env("REPORT_POOL_SIZE", args.pool_size.to_string())
-        // One key asks at concurrency 16: measure the reports, not the per-credential cap.
-        .env("REPORT_CONCURRENCY_PER_CREDENTIAL", "64")
-        .env("REPORT_CONCURRENCY_PER_TENANT", "64")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("start {}", args.handler.display()))?;
     remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    wait_ready(&http, port).await?;
+    let handler = HandlerProcess::start(
+        &args.handler,
+        &bench_url,
+        &[
+            ("DB_POOL_SIZE", args.pool_size.to_string()),
+            ("REPORT_POOL_SIZE", args.pool_size.to_string()),
+            // One key asks at concurrency 16: measure the reports, not the per-credential cap.
+            ("REPORT_CONCURRENCY_PER_CREDENTIAL", "64".into()),
+            ("REPORT_CONCURRENCY_PER_TENANT", "64".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        &http,
+    )
+    .await?;
+    let port = handler.port;
 
     println!(
         "reports of the largest tenant (1) over 30 days, through the handler's HTTP API, \
@@ -311,7 +312,7 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    handler.kill().await.ok();
+    handler.stop().await;
     println!("engine measured: {engine}");
     Ok(())
 }
