@@ -28,6 +28,7 @@ pub mod bench_db;
 pub mod bench_import;
 pub mod bench_isolation;
 pub mod bench_lambda;
+pub mod bench_large_event;
 pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;

@@ -11,6 +11,7 @@
 //! loadgen bench-reports --database-url postgres://... --handler target/release/handler
 //! loadgen bench-isolation --database-url postgres://... --handler target/release/handler
 //! loadgen bench-import --database-url postgres://... --remarketable target/release/remarketable
+//! loadgen bench-large-event --database-url postgres://... --handler target/release/handler
 //! ```
 //! See `tools/loadgen/README.md` for the truth file and what the check compares.
 
@@ -22,7 +23,7 @@ use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
 use remarketable_loadgen::{
-    bench, bench_import, bench_isolation, bench_reports, bench_rollup, history,
+    bench, bench_import, bench_isolation, bench_large_event, bench_reports, bench_rollup, history,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,9 @@ enum Command {
     /// Benchmark: `remarketable import` of an NDJSON file and of a query next to `psql \copy`
     /// of the same rows, with the ratio, load average and the importer's peak RSS.
     BenchImport(bench_import::BenchImportArgs),
+    /// Check: a 10 MB event in an ingest batch raises the handler's peak RSS by at most a few
+    /// MiB beyond the batch's size, and is dead-lettered with its first bytes and its size.
+    BenchLargeEvent(bench_large_event::BenchLargeEventArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +163,9 @@ async fn main() -> ExitCode {
         }
         Command::BenchReports(args) => bench_reports::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchImport(args) => bench_import::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchLargeEvent(args) => bench_large_event::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
