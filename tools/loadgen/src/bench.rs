@@ -102,6 +102,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ("EVENT_RETENTION_DAYS", "2".into()),
             ("RUST_LOG", "warn".into()),
         ],
+        false,
         &http,
     )
     .await?;
@@ -277,6 +278,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// A handler process of a benchmark: the given binary on a free 127.0.0.1 port with
 /// `DATABASE_URL` and further settings, answering its readiness probe; killed when dropped.
+/// Its log (stdout) is shown when `show_log`, else discarded.
 pub(crate) struct HandlerProcess {
     child: tokio::process::Child,
     pub pid: u32,
@@ -288,6 +290,7 @@ impl HandlerProcess {
         binary: &std::path::Path,
         database_url: &str,
         settings: &[(&str, String)],
+        show_log: bool,
         http: &reqwest::Client,
     ) -> anyhow::Result<HandlerProcess> {
         let port = free_port()?;
@@ -295,7 +298,11 @@ impl HandlerProcess {
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
             .env("DATABASE_URL", database_url)
             .envs(settings.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
+            .stdout(if show_log {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start {}", binary.display()))?;

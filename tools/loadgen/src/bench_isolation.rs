@@ -111,6 +111,7 @@ pub async fn run(args: BenchIsolationArgs) -> anyhow::Result<()> {
         &args.handler,
         &with_db(&args.database_url, DATABASE),
         &[("RUST_LOG", "error".into())],
+        false,
         &http,
     )
     .await?;

@@ -162,6 +162,7 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
             ("REPORT_CONCURRENCY_PER_TENANT", "64".into()),
             ("RUST_LOG", "warn".into()),
         ],
+        true,
         &http,
     )
     .await?;

@@ -52,6 +52,9 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let oldest = now - Duration::days(args.from_days);
     let span = Duration::days(args.from_days - args.to_days).num_milliseconds();
     let step = span / args.events as i64;
+    if step == 0 {
+        bail!("more events than milliseconds between --from-days and --to-days");
+    }
     let enqueued: Vec<_> = (0..args.events as i64)
         .map(|i| oldest + Duration::milliseconds(i * step))
         .collect();
