@@ -7,6 +7,7 @@
   reads) is set by both templates, except those the host itself provides; the Azure binding
   settings only in Bicep; DATABASE_URL and SHARE_TOKEN_SECRET only as Key Vault references
   (Azure) and Secrets Manager ARNs (AWS).
+- The Lambda host's own settings in infra/aws (stream_settings) are names its config reads.
 """
 
 import glob
@@ -54,14 +55,17 @@ def table_names(text, header):
 
 
 def block(text, start, what):
-    """The lines of a `{ ... }` block that begins with the line matching `start`."""
+    """The lines of a `{ ... }` (or `( ... )`) block whose opening is the last character `start`
+    matches."""
     m = re.search(start, text, re.M)
     if not m:
         errors.append(f"{what}: block not found ({start})")
         return ""
     depth, i = 0, m.end() - 1
+    opener = text[i]
+    pair = {opener: 1, {"{": "}", "(": ")"}[opener]: -1}
     for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        depth += pair.get(text[j], 0)
         if depth == 0:
             return text[i : j + 1]
     return text[i:]
@@ -133,8 +137,18 @@ for n in sorted(SECRETS):
         errors.append(f"{n} is not a Key Vault reference in main.bicep")
     if not re.search(rf"^\s*{n}\s*=\s*aws_secretsmanager_secret\.\w+\.arn", tf, re.M):
         errors.append(f"{n} is not a Secrets Manager ARN in infra/aws")
+# The Lambda host's own settings the Terraform sets must be names the host reads (a wrong
+# name is silently ignored: collect would have no route).
+lambda_config = open("functions/lambda/src/config.rs").read()
+lambda_reads = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', lambda_config))
+stream_settings = set(re.findall(r"\b([A-Z][A-Z0-9_]*)\s*=", block(tf, r"^\s*stream_settings = merge\(", "infra/aws")))
+if not stream_settings:
+    errors.append("infra/aws sets no stream settings (stream_settings = merge(...) not found)")
+for n in sorted(stream_settings - lambda_reads):
+    errors.append(f"infra/aws sets {n}, which functions/lambda/src/config.rs does not read")
 print(f"  settings: {len(handler)} handler settings in both templates, "
-      f"{len(AZURE_ONLY & documented)} binding settings in Bicep, secrets by reference only", file=sys.stderr)
+      f"{len(AZURE_ONLY & documented)} binding settings in Bicep, secrets by reference only, "
+      f"{len(stream_settings)} Lambda host settings its config reads", file=sys.stderr)
 
 for e in errors:
     print(f"check-infra: {e}", file=sys.stderr)

@@ -52,11 +52,14 @@ locals {
     SHARE_TOKEN_SECRET = aws_secretsmanager_secret.share_token.arn
   }
 
-  # Where collect (in http) publishes, and what ingest calls the source of a self-managed
-  # Kafka cluster.
+  # Where collect (in http) publishes, what ingest calls the source of a self-managed Kafka
+  # cluster, and whether ingest reports batch item failures: exactly when its mapping has
+  # ReportBatchItemFailures (only the Kinesis mapping can), else a failure it reports would
+  # be taken for a success of the whole batch.
   stream_settings = merge(
-    local.kinesis ? { KINESIS_STREAM_NAME = aws_kinesis_stream.events[0].name } : {},
+    local.kinesis ? { COLLECT_KINESIS_STREAM = aws_kinesis_stream.events[0].name } : {},
     local.kafka ? { KAFKA_SOURCE_NAME = var.kafka_source_name } : {},
+    { REPORT_BATCH_ITEM_FAILURES = tostring(local.kinesis && var.ingest_report_batch_item_failures) },
   )
 
   environment = {

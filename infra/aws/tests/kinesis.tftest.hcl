@@ -110,8 +110,12 @@ run "no_secret_in_plain_environment" {
     error_message = "each function's LAMBDA_ROLE is its role"
   }
   assert {
-    condition     = aws_lambda_function.fn["http"].environment[0].variables["KINESIS_STREAM_NAME"] == aws_kinesis_stream.events[0].name
+    condition     = aws_lambda_function.fn["http"].environment[0].variables["COLLECT_KINESIS_STREAM"] == aws_kinesis_stream.events[0].name
     error_message = "collect publishes to the deployment's stream"
+  }
+  assert {
+    condition     = aws_lambda_function.fn["ingest"].environment[0].variables["REPORT_BATCH_ITEM_FAILURES"] == "true" && contains(aws_lambda_event_source_mapping.kinesis[0].function_response_types, "ReportBatchItemFailures")
+    error_message = "ingest reports batch item failures, as its mapping expects"
   }
 }
 
@@ -162,6 +166,10 @@ run "batch_item_failures_can_be_off" {
   assert {
     condition     = length(aws_lambda_event_source_mapping.kinesis[0].function_response_types) == 0
     error_message = "without ReportBatchItemFailures a failure fails the whole batch"
+  }
+  assert {
+    condition     = aws_lambda_function.fn["ingest"].environment[0].variables["REPORT_BATCH_ITEM_FAILURES"] == "false"
+    error_message = "ingest does not report batch item failures its mapping would not read"
   }
 }
 
