@@ -8,6 +8,7 @@
 //! dead letters.
 
 use crate::error::{Error, ErrorCode};
+use crate::event::AD_SPEND;
 use crate::json;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -144,6 +145,16 @@ fn check_event(
             format!("event {index} is not a JSON object"),
         ));
     };
+    if map.get("event_type").and_then(Value::as_str) == Some(AD_SPEND) {
+        // Write keys sit in web pages: anyone could rewrite a tenant's costs with one.
+        return Err(Error::new(
+            ErrorCode::SpendNotCollected,
+            format!(
+                "event {index}: ad_spend is not taken with a write key; send it through the \
+                 stream or the admin spend upload"
+            ),
+        ));
+    }
     match map.get("tenant_id") {
         None | Some(Value::Null) => Err(Error::new(
             ErrorCode::MissingTenantId,
@@ -176,6 +187,14 @@ mod tests {
             .unwrap_err()
             .code
             .as_str()
+    }
+
+    #[test]
+    fn spend_is_not_taken_with_a_write_key() {
+        let body = r#"[{"tenant_id":1},{"tenant_id":1,"event_type":"ad_spend","cost":1}]"#;
+        let e = accept(body, None, LIMITS, 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::SpendNotCollected);
+        assert!(e.message.starts_with("event 1:"), "{}", e.message);
     }
 
     #[test]

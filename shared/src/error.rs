@@ -79,6 +79,7 @@ codes! {
     BadDashboardName => "bad_dashboard_name", Invalid;
     BadTitle => "bad_title", Invalid;
     BadLayout => "bad_layout", Invalid;
+    BadSpend => "bad_spend", Invalid;
     AmbiguousCredentials => "ambiguous_credentials", Invalid;
     // Bodies sent to collect.
     EmptyBody => "empty_body", Invalid;
@@ -98,6 +99,7 @@ codes! {
     NotForShareLinks => "not_for_share_links", Forbidden;
     ShareTokensDisabled => "share_tokens_disabled", Forbidden;
     OriginNotAllowed => "origin_not_allowed", Forbidden;
+    SpendNotCollected => "spend_not_collected", Forbidden;
     // Things and states.
     NotFound => "not_found", NotFound;
     MethodNotAllowed => "method_not_allowed", MethodNotAllowed;

@@ -11,7 +11,7 @@
 
 use crate::json::{self, StrictValue};
 use crate::reason::Reason;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::prelude::*;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -77,6 +77,21 @@ pub struct ValidEvent {
     pub currency: Option<String>,
     /// The `properties` object merged with unknown top-level fields; `None` when both are absent.
     pub properties: Option<Value>,
+    /// For an [`AD_SPEND`] event, the day and cost it reports (it is stored in `ad_spend`, not
+    /// `events`; see [`crate::spend`]). `None` for every other event.
+    pub spend: Option<SpendDay>,
+}
+
+/// The event type of an ad platform's cost report: one campaign's cost on one day.
+pub const AD_SPEND: &str = "ad_spend";
+
+/// What an [`AD_SPEND`] event reports besides its campaign, source, medium and currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendDay {
+    /// The tenant's calendar day the cost was spent on.
+    pub day: NaiveDate,
+    /// Rounded like revenue: four decimal places, 0 ≤ cost < 10^13.
+    pub cost: Decimal,
 }
 
 /// Why one event was not accepted, with the tenant when it could be read.
@@ -291,15 +306,19 @@ fn tenant_id(value: Option<&Value>) -> Result<i64, Rejection> {
 }
 
 fn validate_fields(
-    f: Fields,
+    mut f: Fields,
     tenant_id: i64,
     enqueued_at: DateTime<Utc>,
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<ValidEvent, Rejection> {
+    let event_type = event_type(f.event_type.take())?;
+    if event_type == AD_SPEND {
+        return validate_spend(f, tenant_id, enqueued_at, now, limits);
+    }
     Ok(ValidEvent {
         tenant_id,
-        event_type: event_type(f.event_type)?,
+        event_type,
         device_id: identifier(
             f.device_id.as_ref(),
             "device_id",
@@ -325,8 +344,85 @@ fn validate_fields(
         revenue: revenue(f.revenue.as_ref())?,
         currency: currency(f.currency)?,
         properties: properties(f.properties, f.unknown)?,
+        spend: None,
     }
     .with_utm_tags(limits))
+}
+
+/// An [`AD_SPEND`] event: `campaign`, `cost`, `currency` and `date` (`YYYY-MM-DD`) required,
+/// `source` and `medium` optional; `event_time` (when the platform reported the figure; the
+/// enqueue time when absent) orders corrections. Devices, sessions and the other fields mean
+/// nothing for a cost and are not read.
+fn validate_spend(
+    mut f: Fields,
+    tenant_id: i64,
+    enqueued_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<ValidEvent, Rejection> {
+    let campaign = text(f.campaign, "campaign", limits.max_text_bytes)?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Rejection::new(
+                Reason::MissingCampaign,
+                "an ad_spend event needs a campaign",
+            )
+        })?;
+    let cost = amount(f.unknown.get("cost"), Reason::BadCost, "cost")?
+        .ok_or_else(|| Rejection::new(Reason::BadCost, "an ad_spend event needs a cost"))?;
+    let currency = currency(f.currency)?
+        .ok_or_else(|| Rejection::new(Reason::BadCurrency, "an ad_spend event needs a currency"))?;
+    let day = spend_day(f.unknown.remove("date"), now, limits)?;
+    Ok(ValidEvent {
+        tenant_id,
+        event_type: AD_SPEND.to_owned(),
+        device_id: 0,
+        session_id: 0,
+        event_time: event_time(f.event_time.as_ref(), enqueued_at, now, limits)?,
+        country: None,
+        browser: None,
+        page_url: None,
+        referrer: None,
+        campaign: Some(campaign),
+        source: text(f.source, "source", limits.max_text_bytes)?,
+        medium: text(f.medium, "medium", limits.max_text_bytes)?,
+        revenue: None,
+        currency: Some(currency),
+        properties: None,
+        spend: Some(SpendDay { day, cost }),
+    })
+}
+
+/// The `date` of a spend: a calendar day no older than the retention and no later than
+/// tomorrow (UTC; a tenant's day may be a day ahead or behind of UTC's).
+pub fn spend_day(
+    value: Option<Value>,
+    now: DateTime<Utc>,
+    limits: &EventLimits,
+) -> Result<NaiveDate, Rejection> {
+    let bad = |m: String| Rejection::new(Reason::BadSpendDate, m);
+    let day = match value {
+        Some(Value::String(s)) => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .ok()
+            .filter(|_| s.len() == 10)
+            .ok_or_else(|| bad("date must be a day as YYYY-MM-DD".into()))?,
+        None | Some(Value::Null) => return Err(bad("an ad_spend event needs a date".into())),
+        Some(_) => return Err(bad("date must be a string YYYY-MM-DD".into())),
+    };
+    let latest = now.date_naive() + Duration::days(1);
+    let earliest = now
+        .checked_sub_signed(limits.retention)
+        .map(|t| t.date_naive() - Duration::days(1));
+    if day > latest {
+        return Err(bad(format!("date {day} is in the future")));
+    }
+    if earliest.is_some_and(|e| day < e) {
+        return Err(bad(format!(
+            "date {day} is older than the retention of {} days",
+            limits.retention.num_days()
+        )));
+    }
+    Ok(day)
 }
 
 impl ValidEvent {
@@ -519,10 +615,20 @@ fn country(value: Option<Value>) -> Result<Option<String>, Rejection> {
 }
 
 fn revenue(value: Option<&Value>) -> Result<Option<Decimal>, Rejection> {
+    amount(value, Reason::BadRevenue, "revenue")
+}
+
+/// A sum of money (`revenue`, a spend's `cost`): a JSON number or a decimal string, rounded
+/// half away from zero to [`REVENUE_SCALE`] places, 0 ≤ amount < 10^13 (`numeric(18,4)`).
+pub fn amount(
+    value: Option<&Value>,
+    reason: Reason,
+    field: &str,
+) -> Result<Option<Decimal>, Rejection> {
     let bad = || {
         Rejection::new(
-            Reason::BadRevenue,
-            "revenue must be a decimal number >= 0 and < 10^13",
+            reason,
+            format!("{field} must be a decimal number >= 0 and < 10^13"),
         )
     };
     let number;
@@ -872,6 +978,48 @@ mod tests {
             let r = parse_event(body.as_bytes(), now(), now(), &limits).unwrap_err();
             assert_eq!(r.reason, Reason::DuplicateField, "{body}");
         }
+    }
+
+    #[test]
+    fn ad_spend_reports_a_day_and_a_cost_without_device_or_session() {
+        let spend = json!({"tenant_id": 7, "event_type": "ad_spend", "campaign": "xmas",
+                           "source": "google", "cost": "120.50", "currency": "usd",
+                           "date": "2026-11-25", "event_time": "2026-11-26T09:00:00Z"});
+        let e = parse(spend.clone()).unwrap();
+        assert_eq!(
+            e.spend,
+            Some(SpendDay {
+                day: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+                cost: Decimal::new(12050, 2)
+            })
+        );
+        assert_eq!(e.currency.as_deref(), Some("USD"));
+        assert_eq!((e.medium, e.properties), (None, None));
+        assert_eq!(
+            e.event_time,
+            "2026-11-26T09:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        // Other events keep `cost` and `date` as properties.
+        let other = parse(with("cost", json!(3))).unwrap();
+        assert_eq!(
+            (other.spend, other.properties),
+            (None, Some(json!({"cost": 3})))
+        );
+        let without = |field: &str| {
+            let mut v = spend.clone();
+            v.as_object_mut().unwrap().remove(field);
+            parse(v).unwrap_err().reason
+        };
+        assert_eq!(without("campaign"), Reason::MissingCampaign);
+        assert_eq!(without("cost"), Reason::BadCost);
+        assert_eq!(without("currency"), Reason::BadCurrency);
+        assert_eq!(without("date"), Reason::BadSpendDate);
+        let mut old = spend.clone();
+        old["date"] = json!("2026-09-01");
+        assert_eq!(parse(old).unwrap_err().reason, Reason::BadSpendDate);
+        let mut loose = spend;
+        loose["date"] = json!("2026-11-5");
+        assert_eq!(parse(loose).unwrap_err().reason, Reason::BadSpendDate);
     }
 
     #[test]

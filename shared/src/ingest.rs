@@ -10,8 +10,9 @@
 //! 3. if the database refuses rows (SQLSTATE class 22 or 23, or XX000 as Citus relays a
 //!    worker's refusal), redo the batch under savepoints that bisect down to the refused rows,
 //!    which are dead-lettered; the rest is stored;
-//! 4. write the rejects to `dead_letters`, record the batch in the ledger (one row), advance
-//!    the position, commit.
+//! 4. write the rejects to `dead_letters`, record the batch in the ledger (one row), store the
+//!    batch's `ad_spend` reports (they never enter `events`; see [`crate::spend`]), advance the
+//!    position, commit.
 //!
 //! Any other database failure aborts the transaction and is returned as an [`IngestError`]; the
 //! caller answers non-2xx so the trigger retries the batch and nothing is skipped.
@@ -22,6 +23,7 @@ use crate::ledger;
 use crate::partitions::PartitionCache;
 use crate::position::Position;
 use crate::reason::Reason;
+use crate::spend::{self, Spend};
 use crate::tenants::TenantRegistry;
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -376,16 +378,27 @@ impl Ingestor {
             let mut held_back = Vec::new();
             let mut seen = HashSet::with_capacity(batch.events.len());
             let mut times = TimeSpan::default();
+            let mut spend = Vec::new();
             let mut chunk = CopyChunk::new(chunk_bytes);
             for (index, incoming) in batch.events.iter().enumerate() {
                 if incoming.sequence <= last || !seen.insert(&incoming.sequence) {
                     verdicts.push(Verdict::Duplicate);
                     continue;
                 }
-                let row = self
-                    .validate(incoming, now)
-                    .and_then(|event| Row::new(index, event, incoming, &batch.partition));
-                match row {
+                let event = match self.validate(incoming, now) {
+                    Ok(event) => event,
+                    Err(rejection) => {
+                        verdicts.push(Verdict::Rejected(rejection));
+                        continue;
+                    }
+                };
+                // A cost report goes to `ad_spend`, after the COPY (see below).
+                if let Some(s) = Spend::from_event(&event) {
+                    verdicts.push(Verdict::Stored(s.tenant_id));
+                    spend.push((index, s));
+                    continue;
+                }
+                match Row::new(index, event, incoming, &batch.partition) {
                     Err(rejection) => verdicts.push(Verdict::Rejected(rejection)),
                     Ok(row) => {
                         verdicts.push(Verdict::Stored(row.event.tenant_id));
@@ -411,9 +424,9 @@ impl Ingestor {
                 chunks.send(rest).ok();
             }
             drop(chunks);
-            (verdicts, streamed, held_back, times)
+            (verdicts, streamed, held_back, times, spend)
         };
-        let (copied, (mut verdicts, streamed, held_back, mut times)) =
+        let (copied, (mut verdicts, streamed, held_back, mut times, spend)) =
             tokio::join!(copier, validation);
         let validated = started.elapsed();
         let mut refused = match copied {
@@ -454,6 +467,23 @@ impl Ingestor {
             }
             refused.extend(copy_narrowing(&tx, &batch.partition, &late).await?);
         }
+        // Spend of a tenant the cache does not know is judged after reloading it, as events are.
+        if spend.iter().any(|(_, s)| !tenants.contains(&s.tenant_id)) {
+            tenants = self
+                .tenants
+                .registered(&tx, spend.iter().map(|(_, s)| s.tenant_id))
+                .await?;
+        }
+        let spend: Vec<Spend> = spend
+            .into_iter()
+            .filter_map(|(index, s)| {
+                if tenants.contains(&s.tenant_id) {
+                    return Some(s);
+                }
+                verdicts[index] = Verdict::Rejected(Rejection::unknown_tenant(s.tenant_id));
+                None
+            })
+            .collect();
         let copied = started.elapsed();
         if !refused.is_empty() {
             // A partition dropped since the bounds were cached makes the row fail too; tell
@@ -483,6 +513,7 @@ impl Ingestor {
             record_ledger(&tx, batch, &verdicts, &tenants),
             advance_position(&tx, batch, &last, &position),
             record_event_range(&tx, &verdicts, id_floor, &times),
+            spend::store(&tx, &spend, spend::Origin::Stream),
         )?;
         let bookkept = started.elapsed();
         tx.commit().await?;

@@ -34,6 +34,7 @@ pub mod replay;
 pub mod reports;
 pub mod rollup;
 pub mod sketch;
+pub mod spend;
 pub mod telemetry;
 pub mod tenants;
 pub mod url;

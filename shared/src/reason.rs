@@ -53,6 +53,13 @@ pub enum Reason {
     InvalidCharacters,
     /// An object repeats a key (at any depth): readers disagree on which value counts.
     DuplicateField,
+    /// An `ad_spend` event without a campaign.
+    MissingCampaign,
+    /// An `ad_spend` event's `cost` is absent or not a decimal number in the allowed range.
+    BadCost,
+    /// An `ad_spend` event's `date` is absent, not `YYYY-MM-DD`, in the future or older than
+    /// the retention.
+    BadSpendDate,
     /// The database refused the row (a constraint or data error, SQLSTATE class 22 or 23).
     DbRejected,
     /// Handling this event panicked; the event is kept for investigation.
@@ -60,7 +67,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 29] = [
         Reason::InvalidJson,
         Reason::NotAnObject,
         Reason::TooLarge,
@@ -85,6 +92,9 @@ impl Reason {
         Reason::FieldTooLong,
         Reason::InvalidCharacters,
         Reason::DuplicateField,
+        Reason::MissingCampaign,
+        Reason::BadCost,
+        Reason::BadSpendDate,
         Reason::DbRejected,
         Reason::InternalError,
     ];
@@ -116,6 +126,9 @@ impl Reason {
             Reason::FieldTooLong => "field_too_long",
             Reason::InvalidCharacters => "invalid_characters",
             Reason::DuplicateField => "duplicate_field",
+            Reason::MissingCampaign => "missing_campaign",
+            Reason::BadCost => "bad_cost",
+            Reason::BadSpendDate => "bad_spend_date",
             Reason::DbRejected => "db_rejected",
             Reason::InternalError => "internal_error",
         }

@@ -38,6 +38,7 @@ use crate::ingest::{write_events, IncomingEvent, IngestError};
 use crate::ledger;
 use crate::partitions::PartitionCache;
 use crate::reason::Reason;
+use crate::spend::{self, Spend};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -89,7 +90,8 @@ pub struct ReplayReport {
     pub tenant_id: i64,
     /// Pending dead letters examined (at most `max`).
     pub examined: usize,
-    /// Of those, stored in `events` and marked `replayed`.
+    /// Of those, stored (in `events`, or an ad spend report in `ad_spend`) and marked
+    /// `replayed`.
     pub replayed: usize,
     /// Of those, still failing (left `pending`), per today's reason code.
     pub still_failing: BTreeMap<Reason, usize>,
@@ -184,9 +186,14 @@ async fn replay(
     let partitions = PartitionCache::default().reload(&tx).await?;
     let mut failing: Vec<(usize, Rejection)> = Vec::new();
     let mut valid: BTreeMap<&str, Vec<(usize, ValidEvent, &IncomingEvent)>> = BTreeMap::new();
+    // Cost reports go to `ad_spend`, as ingest stores them.
+    let mut spend: Vec<(usize, Spend)> = Vec::new();
     for (index, letter) in letters.iter().enumerate() {
         match judge(letter, tenant_id, registered_at.is_some(), limits, now) {
             Err(rejection) => failing.push((index, rejection)),
+            Ok(event) if event.spend.is_some() => {
+                spend.extend(Spend::from_event(&event).map(|s| (index, s)))
+            }
             Ok(event) if !partitions.covers(event.event_time) => failing.push((
                 index,
                 Rejection {
@@ -213,14 +220,24 @@ async fn replay(
         failing.extend(refused);
     }
 
+    let spent: Vec<Spend> = spend.iter().map(|(_, s)| s.clone()).collect();
+    spend::store(&tx, &spent, spend::Origin::Stream).await?;
+
     for (_, rejection) in &failing {
         *report.still_failing.entry(rejection.reason).or_default() += 1;
     }
-    report.replayed = stored.len();
-    if !stored.is_empty() {
-        let replayed: Vec<&DeadLetter> = stored.iter().map(|(i, _)| &letters[*i]).collect();
-        let min_time = stored.iter().map(|(_, t)| *t).min().expect("not empty");
-        let max_time = stored.iter().map(|(_, t)| *t).max().expect("not empty");
+    report.replayed = stored.len() + spend.len();
+    if report.replayed > 0 {
+        let replayed: Vec<&DeadLetter> = stored
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(spend.iter().map(|(i, _)| *i))
+            .map(|i| &letters[i])
+            .collect();
+        // The events' times bound the id range recorded (none when only spend was replayed:
+        // it is not in `events`).
+        let min_time = stored.iter().map(|(_, t)| *t).min();
+        let max_time = stored.iter().map(|(_, t)| *t).max();
         let ids: Vec<i64> = replayed.iter().map(|d| d.id).collect();
         let mark: [(&(dyn ToSql + Sync), Type); 2] =
             [(&ids, Type::INT8_ARRAY), (&now, Type::TIMESTAMPTZ)];
@@ -230,9 +247,17 @@ async fn replay(
             (&max_time, Type::TIMESTAMPTZ),
         ];
         // Independent statements, sent together.
+        let record_range = async {
+            if stored.is_empty() {
+                return Ok(());
+            }
+            tx.query_typed(include_str!("../sql/record_event_range.sql"), &range)
+                .await
+                .map(drop)
+        };
         let (marked, _, _) = tokio::try_join!(
             tx.execute_typed(include_str!("../sql/replay_mark_replayed.sql"), &mark),
-            tx.query_typed(include_str!("../sql/record_event_range.sql"), &range),
+            record_range,
             record_ledger(&tx, tenant_id, registered_at, &replayed),
         )?;
         // The rows are locked by this transaction and were pending: all must be marked. If

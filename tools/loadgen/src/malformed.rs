@@ -60,10 +60,16 @@ pub enum Malformed {
     TooLarge,
     /// `event_type` written twice (serialized by hand: a JSON value cannot hold it).
     DuplicateField,
+    /// An `ad_spend` event without a campaign.
+    SpendWithoutCampaign,
+    /// An `ad_spend` event whose cost is negative, not a number or too large.
+    BadCost,
+    /// An `ad_spend` event whose date is not a day or lies in the future.
+    BadSpendDate,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 25] = [
+    pub const ALL: [Malformed; 28] = [
         Malformed::TruncatedJson,
         Malformed::NotJson,
         Malformed::ArrayBody,
@@ -89,6 +95,9 @@ impl Malformed {
         Malformed::NulCharacter,
         Malformed::TooLarge,
         Malformed::DuplicateField,
+        Malformed::SpendWithoutCampaign,
+        Malformed::BadCost,
+        Malformed::BadSpendDate,
     ];
 
     /// The reason code the ingest path writes to `dead_letters.reason` for this kind.
@@ -117,6 +126,9 @@ impl Malformed {
             Malformed::NulCharacter => Reason::InvalidCharacters,
             Malformed::TooLarge => Reason::TooLarge,
             Malformed::DuplicateField => Reason::DuplicateField,
+            Malformed::SpendWithoutCampaign => Reason::MissingCampaign,
+            Malformed::BadCost => Reason::BadCost,
+            Malformed::BadSpendDate => Reason::BadSpendDate,
         }
     }
 
@@ -225,6 +237,27 @@ impl Malformed {
             Malformed::BadCurrency => {
                 e["currency"] = one_of(rng, [json!("EURO"), json!("€"), json!(978)])
             }
+            Malformed::SpendWithoutCampaign => {
+                spend(e, enqueued_at);
+                remove(e, "campaign")
+            }
+            Malformed::BadCost => {
+                spend(e, enqueued_at);
+                e["cost"] = one_of(rng, [json!("-0.01"), json!("free"), json!(1e13), json!([])])
+            }
+            Malformed::BadSpendDate => {
+                spend(e, enqueued_at);
+                let future = (enqueued_at + Duration::days(400)).date_naive();
+                e["date"] = one_of(
+                    rng,
+                    [
+                        json!("2026-13-01"),
+                        json!("1/12/2026"),
+                        json!(future.to_string()),
+                        json!(20261201),
+                    ],
+                )
+            }
             Malformed::BadProperties => {
                 e["properties"] = one_of(rng, [json!([1, 2]), json!("sku=1"), json!(5)])
             }
@@ -265,6 +298,18 @@ impl Malformed {
 fn one_of<T, const N: usize>(rng: &mut StdRng, values: [T; N]) -> T {
     let i = rng.random_range(0..N);
     values.into_iter().nth(i).expect("i < N")
+}
+
+/// Makes `event` a valid `ad_spend` event of its tenant (a campaign's cost on the enqueue day),
+/// for a kind to break one of its fields.
+fn spend(event: &mut Value, enqueued_at: DateTime<Utc>) {
+    event["event_type"] = json!(remarketable_core::event::AD_SPEND);
+    if event["campaign"].as_str().is_none_or(str::is_empty) {
+        event["campaign"] = json!("spring-sale");
+    }
+    event["cost"] = json!("12.50");
+    event["currency"] = json!("EUR");
+    event["date"] = json!(enqueued_at.date_naive().to_string());
 }
 
 fn remove(event: &mut Value, field: &str) {
