@@ -6,9 +6,10 @@
 //! | routes | module |
 //! |---|---|
 //! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}`, `/api/v1/whoami` | [`access`] |
-//! | `/api/v1/tenants/{id}/{timeseries,breakdown,summary,top,ingest}` | [`reports`] |
+//! | `/api/v1/tenants/{id}/{timeseries,breakdown,summary,top,ingest,campaigns}` | [`reports`] |
 //! | `/api/v1/tenants/{id}/dashboards…` | [`dashboards`] |
 //! | `/api/v1/admin/tenants/{id}/dead-letters/replay` | [`replay`] |
+//! | `/api/v1/admin/tenants/{id}/spend` | [`spend`] |
 //! | `/api/v1/openapi.json` | [`openapi`] |
 //! | `/api/dashboard/…` (the web pages) | [`dashboard`] |
 //!
@@ -27,6 +28,7 @@ pub mod error;
 pub mod openapi;
 pub mod replay;
 pub mod reports;
+pub mod spend;
 
 pub use error::ApiError;
 
@@ -135,6 +137,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .merge(reports::routes(&state))
         .merge(openapi::routes())
         .merge(replay::routes())
+        .merge(spend::routes())
         .merge(dashboards::routes())
         .layer(cors);
     api.merge(dashboard::routes()).with_state(state)

@@ -15,6 +15,7 @@ use remarketable_core::replay::DEFAULT_MAX as REPLAY_MAX;
 use remarketable_core::reports::{
     Dimension, Granularity, Metric, Model, MAX_FILTER_BYTES, MAX_RANGE_DAYS,
 };
+use remarketable_core::spend::{MAX_UPLOAD_ROWS, UPLOAD_COLUMNS};
 use remarketable_core::tenants::MAX_TIME_ZONE_BYTES;
 use remarketable_core::ErrorCode;
 use serde_json::{json, Map, Value};
@@ -54,6 +55,8 @@ pub enum Body {
     SaveDashboard,
     Replay,
     CollectLimits,
+    /// `text/csv`, not JSON.
+    SpendCsv,
 }
 
 /// A read key, or a share token in the query or in `Authorization: Share` (never both).
@@ -180,7 +183,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/v1/tenants/{tenant_id}/campaigns",
-        summary: "Per campaign, source and medium: impressions, clicks, CTR, reach, frequency, sessions, and conversions and revenue attributed under a model (direct: all empty)",
+        summary: "Per campaign, source and medium: impressions, clicks, CTR, reach, frequency, sessions, conversions and revenue attributed under a model (direct: all empty), and with ad spend its cost, CPC, CPA and ROAS",
         security: READ,
         params: &[
             "from", "to", "range", "granularity", "campaign", "format", "model", "campaign_limit",
@@ -371,6 +374,17 @@ pub const OPERATIONS: &[Operation] = &[
         body: Some(Body::Replay),
         success: 200,
         errors: &[E::BadTenantId, E::BadParameter, E::ReplayConflict],
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/admin/tenants/{tenant_id}/spend",
+        summary: "Upload the tenant's ad spend as CSV (date,campaign,source,medium,cost,currency): every row or, with a line refused, none; a repeated figure replaces the stored one",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+        body: Some(Body::SpendCsv),
+        success: 200,
+        errors: &[E::BadTenantId, E::BadSpend, E::UnknownTenant],
     },
     Operation {
         method: "get",
@@ -631,6 +645,15 @@ fn request_body(body: Body) -> Value {
                 }
             })
         }
+        Body::SpendCsv => {
+            return json!({
+                "required": true,
+                "description": format!(
+                    "CSV with a header row: {} (source and medium may be left out); at most {} rows and {} bytes",
+                    UPLOAD_COLUMNS.join(","), MAX_UPLOAD_ROWS, crate::spend::MAX_UPLOAD_BYTES),
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            })
+        }
     };
     json!({"required": body == Body::NewTenant || body == Body::NewShareToken
                       || body == Body::SaveDashboard,
@@ -794,6 +817,18 @@ fn answer_schema(op: &Operation) -> Value {
             "still_failing": {"type": "object", "additionalProperties": {"type": "integer"}},
             "more": {"type": "boolean"}, "resume_after": {"type": ["integer", "null"]},
         })),
+        ("post", _) if path.ends_with("/spend") => {
+            let day = json!({"type": ["string", "null"], "format": "date"});
+            object(json!({
+                "tenant_id": {"type": "integer"}, "rows": {"type": "integer", "minimum": 0},
+                "added": {"type": "integer", "minimum": 0},
+                "changed": {"type": "integer", "minimum": 0},
+                "unchanged": {"type": "integer", "minimum": 0},
+                "first_day": day, "last_day": day,
+                "cost": {"type": "object", "additionalProperties": {"type": "string"},
+                         "description": "the uploaded costs summed per currency"},
+            }))
+        }
         // The reports: every one says how fresh it is.
         _ => json!({"type": "object", "required": ["freshness"], "properties": {
             "freshness": {"type": "object", "required": ["as_of"],

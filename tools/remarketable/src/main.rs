@@ -15,6 +15,7 @@
 //! remarketable import [--map COLUMN=FIELD]... [--chunk-events N] [--max-age-days N] FILE...
 //! remarketable import --from-postgres URL --query 'SELECT ...' [--key id] [--chunk-events N] [--max-age-days N]
 //! remarketable rollup window <events>
+//! remarketable spend import <tenant_id> FILE           # CSV: date,campaign,source,medium,cost,currency
 //! remarketable key create <tenant_id> [--write [--allowed-origin O]...] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
 //! remarketable key list [<tenant_id>]
@@ -33,7 +34,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{import, jobs, placement, tenants};
+use remarketable_core::{import, jobs, placement, spend, tenants};
 
 /// jemalloc, as the handler: `import` validates every record through the ingest core, and
 /// glibc's malloc/free took about a fifth of the importer's time (perf, 300,000 events).
@@ -107,6 +108,11 @@ enum Command {
         #[command(subcommand)]
         command: DeadLetterCommand,
     },
+    /// Ad spend: what campaigns cost per day, for the campaign report's cost, CPC, CPA, ROAS.
+    Spend {
+        #[command(subcommand)]
+        command: SpendCommand,
+    },
     /// Import historical events from files (.csv with a header row, .ndjson; optionally .gz)
     /// through the ingest path: same validation, dead letters and ledger, exactly once.
     /// Stopped or killed, the same command continues where it stopped.
@@ -141,6 +147,19 @@ enum Command {
         /// EVENT_RETENTION_DAYS); older events are dead-lettered as outside_retention.
         #[arg(long, default_value_t = 3660, value_parser = clap::value_parser!(i64).range(1..=36600))]
         max_age_days: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpendCommand {
+    /// Store a tenant's ad spend from a CSV file (header: date,campaign,source,medium,cost,
+    /// currency; source and medium optional), as the admin upload route does: every row or,
+    /// with a line refused, none. A figure given again replaces the stored one, so importing
+    /// the same file twice counts it once.
+    Import {
+        tenant_id: i64,
+        /// The CSV file (`-` for standard input).
+        file: std::path::PathBuf,
     },
 }
 
@@ -286,6 +305,60 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The settings the handler would run with here (the EVENT_* limits, the caches' lifetimes),
+/// from this environment.
+fn env_settings(database_url: &str) -> anyhow::Result<remarketable_core::Settings> {
+    let mut map: std::collections::HashMap<String, String> = std::env::vars().collect();
+    map.insert("DATABASE_URL".into(), database_url.to_owned());
+    remarketable_core::Settings::from_map(&map)
+        .context("the settings in the environment are invalid")
+}
+
+async fn spend_import(
+    client: &mut tokio_postgres::Client,
+    tenant_id: i64,
+    file: &std::path::Path,
+    limits: &remarketable_core::event::EventLimits,
+) -> anyhow::Result<()> {
+    let csv = if file == std::path::Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("reading stdin")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    if !tenants::exists(&*client, tenant_id).await? {
+        bail!("tenant {tenant_id} is not registered");
+    }
+    let report = spend::upload(client, tenant_id, &csv, limits)
+        .await
+        .map_err(|e| match e {
+            spend::UploadError::Invalid { .. } => anyhow::anyhow!("{}: {e}", file.display()),
+            spend::UploadError::Database(e) => anyhow::Error::new(e).context("database error"),
+        })?;
+    let mut cost: Vec<String> = report
+        .cost
+        .iter()
+        .map(|(c, v)| format!("{v} {c}"))
+        .collect();
+    cost.sort();
+    eprintln!(
+        "tenant {tenant_id}: {} rows ({} added, {} changed, {} unchanged), days {} to {}, cost {}",
+        report.rows,
+        report.added,
+        report.changed,
+        report.unchanged,
+        report.first_day.map_or("-".into(), |d| d.to_string()),
+        report.last_day.map_or("-".into(), |d| d.to_string()),
+        if cost.is_empty() {
+            "0".into()
+        } else {
+            cost.join(", ")
+        }
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // The same reading as the handler's: libpq's sslmode values, sslrootcert, and
     // DATABASE_SSLROOTCERT.
@@ -344,15 +417,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollup { command } => rollups(&mut client, command).await?,
         Command::Key { command } => keys(&client, command).await?,
         Command::Share { command } => shares(&client, command).await?,
+        Command::Spend {
+            command: SpendCommand::Import { tenant_id, file },
+        } => {
+            let limits = env_settings(&cli.database_url)?.limits;
+            spend_import(&mut client, tenant_id, &file, &limits).await?
+        }
         Command::DeadLetters {
             command: DeadLetterCommand::Replay { tenant_id, batch },
         } => {
-            // The limits the handler would apply: the EVENT_* settings of this environment.
-            let mut map: std::collections::HashMap<String, String> = std::env::vars().collect();
-            map.insert("DATABASE_URL".into(), cli.database_url.clone());
-            let settings = remarketable_core::Settings::from_map(&map)
-                .context("the settings in the environment are invalid")?;
-            replay(&mut client, tenant_id, batch, &settings.limits).await?
+            let limits = env_settings(&cli.database_url)?.limits;
+            replay(&mut client, tenant_id, batch, &limits).await?
         }
         Command::Import {
             files,
@@ -363,10 +438,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             chunk_events,
             max_age_days,
         } => {
-            let mut map_env: std::collections::HashMap<String, String> = std::env::vars().collect();
-            map_env.insert("DATABASE_URL".into(), cli.database_url.clone());
-            let settings = remarketable_core::Settings::from_map(&map_env)
-                .context("the settings in the environment are invalid")?;
+            let settings = env_settings(&cli.database_url)?;
             let options = import::ImportOptions {
                 columns: import::ColumnMap::parse(&map)?,
                 chunk_events: chunk_events as usize,
