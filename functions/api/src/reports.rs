@@ -477,7 +477,7 @@ async fn ingest(
 }
 
 /// The campaign report's columns, in CSV order.
-const CAMPAIGN_COLUMNS: [&str; 13] = [
+const CAMPAIGN_COLUMNS: [&str; 17] = [
     "campaign",
     "source",
     "medium",
@@ -491,6 +491,10 @@ const CAMPAIGN_COLUMNS: [&str; 13] = [
     "revenue",
     "conversion_rate",
     "revenue_per_session",
+    "cost",
+    "cpc",
+    "cpa",
+    "roas",
 ];
 
 async fn campaigns(
@@ -554,12 +558,21 @@ async fn campaigns(
                     row.revenue.to_string(),
                     format!("{:.6}", row.conversion_rate),
                     row.revenue_per_session.to_string(),
+                    // Empty without spend.
+                    optional(row.cost),
+                    optional(row.cpc),
+                    optional(row.cpa),
+                    optional(row.roas),
                 ]
             })
             .collect();
         return Ok(csv_answer("campaigns", &CAMPAIGN_COLUMNS, rows));
     }
     Ok(json_answer(&c))
+}
+
+fn optional(value: Option<impl std::fmt::Display>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,6 +1,12 @@
 //! The campaign report (issue 14): per campaign, source and medium, the touches (impressions,
-//! clicks, reach, frequency), the sessions they started and the conversions and revenue
-//! attributed to them under one attribution model.
+//! clicks, reach, frequency), the sessions they started, the conversions and revenue
+//! attributed to them under one attribution model, and with ad spend ([`crate::spend`]) the
+//! cost, CPC, CPA and ROAS.
+//!
+//! A day's spend counts when the day's start, in the tenant's time zone, lies in the range: at
+//! hourly or 5-minute granularity a range that begins inside a day leaves that day's cost out.
+//! Costs are summed as they are: a tenant reports spend (and revenue) in one currency, and the
+//! report lists the currencies it summed (`spend_currencies`) so a mix shows.
 //!
 //! Real time like the other reports, from the attribution tables (V19) up to the attribution
 //! watermark and the raw events above it, in one statement: fresh touches and session starts
@@ -82,6 +88,13 @@ pub struct CampaignRow {
     pub conversion_rate: f64,
     /// Revenue per session (0 without sessions).
     pub revenue_per_session: Decimal,
+    /// Ad spend over the range; `null` when none was reported for this row.
+    pub cost: Option<Decimal>,
+    /// Cost per click, per attributed conversion, and revenue per cost (return on ad spend),
+    /// to four places; `null` without spend or without clicks, conversions or cost.
+    pub cpc: Option<Decimal>,
+    pub cpa: Option<Decimal>,
+    pub roas: Option<Decimal>,
 }
 
 /// Conversions and revenue of every row, before `limit`: campaigns plus direct.
@@ -90,6 +103,13 @@ pub struct CampaignTotals {
     pub conversions: i64,
     pub revenue: Decimal,
     pub sessions: i64,
+    /// Spend of every row (`null` when none was reported in the range), and total revenue per
+    /// total cost.
+    pub cost: Option<Decimal>,
+    pub roas: Option<Decimal>,
+    /// The currencies the costs were reported in, sorted: more than one means the sums mix
+    /// them.
+    pub spend_currencies: Vec<String>,
 }
 
 /// How fresh a campaign report is.
@@ -186,7 +206,7 @@ fn statement(model: Model) -> String {
     format!(
         "WITH w AS (SELECT last_event_id AS wm FROM attribution_state),
          t AS (SELECT conversion_event_types AS kinds, attribution_lookback AS lookback,
-                      attribution_clicks_first AS clicks_first
+                      attribution_clicks_first AS clicks_first, time_zone AS zone
                FROM tenants WHERE tenant_id = {tenant}),
          fresh AS MATERIALIZED (
              SELECT e.event_id, e.event_time, e.event_type, e.device_id, e.session_id,
@@ -256,19 +276,44 @@ fn statement(model: Model) -> String {
              FROM redo r CROSS JOIN t LEFT JOIN LATERAL ({pick}) p ON true),
          conversion_rows AS (
              SELECT campaign, source, medium, count(*) AS conversions, sum(revenue) AS revenue
-             FROM attributed GROUP BY 1, 2, 3)
+             FROM attributed GROUP BY 1, 2, 3),
+         -- The days whose start (in the tenant's zone) lies in the range; the first two bounds
+         -- only narrow the key range read.
+         spend_rows AS (
+             SELECT a.campaign, a.source, a.medium, sum(a.cost) AS cost,
+                    array_agg(DISTINCT a.currency ORDER BY a.currency) AS currencies
+             FROM ad_spend a, t
+             WHERE a.tenant_id = {tenant}
+               AND a.day >= ({from} AT TIME ZONE t.zone)::date
+               AND a.day <= ({to} AT TIME ZONE t.zone)::date
+               AND a.day::timestamp AT TIME ZONE t.zone >= {from}
+               AND a.day::timestamp AT TIME ZONE t.zone < {to}
+             GROUP BY 1, 2, 3)
          SELECT k.campaign, k.source, k.medium,
                 coalesce(tr.impressions, 0), coalesce(tr.clicks, 0), coalesce(tr.reach, 0),
                 coalesce(sr.sessions, 0), coalesce(cr.conversions, 0),
-                coalesce(cr.revenue, 0)::numeric(18, 4)
+                coalesce(cr.revenue, 0)::numeric(18, 4), sp.cost::numeric(18, 4),
+                coalesce(sp.currencies, '{{}}')
          FROM (SELECT campaign, source, medium FROM touch_rows
                UNION SELECT campaign, source, medium FROM session_rows
-               UNION SELECT campaign, source, medium FROM conversion_rows) k
+               UNION SELECT campaign, source, medium FROM conversion_rows
+               UNION SELECT campaign, source, medium FROM spend_rows) k
          LEFT JOIN touch_rows tr USING (campaign, source, medium)
          LEFT JOIN session_rows sr USING (campaign, source, medium)
          LEFT JOIN conversion_rows cr USING (campaign, source, medium)
+         LEFT JOIN spend_rows sp USING (campaign, source, medium)
          WHERE {campaign}::text IS NULL OR k.campaign = {campaign}"
     )
+}
+
+/// `n / d` to four places (written with four, as the stored sums are); `None` without a
+/// divisor.
+fn per(n: Decimal, d: Decimal) -> Option<Decimal> {
+    (!d.is_zero()).then(|| {
+        let mut q = (n / d).round_dp(4);
+        q.rescale(4);
+        q
+    })
 }
 
 fn ratio(n: i64, d: i64) -> f64 {
@@ -300,9 +345,12 @@ pub async fn campaigns(
     let mut params = Params::new(tenant_id, &scope, filters);
     params.fresh_from = fresh_from.unwrap_or(scope.range.to);
     let rows = query(client, &statement(model), &params).await?;
+    let mut currencies = std::collections::BTreeSet::new();
     let mut rows: Vec<CampaignRow> = rows
         .iter()
         .map(|r| {
+            let cost: Option<Decimal> = r.get(9);
+            currencies.extend(r.get::<_, Vec<String>>(10));
             let (impressions, clicks, reach, sessions): (i64, i64, f64, i64) =
                 (r.get(3), r.get(4), r.get(5), r.get(6));
             let reach = reach.round() as i64;
@@ -325,6 +373,10 @@ pub async fn campaigns(
                 } else {
                     Decimal::ZERO
                 },
+                cost,
+                cpc: cost.and_then(|c| per(c, clicks.into())),
+                cpa: cost.and_then(|c| per(c, r.get::<_, i64>(7).into())),
+                roas: cost.and_then(|c| per(revenue, c)),
             }
         })
         .collect();
@@ -335,10 +387,15 @@ pub async fn campaigns(
                 (&a.campaign, &a.source, &a.medium).cmp(&(&b.campaign, &b.source, &b.medium))
             })
     });
+    let revenue: Decimal = rows.iter().map(|r| r.revenue).sum();
+    let cost = rows.iter().filter_map(|r| r.cost).reduce(|a, b| a + b);
     let totals = CampaignTotals {
         conversions: rows.iter().map(|r| r.conversions).sum(),
-        revenue: rows.iter().map(|r| r.revenue).sum(),
+        revenue,
         sessions: rows.iter().map(|r| r.sessions).sum(),
+        cost,
+        roas: cost.and_then(|c| per(revenue, c)),
+        spend_currencies: currencies.into_iter().collect(),
     };
     let total_rows = rows.len();
     rows.truncate(limit);
