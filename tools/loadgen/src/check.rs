@@ -8,7 +8,9 @@
 //! - the ledger: `received = stored + duplicates + dead_lettered`, its `stored` equal to the
 //!   rows of `events`, its `dead_lettered` equal to the rows of `dead_letters` not replayed
 //!   (a replay moves an event from dead-lettered to stored, in the ledger as in the tables), and
-//!   `received - duplicates` equal to the events delivered.
+//!   `received - duplicates` equal to the events delivered;
+//! - `ad_spend` row by row against the figures `loadgen spend` recorded (uploaded through
+//!   `remarketable spend import`, so the ledger does not count them).
 //!
 //! Without uncertain resends every figure must match exactly. With them, a figure may lie
 //! between the expected value and the expected value plus every possible extra copy of the
@@ -45,6 +47,8 @@ pub struct CheckReport {
     /// Uncertain resends and the extra events they allow.
     pub uncertain_resends: usize,
     pub allowed_extra_events: u64,
+    /// Rows of `ad_spend`.
+    pub spend_rows: usize,
 }
 
 impl CheckReport {
@@ -85,8 +89,8 @@ impl Display for CheckReport {
             write!(
                 f,
                 "check: OK: the database matches the truth ({} events of {} tenants in {} \
-                 tenant-hours, {} dead letters, ledger consistent)",
-                self.events, self.tenants, self.tenant_hours, self.dead_letters
+                 tenant-hours, {} dead letters, ledger consistent, {} ad spend rows)",
+                self.events, self.tenants, self.tenant_hours, self.dead_letters, self.spend_rows
             )
         } else {
             write!(
@@ -159,6 +163,22 @@ pub async fn check(
         let key: (String, Option<i64>) = (row.get("reason"), row.get("tenant_id"));
         dead.insert(key, row.get::<_, i64>("dead_letters"));
     }
+    let mut spend: BTreeMap<i64, BTreeMap<String, Decimal>> = BTreeMap::new();
+    for row in tx
+        .query(
+            "SELECT tenant_id, day::text || '|' || campaign || '|' || source || '|' || medium, \
+             cost::text FROM ad_spend",
+            &[],
+        )
+        .await?
+    {
+        let cost: String = row.get(2);
+        let cost = Decimal::from_str(&cost).map_err(|_| CheckError::Revenue(cost))?;
+        spend
+            .entry(row.get(0))
+            .or_default()
+            .insert(row.get(1), cost);
+    }
     let row = tx
         .query_one(include_str!("../sql/check_ledger.sql"), &[])
         .await?;
@@ -176,6 +196,7 @@ pub async fn check(
         tenants,
         dead_letters: dead,
         ledger,
+        spend,
     };
     Ok(compare(truth, &snapshot))
 }
@@ -189,6 +210,8 @@ struct Snapshot {
     /// Per (reason, tenant).
     dead_letters: BTreeMap<(String, Option<i64>), i64>,
     ledger: Ledger,
+    /// `ad_spend`: per tenant, per `day|campaign|source|medium`.
+    spend: BTreeMap<i64, BTreeMap<String, Decimal>>,
 }
 
 /// One tenant-hour as the database has it.
@@ -210,6 +233,7 @@ fn compare(truth: &Truth, db: &Snapshot) -> CheckReport {
     compare_tenants(&mut out, expected, &upper, tenants);
     compare_dead_letters(&mut out, expected, &upper, dead);
     compare_ledger(&mut out, expected, &upper, ledger);
+    compare_spend(&mut out, &truth.spend, &db.spend);
     CheckReport {
         differences: out.0,
         events: ledger.events,
@@ -218,6 +242,7 @@ fn compare(truth: &Truth, db: &Snapshot) -> CheckReport {
         tenant_hours: hours.len(),
         uncertain_resends: truth.uncertain_resends.len(),
         allowed_extra_events: upper.delivered - expected.delivered,
+        spend_rows: db.spend.values().map(BTreeMap::len).sum(),
     }
 }
 
@@ -380,6 +405,34 @@ fn compare_dead_letters(
     }
 }
 
+fn compare_spend(
+    out: &mut Differences,
+    expected: &BTreeMap<i64, BTreeMap<String, Decimal>>,
+    actual: &BTreeMap<i64, BTreeMap<String, Decimal>>,
+) {
+    let none = BTreeMap::new();
+    let tenants: BTreeSet<i64> = expected.keys().chain(actual.keys()).copied().collect();
+    for tenant in tenants {
+        let (e, a) = (
+            expected.get(&tenant).unwrap_or(&none),
+            actual.get(&tenant).unwrap_or(&none),
+        );
+        let keys: BTreeSet<&String> = e.keys().chain(a.keys()).collect();
+        for key in keys {
+            let show = |v: Option<&Decimal>| v.map_or("no row".to_string(), |c| c.to_string());
+            if e.get(key) != a.get(key) {
+                out.0.push(Difference {
+                    what: format!("ad spend {key}"),
+                    tenant: Some(tenant),
+                    hour: None,
+                    expected: show(e.get(key)),
+                    actual: show(a.get(key)),
+                });
+            }
+        }
+    }
+}
+
 fn compare_ledger(out: &mut Differences, expected: &Tally, upper: &Tally, l: &Ledger) {
     let identity = l.stored + l.duplicates + l.dead_lettered;
     out.range(
@@ -486,6 +539,7 @@ mod tests {
             tenants,
             dead_letters,
             ledger,
+            spend: BTreeMap::new(),
         }
     }
 
@@ -537,6 +591,43 @@ mod tests {
         assert!(report
             .to_string()
             .ends_with("check: FAILED: 9 difference(s) between the database and the truth"));
+    }
+
+    #[test]
+    fn spend_differs_row_by_row() {
+        let (mut truth, _) = truth();
+        let figures = |rows: &[(&str, i64)]| {
+            let day: BTreeMap<String, Decimal> = rows
+                .iter()
+                .map(|(k, c)| (k.to_string(), Decimal::from(*c)))
+                .collect();
+            BTreeMap::from([(1, day)])
+        };
+        truth.spend = figures(&[("2026-12-01|a|g|cpc", 5), ("2026-12-02|a|g|cpc", 7)]);
+        let mut db = database(2, 1, 1);
+        db.spend = truth.spend.clone();
+        assert!(compare(&truth, &db).is_ok());
+        db.spend = figures(&[("2026-12-01|a|g|cpc", 5), ("2026-12-03|a|g|cpc", 7)]);
+        let found: Vec<(String, String, String)> = compare(&truth, &db)
+            .differences
+            .into_iter()
+            .map(|d| (d.what, d.expected, d.actual))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "ad spend 2026-12-02|a|g|cpc".into(),
+                    "7".into(),
+                    "no row".into()
+                ),
+                (
+                    "ad spend 2026-12-03|a|g|cpc".into(),
+                    "no row".into(),
+                    "7".into()
+                ),
+            ]
+        );
     }
 
     #[test]

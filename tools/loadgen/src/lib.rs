@@ -36,5 +36,6 @@ pub mod deliver;
 pub mod history;
 pub mod malformed;
 pub mod send;
+pub mod spend;
 pub mod traffic;
 pub mod truth;

@@ -5,6 +5,7 @@
 //! loadgen send --to ingest --url http://127.0.0.1:7072/ingest --events 20000 --truth t.json
 //! loadgen send --to hub --duration 5m --rate 2000 --truth t.json
 //! loadgen history --events 100000 --out history.csv --truth t.json
+//! loadgen spend --tenants 20 --days 30 --out-dir spend/ --truth t.json
 //! loadgen check --truth t.json --database-url postgres://...
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
 //! loadgen bench-rollup --database-url postgres://...
@@ -24,6 +25,7 @@ use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
 use remarketable_loadgen::{
     bench, bench_import, bench_isolation, bench_large_event, bench_reports, bench_rollup, history,
+    spend,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,9 @@ enum Command {
     Send(SendArgs),
     /// Write past events to a CSV file for `remarketable import`, adding them to a truth file.
     History(history::HistoryArgs),
+    /// Write ad spend CSV files (and corrections) for `remarketable spend import`, adding the
+    /// figures they leave to a truth file.
+    Spend(spend::SpendArgs),
     /// Compare a database with a truth file; exit status 1 on any difference.
     Check(CheckArgs),
     /// Benchmark: the handler's /ingest end to end against `psql \copy` of the same rows.
@@ -156,6 +161,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Send(args) => send(args).await.map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Spend(args) => spend::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args).await,
         Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),

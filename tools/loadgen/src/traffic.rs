@@ -49,7 +49,7 @@ const BROWSERS: [(&str, u32); 6] = [
     ("Opera", 30),
 ];
 /// (campaign, source, medium) of paid ads.
-const AD_CAMPAIGNS: [(&str, &str, &str); 4] = [
+pub const AD_CAMPAIGNS: [(&str, &str, &str); 4] = [
     ("black-friday-2026", "google", "cpc"),
     ("winter-sale", "facebook", "paid_social"),
     ("retarget-cart", "criteo", "display"),

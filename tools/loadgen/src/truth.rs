@@ -217,6 +217,10 @@ pub struct Truth {
     pub runs: Vec<Run>,
     pub expected: Tally,
     pub uncertain_resends: Vec<UncertainResend>,
+    /// The ad spend uploads leave (`loadgen spend`): per tenant, per
+    /// `day|campaign|source|medium`, the last figure given. Absent in older files: none.
+    #[serde(default)]
+    pub spend: BTreeMap<i64, BTreeMap<String, Decimal>>,
 }
 
 impl Default for Truth {
@@ -226,6 +230,7 @@ impl Default for Truth {
             runs: Vec::new(),
             expected: Tally::default(),
             uncertain_resends: Vec::new(),
+            spend: BTreeMap::new(),
         }
     }
 }
