@@ -8,7 +8,7 @@
 use crate::error::ErrorCode;
 /// What a widget plots.
 pub use crate::reports::Metric;
-use crate::reports::{Dimension, TopList};
+use crate::reports::{Dimension, Model, TopList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -37,6 +37,8 @@ pub enum WidgetKind {
     Top,
     /// The delivery ledger and recent dead letters.
     Ingest,
+    /// The campaign report as a table under one attribution model.
+    Campaigns,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,9 @@ pub struct Widget {
     pub dimension: Option<Dimension>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<TopList>,
+    /// The attribution model a campaigns widget opens with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Model>,
     pub width: u8,
     pub height: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,16 +188,18 @@ impl Layout {
                 }
             }
             // Each kind takes exactly the fields it draws with.
-            let (metric, dimension, list) = match w.kind {
-                WidgetKind::Kpi | WidgetKind::Timeseries => (true, false, false),
-                WidgetKind::Breakdown => (true, true, false),
-                WidgetKind::Top => (false, false, true),
-                WidgetKind::Ingest => (false, false, false),
+            let (metric, dimension, list, model) = match w.kind {
+                WidgetKind::Kpi | WidgetKind::Timeseries => (true, false, false, false),
+                WidgetKind::Breakdown => (true, true, false, false),
+                WidgetKind::Top => (false, false, true, false),
+                WidgetKind::Ingest => (false, false, false, false),
+                WidgetKind::Campaigns => (false, false, false, true),
             };
             for (field, wanted, present) in [
                 ("metric", metric, w.metric.is_some()),
                 ("dimension", dimension, w.dimension.is_some()),
                 ("list", list, w.list.is_some()),
+                ("model", model, w.model.is_some()),
             ] {
                 if wanted && !present {
                     return bad(format!("{at}: a {:?} widget needs a {field}", w.kind));
@@ -364,10 +371,12 @@ mod tests {
             ),
             widget(json!({"id": "d", "kind": "top", "list": "pages", "title": "Pages"})),
             widget(json!({"id": "e", "kind": "ingest", "width": 4, "height": 3})),
+            widget(json!({"id": "f", "kind": "campaigns", "model": "first_touch"})),
         ])
         .unwrap();
-        assert_eq!(layout.widgets.len(), 5);
+        assert_eq!(layout.widgets.len(), 6);
         assert_eq!(layout.widgets[2].dimension, Some(Dimension::Country));
+        assert_eq!(layout.widgets[5].model, Some(Model::FirstTouch));
         let again = Layout::parse(serde_json::to_value(&layout).unwrap()).unwrap();
         assert_eq!(again, layout);
     }
@@ -381,6 +390,15 @@ mod tests {
                 "needs a dimension",
             ),
             (json!({"kind": "top"}), "needs a list"),
+            (json!({"kind": "campaigns"}), "needs a model"),
+            (
+                json!({"kind": "campaigns", "model": "linear"}),
+                "unknown variant",
+            ),
+            (
+                json!({"kind": "kpi", "metric": "events", "model": "session"}),
+                "takes no model",
+            ),
             (
                 json!({"kind": "ingest", "metric": "events"}),
                 "takes no metric",

@@ -174,9 +174,11 @@ describe('the dashboard', { timeout: 600_000 }, () => {
     const queries = await page.locator('[data-testid="widget"]').evaluateAll((els) => els.map((e) => [e.dataset.kind, e.dataset.query]));
     assert.ok(queries.length >= 5);
     for (const [kind, q] of queries) {
-      if (kind === 'ingest') continue;
+      // The ledger has no dimensions; campaign figures cannot be filtered by country.
+      if (kind === 'ingest' || kind === 'campaigns') continue;
       assert.equal(new URLSearchParams(q).get('country'), country, `${kind} widget drawn with the filter: ${q}`);
     }
+    await page.locator('[data-testid="widget"][data-kind="campaigns"]').getByTestId('campaigns-unavailable').filter({ hasText: /country/ }).waitFor();
     // And each report the page asked for after the click had it.
     const after = requests.filter((r) => r.at >= clickedAt);
     assert.deepEqual(new Set(after.map((r) => r.url.pathname.split('/').pop())), new Set(['summary', 'timeseries', 'breakdown', 'top']));
@@ -508,5 +510,68 @@ describe('the dashboard', { timeout: 600_000 }, () => {
       }
       assertClean(c);
     }
+  });
+
+  test('7. campaigns: the table is the campaign report per model, with spend; sorting; a campaign filters', { timeout: 150_000 }, async () => {
+    const c = await context();
+    const page = await c.newPage();
+    const range = fixedRange(7);
+    await signIn(page, env, env.readKey, `?from=${range.from}&to=${range.to}`);
+    const widget = page.locator('[data-testid="widget"][data-kind="campaigns"]');
+    const height = Number((/\bh(\d)\b/.exec((await widget.getAttribute('class')) ?? '') ?? [])[1]);
+    const limit = height <= 1 ? 5 : height === 2 ? 10 : 16;
+    const columns = ['impressions', 'clicks', 'ctr', 'reach', 'sessions', 'conversions', 'revenue', 'conversion_rate', 'cost', 'cpc', 'cpa', 'roas'];
+    const table = () =>
+      widget.locator('[data-testid="campaign-row"]').evaluateAll((els) =>
+        els.map((tr) => ({
+          key: [tr.dataset.campaign, tr.dataset.source, tr.dataset.medium].join('|'),
+          cells: Object.fromEntries([...tr.querySelectorAll('td')].map((td) => [td.dataset.column, td.dataset.value])),
+        })),
+      );
+    const revenueBy = {};
+    for (const model of ['last_touch', 'first_touch', 'session']) {
+      if (model !== 'last_touch') await widget.getByTestId('campaigns-model').selectOption(model);
+      await until(`the campaigns widget under ${model}`, async () => new URLSearchParams((await widget.getAttribute('data-query')) ?? '').get('model') === model);
+      const report = await get(env, `tenants/${env.tenant}/campaigns`, { key: env.readKey, query: { ...range, model, limit } });
+      assert.ok(report.rows.length > 1, `campaign rows under ${model}`);
+      assert.notEqual(report.totals.cost, null, 'the seeded tenant has ad spend in the range');
+      const rows = await table();
+      assert.deepEqual(rows.map((r) => r.key), report.rows.map((r) => [r.campaign, r.source, r.medium].join('|')), `rows under ${model}`);
+      rows.forEach((r, i) => {
+        for (const col of columns) {
+          const v = report.rows[i][col];
+          assert.equal(r.cells[col], v === null ? '' : String(v), `${model} ${r.key} ${col}`);
+        }
+      });
+      const total = await widget.locator('[data-testid="campaigns-totals"] [data-column="revenue"]').getAttribute('data-value');
+      assert.equal(total, String(report.totals.revenue));
+      revenueBy[model] = Object.fromEntries(report.rows.map((r) => [[r.campaign, r.source, r.medium].join('|'), r.revenue]));
+    }
+    assert.notDeepEqual(revenueBy.last_touch, revenueBy.session, 'the models attribute revenue differently');
+
+    // A column header sorts the rows by it, largest first; again, smallest first.
+    const revenues = async () => (await table()).map((r) => Number(r.cells.revenue));
+    const sortBy = widget.locator('[data-testid="campaigns-sort"][data-column="revenue"]');
+    await sortBy.click();
+    let shown = await revenues();
+    assert.deepEqual(shown, [...shown].sort((a, b) => b - a));
+    await widget.locator('[data-testid="campaigns-sort"][data-column="revenue"]').click();
+    shown = await revenues();
+    assert.deepEqual(shown, [...shown].sort((a, b) => a - b));
+    assert.equal(await widget.locator('th[aria-sort="ascending"]').count(), 1);
+
+    // A campaign's name filters the dashboard by it, the campaigns table too.
+    const name = widget.locator('[data-testid="campaign-filter"]:not([data-value=""])').first();
+    const campaign = await name.getAttribute('data-value');
+    await name.click();
+    await until('the campaign filter in the address', () => new URL(page.url()).searchParams.get('campaign') === campaign);
+    await page.locator(`[data-testid="filter-chip"][data-dimension="campaign"][data-value="${campaign}"]`).waitFor();
+    await until('only that campaign in the table', async () => {
+      const keys = (await table()).map((r) => r.key.split('|')[0]);
+      return keys.length > 0 && keys.every((k) => k === campaign);
+    });
+    const filteredKpi = await summaryOf({ ...range, campaign }, { key: env.readKey });
+    await until('KPI events of the campaign', async () => (await kpi(page, 'events')) === filteredKpi.current.events);
+    assertClean(c);
   });
 });

@@ -879,8 +879,9 @@ fn layout_schema() -> Value {
     let metric = json!({"type": "string", "enum": names(&Metric::ALL, |m| m.name())});
     let dimension = json!({"type": "string", "enum": names(&Dimension::ALL, |d| d.name())});
     let list = json!({"type": "string", "enum": ["pages", "devices"]});
+    let model = json!({"type": "string", "enum": names(&Model::ALL, |m| m.name())});
     let absent = json!({"type": "null"});
-    let widget = |kinds: &[&str], takes: [bool; 3]| {
+    let widget = |kinds: &[&str], takes: [bool; 4]| {
         let mut required = vec!["id", "kind", "width", "height"];
         let mut properties = json!({
             "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
@@ -893,6 +894,7 @@ fn layout_schema() -> Value {
             ("metric", &metric),
             ("dimension", &dimension),
             ("list", &list),
+            ("model", &model),
         ]
         .into_iter()
         .zip(takes)
@@ -911,10 +913,11 @@ fn layout_schema() -> Value {
         "type": "object", "additionalProperties": false, "required": ["widgets"],
         "properties": {
             "widgets": {"type": "array", "maxItems": MAX_WIDGETS, "items": {"oneOf": [
-                widget(&["kpi", "timeseries"], [true, false, false]),
-                widget(&["breakdown"], [true, true, false]),
-                widget(&["top"], [false, false, true]),
-                widget(&["ingest"], [false, false, false]),
+                widget(&["kpi", "timeseries"], [true, false, false, false]),
+                widget(&["breakdown"], [true, true, false, false]),
+                widget(&["top"], [false, false, true, false]),
+                widget(&["ingest"], [false, false, false, false]),
+                widget(&["campaigns"], [false, false, false, true]),
             ]}},
             "refresh_seconds": {"type": ["integer", "null"], "minimum": REFRESH_SECONDS.start(),
                                 "maximum": REFRESH_SECONDS.end()},

@@ -418,13 +418,14 @@ export class App implements ControlsHost, EditorHost, ShareHost, PickerHost {
       errorBound: this.errorBound,
       readOnly: !this.canEdit,
       toggleFilter: (d, v) => this.toggleFilter(d, v),
+      refresh: () => this.live.refreshNow('user'),
     };
   }
 
   private needs(): { views: [WidgetView, Need][]; unique: Need[] } {
     const base = reportQuery(this.state, this.fixed);
     const range = reportQuery({ ...this.state, filters: {} }, {});
-    const pairs = this.views.map((v) => [v, needOf(v.widget, base, range)] as [WidgetView, Need]);
+    const pairs = this.views.map((v) => [v, needOf(v.effective(), base, range, this.fixed)] as [WidgetView, Need]);
     const unique = new Map<string, Need>();
     for (const [, n] of pairs) unique.set(n.key, n);
     return { views: pairs, unique: [...unique.values()] };

@@ -2,16 +2,18 @@
 // and the edit bar (dashboard title, add a widget, save or cancel).
 
 import { h, select, uid } from './dom';
-import { DIMENSION_LABELS, KIND_LABELS, METRIC_LABELS, TOP_LABELS } from './format';
+import { DIMENSION_LABELS, KIND_LABELS, METRIC_LABELS, MODEL_LABELS, TOP_LABELS } from './format';
 import { MAX_TITLE, MAX_WIDGETS, moveWidget, newWidgetId, widgetOfKind } from './layout';
 import {
   DIMENSIONS,
   METRICS,
+  MODELS,
   TOP_LISTS,
   WIDGET_KINDS,
   type Dashboard,
   type DimensionName,
   type MetricName,
+  type ModelName,
   type TopListName,
   type Widget,
   type WidgetKind,
@@ -144,6 +146,11 @@ export class Editor {
       const s = select({ 'data-testid': 'widget-list' }, options(TOP_LISTS, TOP_LABELS), w.list);
       s.addEventListener('change', change((x) => (x.list = s.value as TopListName)));
       tools.append(field('List', s));
+    }
+    if (w.model !== undefined) {
+      const s = select({ 'data-testid': 'widget-model' }, options(MODELS, MODEL_LABELS), w.model);
+      s.addEventListener('change', change((x) => (x.model = s.value as ModelName)));
+      tools.append(field('Attribution', s));
     }
     const width = select(
       { 'data-testid': 'widget-width' },

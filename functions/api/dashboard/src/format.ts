@@ -1,6 +1,6 @@
 // Labels and number formats.
 
-import type { DimensionName, MetricName, Metrics, TopListName, WidgetKind } from './types';
+import type { DimensionName, MetricName, Metrics, ModelName, TopListName, WidgetKind } from './types';
 
 export const METRIC_LABELS: Record<MetricName, string> = {
   events: 'Events',
@@ -28,7 +28,14 @@ export const KIND_LABELS: Record<WidgetKind, string> = {
   timeseries: 'Time series',
   breakdown: 'Breakdown',
   top: 'Top list',
+  campaigns: 'Campaigns',
   ingest: 'Ingest health',
+};
+
+export const MODEL_LABELS: Record<ModelName, string> = {
+  last_touch: 'Last touch',
+  first_touch: 'First touch',
+  session: 'Session source',
 };
 
 /** Distinct counts are HyperLogLog estimates. */

@@ -3,6 +3,7 @@
 import {
   DIMENSIONS,
   METRICS,
+  MODELS,
   TOP_LISTS,
   WIDGET_KINDS,
   type Dashboard,
@@ -36,6 +37,7 @@ export function defaultLayout(): Layout {
       w('bd-campaign', 'breakdown', 1, 2, { metric: 'events', dimension: 'campaign' }),
       w('top-pages', 'top', 2, 2, { list: 'pages' }),
       w('top-devices', 'top', 2, 2, { list: 'devices' }),
+      w('campaigns', 'campaigns', 4, 3, { model: 'last_touch' }),
       w('ingest', 'ingest', 4, 2),
     ],
   };
@@ -59,13 +61,14 @@ export function widgetOfKind(id: string, kind: WidgetKind, from?: Partial<Widget
   const widget: Widget = {
     id,
     kind,
-    width: from?.width ?? (kind === 'kpi' ? 1 : 2),
-    height: from?.height ?? (kind === 'kpi' ? 1 : 2),
+    width: from?.width ?? (kind === 'kpi' ? 1 : kind === 'campaigns' ? 4 : 2),
+    height: from?.height ?? (kind === 'kpi' ? 1 : kind === 'campaigns' ? 3 : 2),
   };
   if (from?.title) widget.title = from.title;
   if (kind === 'kpi' || kind === 'timeseries' || kind === 'breakdown') widget.metric = from?.metric ?? 'events';
   if (kind === 'breakdown') widget.dimension = from?.dimension ?? 'country';
   if (kind === 'top') widget.list = from?.list ?? 'pages';
+  if (kind === 'campaigns') widget.model = from?.model ?? 'last_touch';
   return widget;
 }
 
@@ -83,6 +86,7 @@ export function layoutProblem(layout: Layout): string | null {
     if (needsMetric !== (x.metric !== undefined && METRICS.includes(x.metric))) return `widget ${x.id}: metric`;
     if ((x.kind === 'breakdown') !== (x.dimension !== undefined && DIMENSIONS.includes(x.dimension))) return `widget ${x.id}: dimension`;
     if ((x.kind === 'top') !== (x.list !== undefined && TOP_LISTS.includes(x.list))) return `widget ${x.id}: list`;
+    if ((x.kind === 'campaigns') !== (x.model !== undefined && MODELS.includes(x.model))) return `widget ${x.id}: model`;
   }
   const r = layout.refresh_seconds;
   if (r !== undefined && !(Number.isInteger(r) && r >= 2 && r <= 3600)) return 'refresh is 2 to 3600 seconds';

@@ -17,8 +17,12 @@ export type DimensionName = (typeof DIMENSIONS)[number];
 export const TOP_LISTS = ['pages', 'devices'] as const;
 export type TopListName = (typeof TOP_LISTS)[number];
 
-export const WIDGET_KINDS = ['kpi', 'timeseries', 'breakdown', 'top', 'ingest'] as const;
+export const WIDGET_KINDS = ['kpi', 'timeseries', 'breakdown', 'top', 'campaigns', 'ingest'] as const;
 export type WidgetKind = (typeof WIDGET_KINDS)[number];
+
+/** Attribution models of the campaign report. */
+export const MODELS = ['last_touch', 'first_touch', 'session'] as const;
+export type ModelName = (typeof MODELS)[number];
 
 export const RANGE_PRESETS = ['1h', '24h', '7d', '30d'] as const;
 export type RangePreset = (typeof RANGE_PRESETS)[number];
@@ -31,6 +35,7 @@ export interface Widget {
   metric?: MetricName;
   dimension?: DimensionName;
   list?: TopListName;
+  model?: ModelName;
   width: number;
   height: number;
   title?: string;
@@ -118,6 +123,47 @@ export interface Top extends Report {
   list: TopListName;
   items: { item: string; count: number }[];
   estimated: boolean;
+}
+
+/** Decimals (revenue, cost and the ratios of money) arrive as strings. */
+type Money = string | number;
+
+export interface CampaignRow {
+  campaign: string;
+  source: string;
+  medium: string;
+  impressions: number;
+  clicks: number;
+  ctr: number;
+  reach: number;
+  frequency: number;
+  sessions: number;
+  conversions: number;
+  revenue: Money;
+  conversion_rate: number;
+  revenue_per_session: Money;
+  /** null: no ad spend reported for the row (or nothing to divide by). */
+  cost: Money | null;
+  cpc: Money | null;
+  cpa: Money | null;
+  roas: Money | null;
+}
+
+export interface Campaigns {
+  model: ModelName;
+  range: TimeRange;
+  rows: CampaignRow[];
+  total_rows: number;
+  totals: {
+    conversions: number;
+    revenue: Money;
+    sessions: number;
+    cost: Money | null;
+    roas: Money | null;
+    spend_currencies: string[];
+  };
+  freshness: { as_of: string; attributed_to_event: number };
+  distinct_counts?: DistinctCounts;
 }
 
 export interface LedgerHour {

@@ -4,12 +4,13 @@
 import { Api, ApiError, type Query } from './api';
 import { clear, h, uid } from './dom';
 import { DIMENSION_LABELS, KIND_LABELS, METRIC_LABELS, TOP_LABELS } from './format';
-import type { DimensionName, Filters, Widget } from './types';
+import { DIMENSIONS, type DimensionName, type Filters, type ModelName, type Widget } from './types';
 import { renderKpi } from './widget-kpi';
 import { renderTimeseries } from './widget-timeseries';
 import { renderBreakdown } from './widget-breakdown';
 import { renderTop } from './widget-top';
 import { renderIngest } from './widget-ingest';
+import { renderCampaigns } from './widget-campaigns';
 import type { Chart } from './charts';
 
 /** What a widget draws with: the tenant's zone, the filters, and how to change them. */
@@ -21,13 +22,22 @@ export interface RenderContext {
   /** A share link's view: raw event payloads (dead-letter previews) are not shown. */
   readOnly: boolean;
   toggleFilter(dimension: DimensionName, value: string): void;
+  /** Fetch again now (a widget changed what it asks for, e.g. its attribution model). */
+  refresh(): void;
 }
 
 /** One API request, shared by every widget that needs the same one. */
 export interface Need {
   key: string;
-  endpoint: 'summary' | 'timeseries' | 'breakdown' | 'top' | 'ingest';
+  endpoint: 'summary' | 'timeseries' | 'breakdown' | 'top' | 'ingest' | 'campaigns';
   query: Query;
+  /** Why the request is not made (its answer would not honour the dashboard's filters). */
+  unavailable?: string;
+}
+
+/** What the campaigns widget draws instead of figures its report cannot filter. */
+export interface Unavailable {
+  unavailable: string;
 }
 
 export type Outcome = { ok: true; data: unknown; query: string } | { ok: false; error: ApiError };
@@ -37,8 +47,9 @@ export function rowsFor(height: number): number {
   return height <= 1 ? 5 : height === 2 ? 10 : 16;
 }
 
-/** The request `widget` needs, given the range and filter parameters of the dashboard. */
-export function needOf(widget: Widget, base: Query, range: Query): Need {
+/** The request `widget` needs, given the range and filter parameters of the dashboard and the
+ * share link's fixed filters (applied by the server, so not in `base`). */
+export function needOf(widget: Widget, base: Query, range: Query, fixed: Record<string, string> = {}): Need {
   switch (widget.kind) {
     case 'kpi':
       return { key: 'summary', endpoint: 'summary', query: base };
@@ -61,10 +72,27 @@ export function needOf(widget: Widget, base: Query, range: Query): Need {
     case 'ingest':
       // The delivery ledger has no dimensions: dashboard filters do not apply to it.
       return { key: 'ingest', endpoint: 'ingest', query: { ...range, dead_letters: 20 } };
+    case 'campaigns': {
+      // Touches and conversions carry no country, browser or single event type: under such a
+      // filter the report would show figures of every event, so it is not asked for.
+      const model = widget.model ?? 'last_touch';
+      const limit = rowsFor(widget.height);
+      const query: Query = { ...range, model, limit };
+      if (base.campaign !== undefined) query.campaign = base.campaign;
+      const others = DIMENSIONS.filter((d) => d !== 'campaign' && (base[d] !== undefined || fixed[d] !== undefined));
+      const need: Need = { key: `campaigns:${model}:${limit}`, endpoint: 'campaigns', query };
+      if (others.length) {
+        const names = others.map((d) => DIMENSION_LABELS[d].toLowerCase()).join(' and ');
+        need.key = `campaigns-unavailable:${others.join(',')}`;
+        need.unavailable = `Campaign figures cannot be filtered by ${names}: only a campaign filter applies to them.`;
+      }
+      return need;
+    }
   }
 }
 
 export function fetchNeed(api: Api, tenant: number, need: Need, signal: AbortSignal): Promise<unknown> {
+  if (need.unavailable !== undefined) return Promise.resolve({ unavailable: need.unavailable } satisfies Unavailable);
   return api.report(tenant, need.endpoint, need.query, signal);
 }
 
@@ -80,6 +108,8 @@ export function widgetTitle(w: Widget): string {
       return TOP_LABELS[w.list ?? 'pages'];
     case 'ingest':
       return KIND_LABELS.ingest;
+    case 'campaigns':
+      return KIND_LABELS.campaigns;
   }
 }
 
@@ -91,6 +121,10 @@ export class WidgetView {
   readonly body: HTMLElement;
   readonly tools: HTMLElement;
   chart: Chart | null = null;
+  /** The campaigns widget's model as chosen in the view (the layout's until then). */
+  modelChoice: ModelName | null = null;
+  /** The campaigns widget's sort: a column, descending or not (null: the report's order). */
+  sort: { column: string; descending: boolean } | null = null;
   private readonly titleEl: HTMLElement;
 
   constructor(readonly widget: Widget) {
@@ -143,7 +177,15 @@ export class WidgetView {
       case 'ingest':
         renderIngest(this, outcome.data as never, ctx);
         break;
+      case 'campaigns':
+        renderCampaigns(this, outcome.data as never, ctx);
+        break;
     }
+  }
+
+  /** The widget as this view asks for it: with the model chosen in the view. */
+  effective(): Widget {
+    return this.modelChoice === null ? this.widget : { ...this.widget, model: this.modelChoice };
   }
 
   disposeChart(): void {
