@@ -33,6 +33,7 @@ pub mod bench_reports;
 pub mod bench_rollup;
 pub mod check;
 pub mod deliver;
+pub mod fault_lambda;
 pub mod history;
 pub mod malformed;
 pub mod send;

@@ -7,6 +7,7 @@
 //! loadgen history --events 100000 --out history.csv --truth t.json
 //! loadgen spend --tenants 20 --days 30 --out-dir spend/ --truth t.json
 //! loadgen check --truth t.json --database-url postgres://...
+//! loadgen lambda-faults --lambda target/debug/lambda --source kafka --truth t.json
 //! loadgen bench-ingest --database-url postgres://... --handler target/release/handler
 //! loadgen bench-rollup --database-url postgres://...
 //! loadgen bench-reports --database-url postgres://... --handler target/release/handler
@@ -24,8 +25,8 @@ use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
 use remarketable_loadgen::{
-    bench, bench_import, bench_isolation, bench_large_event, bench_reports, bench_rollup, history,
-    spend,
+    bench, bench_import, bench_isolation, bench_large_event, bench_reports, bench_rollup,
+    fault_lambda, history, spend,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ enum Command {
     Spend(spend::SpendArgs),
     /// Compare a database with a truth file; exit status 1 on any difference.
     Check(CheckArgs),
+    /// The fault run's Lambda variant: traffic as MSK or Kinesis events to the `lambda` binary
+    /// through the Runtime API stand-in, retried as event source mappings do, with SIGKILLs
+    /// in the middle of invocations; adds what it delivered to a truth file.
+    LambdaFaults(fault_lambda::LambdaFaultArgs),
     /// Benchmark: the handler's /ingest end to end against `psql \copy` of the same rows.
     BenchIngest(bench::BenchArgs),
     /// Benchmark: rollup throughput next to a plain INSERT .. SELECT .. GROUP BY, and the run
@@ -162,6 +167,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => send(args).await.map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Spend(args) => spend::run(args).map(|()| ExitCode::SUCCESS),
+        Command::LambdaFaults(args) => fault_lambda::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check(args).await,
         Command::BenchIngest(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::BenchRollup(args) => bench_rollup::run(args).await.map(|()| ExitCode::SUCCESS),
