@@ -453,6 +453,18 @@ impl ValidEvent {
     }
 }
 
+/// Whether `s` is a well-formed `event_type`: `[a-z][a-z0-9_]*`, at most
+/// [`MAX_EVENT_TYPE_BYTES`] bytes.
+pub fn is_event_type(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_EVENT_TYPE_BYTES
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
 fn event_type(value: Option<Value>) -> Result<String, Rejection> {
     let s = match value {
         None | Some(Value::Null) => {
@@ -469,14 +481,7 @@ fn event_type(value: Option<Value>) -> Result<String, Rejection> {
             ))
         }
     };
-    let bytes = s.as_bytes();
-    let well_formed = !bytes.is_empty()
-        && bytes.len() <= MAX_EVENT_TYPE_BYTES
-        && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
-    if !well_formed {
+    if !is_event_type(&s) {
         return Err(Rejection::new(
             Reason::BadEventType,
             format!(

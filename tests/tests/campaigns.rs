@@ -1047,3 +1047,148 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
     let (s, _, body) = http_get(&app, "/api/v1/tenants/2/campaigns", &brand).await;
     assert_eq!(s, 404, "{body}");
 }
+
+/// The admin route reads and changes a tenant's attribution settings, refuses bad values
+/// precisely, and conversions stored afterwards follow the new settings.
+#[tokio::test]
+async fn attribution_settings_are_changed_by_the_admin_route() {
+    use remarketable_tests::call;
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    let admin = access::create_key(&client, None, access::KeyKind::Admin, "a")
+        .await
+        .unwrap();
+    let admin = format!("Bearer {}", admin.key);
+    let read = access::create_key(&client, Some(1), access::KeyKind::Read, "r")
+        .await
+        .unwrap();
+    let read = format!("Bearer {}", read.key);
+    let app = remarketable_handler::app(std::sync::Arc::new(remarketable_handler::AppState::new(
+        db.settings(None),
+    )));
+    let path = "/api/v1/admin/tenants/1/attribution";
+    let a = call(&app, "GET", path, Some(&admin), Value::Null).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.body,
+        json!({"tenant_id": 1, "conversion_event_types": ["purchase"],
+               "lookback_seconds": 30 * 86_400, "clicks_first": true})
+    );
+    let change =
+        json!({"conversion_event_types": ["purchase", "signup"], "lookback_seconds": 3600});
+    let a = call(&app, "PUT", path, Some(&admin), change).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.body,
+        json!({"tenant_id": 1, "conversion_event_types": ["purchase", "signup"],
+               "lookback_seconds": 3600, "clicks_first": true})
+    );
+    // Only the fields named change.
+    let a = call(
+        &app,
+        "PUT",
+        path,
+        Some(&admin),
+        json!({"clicks_first": false}),
+    )
+    .await;
+    assert_eq!(
+        (&a.body["lookback_seconds"], &a.body["clicks_first"]),
+        (&json!(3600), &json!(false))
+    );
+    for (method, path, auth, body, status, code) in [
+        (
+            "PUT",
+            path,
+            &admin,
+            json!({"lookback_seconds": 0}),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "PUT",
+            path,
+            &admin,
+            json!({"conversion_event_types": ["ad_spend"]}),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "PUT",
+            path,
+            &admin,
+            json!({"conversion_event_types": []}),
+            400,
+            "bad_parameter",
+        ),
+        (
+            "PUT",
+            path,
+            &admin,
+            json!({"lookback": 5}),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/tenants/77/attribution",
+            &admin,
+            Value::Null,
+            404,
+            "unknown_tenant",
+        ),
+        (
+            "PUT",
+            "/api/v1/admin/tenants/77/attribution",
+            &admin,
+            json!({}),
+            404,
+            "unknown_tenant",
+        ),
+        ("GET", path, &read, Value::Null, 403, "forbidden"),
+    ] {
+        let a = call(&app, method, path, Some(auth), body.clone()).await;
+        assert_eq!(
+            (a.status.as_u16(), a.code()),
+            (status, code),
+            "{method} {path} {body}: {}",
+            a.text
+        );
+    }
+
+    // A sign-up is now a conversion; a click two hours before it is outside the hour of lookback.
+    let now = Utc::now() - Duration::minutes(1);
+    let bodies = [
+        body(
+            1,
+            "ad_click",
+            5,
+            50,
+            now - Duration::hours(2),
+            Some(("brand", "bing", "cpc")),
+        ),
+        body(
+            1,
+            "ad_click",
+            6,
+            60,
+            now - Duration::minutes(30),
+            Some(("brand", "bing", "cpc")),
+        ),
+        body(1, "signup", 5, 51, now, None),
+        body(1, "signup", 6, 61, now, None),
+    ];
+    ingest(&mut client, 0, &bodies).await;
+    run_job(&mut client).await;
+    let rows: Vec<(i64, String)> = client
+        .query(
+            "SELECT device_id, last_campaign FROM conversions WHERE tenant_id = 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, vec![(5, String::new()), (6, "brand".to_string())]);
+}

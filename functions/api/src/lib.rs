@@ -10,6 +10,7 @@
 //! | `/api/v1/tenants/{id}/dashboards…` | [`dashboards`] |
 //! | `/api/v1/admin/tenants/{id}/dead-letters/replay` | [`replay`] |
 //! | `/api/v1/admin/tenants/{id}/spend` | [`spend`] |
+//! | `/api/v1/admin/tenants/{id}/attribution` | [`attribution`] |
 //! | `/api/v1/openapi.json` | [`openapi`] |
 //! | `/api/dashboard/…` (the web pages) | [`dashboard`] |
 //!
@@ -21,6 +22,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod attribution;
 pub mod collect;
 pub mod dashboard;
 pub mod dashboards;
@@ -138,6 +140,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .merge(openapi::routes())
         .merge(replay::routes())
         .merge(spend::routes())
+        .merge(attribution::routes())
         .merge(dashboards::routes())
         .layer(cors);
     api.merge(dashboard::routes()).with_state(state)

@@ -7,9 +7,11 @@ use axum::{Json, Router};
 use remarketable_core::access::{
     DEFAULT_PAGE, MAX_ALLOWED_ORIGINS, MAX_LABEL_BYTES, MAX_PAGE, MAX_SHARE_TTL, MIN_SHARE_TTL,
 };
+use remarketable_core::attribution::{MAX_CONVERSION_TYPES, MAX_LOOKBACK_DAYS};
 use remarketable_core::dashboards::{
     GRID_COLUMNS, MAX_HEIGHT, MAX_TITLE_CHARS, MAX_WIDGETS, REFRESH_SECONDS,
 };
+use remarketable_core::event::AD_SPEND;
 use remarketable_core::quota;
 use remarketable_core::replay::DEFAULT_MAX as REPLAY_MAX;
 use remarketable_core::reports::{
@@ -57,6 +59,7 @@ pub enum Body {
     CollectLimits,
     /// `text/csv`, not JSON.
     SpendCsv,
+    Attribution,
 }
 
 /// A read key, or a share token in the query or in `Authorization: Share` (never both).
@@ -376,6 +379,28 @@ pub const OPERATIONS: &[Operation] = &[
         errors: &[E::BadTenantId, E::BadParameter, E::ReplayConflict],
     },
     Operation {
+        method: "get",
+        path: "/api/v1/admin/tenants/{tenant_id}/attribution",
+        summary: "The tenant's attribution settings: conversion event types, lookback, whether clicks outrank impressions",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+        body: None,
+        success: 200,
+        errors: &[E::BadTenantId, E::UnknownTenant],
+    },
+    Operation {
+        method: "put",
+        path: "/api/v1/admin/tenants/{tenant_id}/attribution",
+        summary: "Change some of the tenant's attribution settings (a field left out or null keeps its value); conversions stored from then on follow them",
+        security: ADMIN,
+        params: &[],
+        csv: false,
+        body: Some(Body::Attribution),
+        success: 200,
+        errors: &[E::BadTenantId, E::BadParameter, E::UnknownTenant],
+    },
+    Operation {
         method: "post",
         path: "/api/v1/admin/tenants/{tenant_id}/spend",
         summary: "Upload the tenant's ad spend as CSV (date,campaign,source,medium,cost,currency): every row or, with a line refused, none; a repeated figure replaces the stored one",
@@ -645,6 +670,19 @@ fn request_body(body: Body) -> Value {
                 }
             })
         }
+        Body::Attribution => json!({
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "conversion_event_types": {
+                    "type": ["array", "null"], "minItems": 1, "maxItems": MAX_CONVERSION_TYPES,
+                    "items": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                              "not": {"const": AD_SPEND}},
+                },
+                "lookback_seconds": {"type": ["integer", "null"], "format": "int64", "minimum": 1,
+                                     "maximum": MAX_LOOKBACK_DAYS * 86_400},
+                "clicks_first": {"type": ["boolean", "null"]},
+            }
+        }),
         Body::SpendCsv => {
             return json!({
                 "required": true,
@@ -816,6 +854,12 @@ fn answer_schema(op: &Operation) -> Value {
             "replayed": {"type": "integer", "minimum": 0},
             "still_failing": {"type": "object", "additionalProperties": {"type": "integer"}},
             "more": {"type": "boolean"}, "resume_after": {"type": ["integer", "null"]},
+        })),
+        (_, _) if path.ends_with("/attribution") => object(json!({
+            "tenant_id": {"type": "integer"},
+            "conversion_event_types": {"type": "array", "items": {"type": "string"}},
+            "lookback_seconds": {"type": "integer", "minimum": 1},
+            "clicks_first": {"type": "boolean"},
         })),
         ("post", _) if path.ends_with("/spend") => {
             let day = json!({"type": ["string", "null"], "format": "date"});

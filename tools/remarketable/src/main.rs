@@ -6,6 +6,7 @@
 //! remarketable partitions
 //! remarketable tenant add <id> [--name N] [--time-zone Z]
 //! remarketable tenant list
+//! remarketable tenant attribution <id> [--conversions purchase,signup] [--lookback-days N] [--clicks-first true|false]
 //! remarketable tenant stats [--json]
 //! remarketable tenant isolate <id> [--transfer-mode block_writes|force_logical|auto]   # Citus
 //! remarketable cluster rebalance [--transfer-mode M] [--no-wait]                       # Citus
@@ -34,7 +35,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{import, jobs, placement, spend, tenants};
+use remarketable_core::{attribution, import, jobs, placement, spend, tenants};
 
 /// jemalloc, as the handler: `import` validates every record through the ingest core, and
 /// glibc's malloc/free took about a fifth of the importer's time (perf, 300,000 events).
@@ -260,6 +261,21 @@ enum TenantCommand {
     },
     /// List registered tenants.
     List,
+    /// Show the tenant's attribution settings, or change those named: which event types are
+    /// conversions, the lookback, whether clicks outrank impressions. Conversions stored from
+    /// then on follow them.
+    Attribution {
+        id: i64,
+        /// Event types that count as conversions, comma-separated (e.g. purchase,signup).
+        #[arg(long, value_delimiter = ',')]
+        conversions: Option<Vec<String>>,
+        /// How far before a conversion a touch may lie, in days (1 to 366).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=366))]
+        lookback_days: Option<i64>,
+        /// Whether clicks outrank impressions (true or false).
+        #[arg(long)]
+        clicks_first: Option<bool>,
+    },
     /// Per tenant: events, raw volume and its estimated storage, ingest over 24 hours,
     /// queries (Citus, when tracked) and its shard: which storefronts to isolate.
     Stats {
@@ -623,6 +639,36 @@ async fn tenant(client: &tokio_postgres::Client, command: TenantCommand) -> anyh
                     done.after.shard_id, done.after.node, done.before.shard_id, done.before.node
                 );
             }
+        }
+        TenantCommand::Attribution {
+            id,
+            conversions,
+            lookback_days,
+            clicks_first,
+        } => {
+            let change = attribution::SettingsChange {
+                conversion_event_types: conversions,
+                lookback_seconds: lookback_days.map(|d| d * 86_400),
+                clicks_first,
+            };
+            let settings = if change == attribution::SettingsChange::default() {
+                attribution::settings(client, id).await?
+            } else {
+                let change = change
+                    .checked()
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                attribution::set_settings(client, id, &change).await?
+            };
+            let Some(s) = settings else {
+                bail!("tenant {id} is not registered");
+            };
+            println!(
+                "tenant {id}: conversions {}; lookback {} s ({:.1} days); clicks first: {}",
+                s.conversion_event_types.join(","),
+                s.lookback_seconds,
+                s.lookback_seconds as f64 / 86_400.0,
+                s.clicks_first
+            );
         }
         TenantCommand::List => {
             for row in client
