@@ -10,13 +10,17 @@
 //!   (a replay moves an event from dead-lettered to stored, in the ledger as in the tables), and
 //!   `received - duplicates` equal to the events delivered;
 //! - `ad_spend` row by row against the figures `loadgen spend` recorded (uploaded through
-//!   `remarketable spend import`, so the ledger does not count them).
+//!   `remarketable spend import`, so the ledger does not count them);
+//! - attribution: per tenant, model and (campaign, source, medium), the conversions and revenue
+//!   of `conversions` against a brute force over the truth's touches, purchases and session
+//!   starts by the rules of V19 (when attribution has caught up with the events, the tenants
+//!   count purchases only as conversions, and no chunk is uncertain).
 //!
 //! Without uncertain resends every figure must match exactly. With them, a figure may lie
 //! between the expected value and the expected value plus every possible extra copy of the
 //! uncertain chunks ([`Truth::upper_bound`]); the report says so.
 
-use crate::truth::{HourTally, Tally, Truth};
+use crate::truth::{CampaignFacts, HourTally, Source, Tally, TouchFact, Truth};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,6 +53,22 @@ pub struct CheckReport {
     pub allowed_extra_events: u64,
     /// Rows of `ad_spend`.
     pub spend_rows: usize,
+    /// Whether attribution was compared, and why not.
+    pub attribution: Attribution,
+}
+
+/// Whether the attribution was compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Attribution {
+    /// Every purchase of the truth, under every model.
+    Checked { conversions: usize },
+    /// The truth file does not record touches (an older loadgen wrote it).
+    #[default]
+    NotRecorded,
+    /// The attribution watermark is behind the events (run `remarketable rollup run`).
+    Behind,
+    /// Chunks may have been stored more than once: which copies exist is unknown.
+    Uncertain,
 }
 
 impl CheckReport {
@@ -85,11 +105,21 @@ impl Display for CheckReport {
                 self.uncertain_resends, self.allowed_extra_events
             )?;
         }
+        let attribution = match &self.attribution {
+            Attribution::Checked { conversions } => {
+                format!("attribution of {conversions} conversions under 3 models")
+            }
+            Attribution::NotRecorded => "attribution not checked (no touches in the truth)".into(),
+            Attribution::Behind => {
+                "attribution not checked (its watermark is behind the events)".into()
+            }
+            Attribution::Uncertain => "attribution not checked (uncertain resends)".into(),
+        };
         if self.is_ok() {
             write!(
                 f,
                 "check: OK: the database matches the truth ({} events of {} tenants in {} \
-                 tenant-hours, {} dead letters, ledger consistent, {} ad spend rows)",
+                 tenant-hours, {} dead letters, ledger consistent, {} ad spend rows, {attribution})",
                 self.events, self.tenants, self.tenant_hours, self.dead_letters, self.spend_rows
             )
         } else {
@@ -179,6 +209,7 @@ pub async fn check(
             .or_default()
             .insert(row.get(1), cost);
     }
+    let attribution = read_attribution(&tx).await?;
     let row = tx
         .query_one(include_str!("../sql/check_ledger.sql"), &[])
         .await?;
@@ -197,6 +228,7 @@ pub async fn check(
         dead_letters: dead,
         ledger,
         spend,
+        attribution,
     };
     Ok(compare(truth, &snapshot))
 }
@@ -212,6 +244,194 @@ struct Snapshot {
     ledger: Ledger,
     /// `ad_spend`: per tenant, per `day|campaign|source|medium`.
     spend: BTreeMap<i64, BTreeMap<String, Decimal>>,
+    attribution: AttributionSnapshot,
+}
+
+/// What attribution stored, and the settings it followed.
+#[derive(Default)]
+struct AttributionSnapshot {
+    caught_up: bool,
+    /// Per tenant: (conversion event types, lookback in seconds, clicks first).
+    settings: BTreeMap<i64, (Vec<String>, i64, bool)>,
+    /// Per (tenant, model, source): conversions and revenue.
+    stored: BTreeMap<(i64, &'static str, Source), (i64, Decimal)>,
+}
+
+const MODELS: [&str; 3] = ["last_touch", "first_touch", "session"];
+
+async fn read_attribution(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<AttributionSnapshot, CheckError> {
+    let caught_up: bool = tx
+        .query_one(
+            "SELECT (SELECT last_event_id FROM attribution_state)
+                    >= coalesce((SELECT max(event_id) FROM events), 0)
+                AND NOT EXISTS (SELECT 1 FROM conversions WHERE stale)",
+            &[],
+        )
+        .await?
+        .get(0);
+    let settings = tx
+        .query(
+            "SELECT tenant_id, conversion_event_types, \
+             extract(epoch FROM attribution_lookback)::bigint, attribution_clicks_first \
+             FROM tenants",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
+    let mut stored = BTreeMap::new();
+    for row in tx
+        .query(
+            "SELECT tenant_id, m, c, s, md, count(*), sum(revenue)::text FROM (
+                 SELECT tenant_id, 0 AS m, last_campaign c, last_source s, last_medium md, revenue
+                 FROM conversions
+                 UNION ALL SELECT tenant_id, 1, first_campaign, first_source, first_medium, revenue
+                 FROM conversions
+                 UNION ALL SELECT tenant_id, 2, session_campaign, session_source, session_medium,
+                        revenue FROM conversions) q
+             GROUP BY 1, 2, 3, 4, 5",
+            &[],
+        )
+        .await?
+    {
+        let model: i32 = row.get(1);
+        let revenue: String = row.get(6);
+        let revenue = Decimal::from_str(&revenue).map_err(|_| CheckError::Revenue(revenue))?;
+        stored.insert(
+            (
+                row.get::<_, i64>(0),
+                MODELS[model as usize],
+                (row.get(2), row.get(3), row.get(4)),
+            ),
+            (row.get::<_, i64>(5), revenue),
+        );
+    }
+    Ok(AttributionSnapshot {
+        caught_up,
+        settings,
+        stored,
+    })
+}
+
+/// The attribution of every purchase of the truth, by V19's rules, summed per (tenant, model,
+/// source); and the number of purchases. Tenants whose conversion types are not exactly
+/// `purchase` are returned apart (the truth knows purchases only).
+#[allow(clippy::type_complexity)]
+fn expected_attribution(
+    facts: &CampaignFacts,
+    settings: &BTreeMap<i64, (Vec<String>, i64, bool)>,
+) -> (
+    BTreeMap<(i64, &'static str, Source), (i64, Decimal)>,
+    usize,
+    Vec<i64>,
+) {
+    let direct = || (String::new(), String::new(), String::new());
+    let mut out: BTreeMap<(i64, &'static str, Source), (i64, Decimal)> = BTreeMap::new();
+    let mut unusual = Vec::new();
+    let mut n = 0;
+    for (tenant, purchases) in &facts.purchases {
+        let Some((kinds, lookback_s, clicks_first)) = settings.get(tenant) else {
+            continue;
+        };
+        if kinds.as_slice() != ["purchase"] {
+            unusual.push(*tenant);
+            continue;
+        }
+        let mut by_device: BTreeMap<i64, Vec<&TouchFact>> = BTreeMap::new();
+        for t in facts.touches.get(tenant).into_iter().flatten() {
+            by_device.entry(t.0).or_default().push(t);
+        }
+        let lookback_ms = lookback_s * 1000;
+        for (device, session, at, revenue) in purchases {
+            n += 1;
+            let revenue = Decimal::from_str(revenue).unwrap_or_default();
+            let candidates: Vec<&&TouchFact> = by_device
+                .get(device)
+                .into_iter()
+                .flatten()
+                .filter(|t| t.1 <= *at && t.1 >= at - lookback_ms)
+                .collect();
+            let source = |t: &&&TouchFact| (t.3.clone(), t.4.clone(), t.5.clone());
+            let ranks_first = |t: &&&TouchFact| t.2 || !clicks_first;
+            let last = candidates
+                .iter()
+                .max_by_key(|t| (ranks_first(t), t.1, std::cmp::Reverse(source(t))))
+                .map(source)
+                .unwrap_or_else(direct);
+            let first = candidates
+                .iter()
+                .max_by_key(|t| {
+                    (
+                        ranks_first(t),
+                        std::cmp::Reverse(t.1),
+                        std::cmp::Reverse(source(t)),
+                    )
+                })
+                .map(source)
+                .unwrap_or_else(direct);
+            let session = facts
+                .sessions
+                .get(tenant)
+                .and_then(|s| s.get(session))
+                .map(|f| (f.1.clone(), f.2.clone(), f.3.clone()))
+                .unwrap_or_else(direct);
+            for (model, source) in MODELS.into_iter().zip([last, first, session]) {
+                let cell = out.entry((*tenant, model, source)).or_default();
+                cell.0 += 1;
+                cell.1 += revenue;
+            }
+        }
+    }
+    (out, n, unusual)
+}
+
+fn compare_attribution(
+    out: &mut Differences,
+    truth: &Truth,
+    db: &AttributionSnapshot,
+) -> Attribution {
+    let facts = &truth.expected.campaigns;
+    if !facts.recorded {
+        return Attribution::NotRecorded;
+    }
+    if !truth.uncertain_resends.is_empty() {
+        return Attribution::Uncertain;
+    }
+    if !db.caught_up {
+        return Attribution::Behind;
+    }
+    let (expected, conversions, unusual) = expected_attribution(facts, &db.settings);
+    for tenant in unusual {
+        out.0.push(Difference {
+            what: "conversion types (the truth knows purchases only)".into(),
+            tenant: Some(tenant),
+            hour: None,
+            expected: "purchase".into(),
+            actual: db.settings[&tenant].0.join(","),
+        });
+    }
+    let keys: BTreeSet<&(i64, &'static str, Source)> =
+        expected.keys().chain(db.stored.keys()).collect();
+    for key in keys {
+        let (e, a) = (
+            expected.get(key).copied().unwrap_or_default(),
+            db.stored.get(key).copied().unwrap_or_default(),
+        );
+        if e != a {
+            let (tenant, model, (c, s, m)) = key;
+            out.0.push(Difference {
+                what: format!("{model} {c}/{s}/{m} conversions, revenue"),
+                tenant: Some(*tenant),
+                hour: None,
+                expected: format!("{}, {}", e.0, e.1),
+                actual: format!("{}, {}", a.0, a.1),
+            });
+        }
+    }
+    Attribution::Checked { conversions }
 }
 
 /// One tenant-hour as the database has it.
@@ -234,6 +454,7 @@ fn compare(truth: &Truth, db: &Snapshot) -> CheckReport {
     compare_dead_letters(&mut out, expected, &upper, dead);
     compare_ledger(&mut out, expected, &upper, ledger);
     compare_spend(&mut out, &truth.spend, &db.spend);
+    let attribution = compare_attribution(&mut out, truth, &db.attribution);
     CheckReport {
         differences: out.0,
         events: ledger.events,
@@ -243,6 +464,7 @@ fn compare(truth: &Truth, db: &Snapshot) -> CheckReport {
         uncertain_resends: truth.uncertain_resends.len(),
         allowed_extra_events: upper.delivered - expected.delivered,
         spend_rows: db.spend.values().map(BTreeMap::len).sum(),
+        attribution,
     }
 }
 
@@ -503,6 +725,7 @@ mod tests {
                 session_id: device,
                 purchase: revenue.is_some(),
                 revenue: revenue.map(Decimal::from),
+                touch: None,
             }),
             malformed: None,
             late: false,
@@ -540,6 +763,7 @@ mod tests {
             dead_letters,
             ledger,
             spend: BTreeMap::new(),
+            attribution: AttributionSnapshot::default(),
         }
     }
 
@@ -591,6 +815,90 @@ mod tests {
         assert!(report
             .to_string()
             .ends_with("check: FAILED: 9 difference(s) between the database and the truth"));
+    }
+
+    #[test]
+    fn attribution_is_the_brute_force_over_the_truth() {
+        use crate::traffic::Touch;
+        let at = |minutes: i64| hour() + chrono::Duration::minutes(minutes);
+        let stored =
+            |device: i64, session: i64, t: i64, touch: Option<Touch>, revenue: Option<i64>| {
+                Generated {
+                    body: String::new(),
+                    expected: Expected::Stored(StoredEvent {
+                        tenant_id: 1,
+                        event_time: at(t),
+                        device_id: device,
+                        session_id: session,
+                        purchase: revenue.is_some(),
+                        revenue: revenue.map(Decimal::from),
+                        touch,
+                    }),
+                    malformed: None,
+                    late: false,
+                    producer_duplicate: false,
+                }
+            };
+        let ad = |click| {
+            Some(Touch {
+                campaign: ("winter", "google", "cpc"),
+                click,
+            })
+        };
+        let mail = Some(Touch {
+            campaign: ("news", "newsletter", "email"),
+            click: true,
+        });
+        let mut truth = Truth::default();
+        for g in [
+            stored(1, 10, 0, ad(false), None),
+            stored(1, 11, 5, mail, None),
+            stored(1, 11, 9, None, Some(30)),
+            stored(2, 20, 3, None, Some(5)),
+        ] {
+            truth.expected.add(&g);
+        }
+        let key = |model: &'static str, s: (&str, &str, &str)| {
+            (
+                1,
+                model,
+                (s.0.to_string(), s.1.to_string(), s.2.to_string()),
+            )
+        };
+        let (news, direct) = (("news", "newsletter", "email"), ("", "", ""));
+        let mut db = database(0, 0, 0);
+        db.attribution = AttributionSnapshot {
+            caught_up: true,
+            settings: BTreeMap::from([(1, (vec!["purchase".to_string()], 86_400, true))]),
+            // The click outranks the earlier impression under both touch models; session 11
+            // starts with the e-mail click.
+            stored: BTreeMap::from([
+                (key("last_touch", news), (1, Decimal::from(30))),
+                (key("first_touch", news), (1, Decimal::from(30))),
+                (key("session", news), (1, Decimal::from(30))),
+                (key("last_touch", direct), (1, Decimal::from(5))),
+                (key("first_touch", direct), (1, Decimal::from(5))),
+                (key("session", direct), (1, Decimal::from(5))),
+            ]),
+        };
+        truth.expected.stored.clear();
+        let report = compare(&truth, &db);
+        assert_eq!(report.attribution, Attribution::Checked { conversions: 2 });
+        let attribution_differences = |r: &CheckReport| {
+            r.differences
+                .iter()
+                .filter(|d| d.what.contains("conversions, revenue"))
+                .count()
+        };
+        assert_eq!(attribution_differences(&report), 0, "{report}");
+        // With clicks not first, the last touch is still the e-mail (later), the first the ad.
+        db.attribution
+            .settings
+            .insert(1, (vec!["purchase".to_string()], 86_400, false));
+        let report = compare(&truth, &db);
+        assert_eq!(attribution_differences(&report), 2, "{report}");
+        db.attribution.caught_up = false;
+        assert_eq!(compare(&truth, &db).attribution, Attribution::Behind);
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub const AD_CAMPAIGNS: [(&str, &str, &str); 4] = [
     ("retarget-cart", "criteo", "display"),
     ("brand-search", "bing", "cpc"),
 ];
-const EMAIL_CAMPAIGNS: [(&str, &str, &str); 2] = [
+/// (campaign, source, medium) of e-mails.
+pub const EMAIL_CAMPAIGNS: [(&str, &str, &str); 2] = [
     ("newsletter-48", "newsletter", "email"),
     ("cart-reminder", "lifecycle", "email"),
 ];
@@ -128,6 +129,16 @@ pub struct StoredEvent {
     pub purchase: bool,
     /// Rounded as the validator rounds (to `numeric(18,4)`).
     pub revenue: Option<Decimal>,
+    /// The campaign the event carries (its ad or email), if any: a touch for attribution.
+    pub touch: Option<Touch>,
+}
+
+/// A campaign on an event: (campaign, source, medium), and whether it is a click (every touch
+/// but an ad impression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub campaign: (&'static str, &'static str, &'static str),
+    pub click: bool,
 }
 
 /// One generated event.
@@ -343,10 +354,15 @@ impl Traffic {
             "country": s.country,
             "browser": s.browser,
         });
-        let campaign = |e: &mut Value, (campaign, source, medium): (&str, &str, &str)| {
-            e["campaign"] = json!(campaign);
-            e["source"] = json!(source);
-            e["medium"] = json!(medium);
+        let mut touch = None;
+        let mut campaign = |e: &mut Value, c: (&'static str, &'static str, &'static str)| {
+            e["campaign"] = json!(c.0);
+            e["source"] = json!(c.1);
+            e["medium"] = json!(c.2);
+            touch = Some(Touch {
+                campaign: c,
+                click: !matches!(step, Step::AdImpression(_)),
+            });
         };
         let event_type = match step {
             Step::AdImpression(c) => {
@@ -398,6 +414,7 @@ impl Traffic {
             session_id: s.session.stored(),
             purchase: event_type == "purchase",
             revenue: None,
+            touch,
         };
         (e, stored)
     }

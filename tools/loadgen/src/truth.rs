@@ -84,6 +84,103 @@ pub struct Tally {
     pub producer_duplicates: u64,
     pub stored: BTreeMap<i64, BTreeMap<DateTime<Utc>, HourTally>>,
     pub dead_letters: BTreeMap<String, DeadLetterCounts>,
+    /// What attribution reads: touches, purchases and each session's first event. Absent in
+    /// older files (their attribution is then not checked).
+    #[serde(default)]
+    pub campaigns: CampaignFacts,
+}
+
+/// (campaign, source, medium); all empty is direct.
+pub type Source = (String, String, String);
+/// A touch: (device, event time in ms, click, campaign, source, medium).
+pub type TouchFact = (i64, i64, bool, String, String, String);
+/// A session's first event: (time in ms, campaign, source, medium).
+pub type SessionStart = (i64, String, String, String);
+
+/// The stored events attribution depends on, per tenant, as the check's brute force reads them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CampaignFacts {
+    /// Whether the file records them (files of older loadgens do not).
+    pub recorded: bool,
+    /// Per tenant: (device, event time in ms, click, campaign, source, medium).
+    pub touches: BTreeMap<i64, Vec<TouchFact>>,
+    /// Per tenant: (device, session, event time in ms, revenue) of each purchase.
+    pub purchases: BTreeMap<i64, Vec<(i64, i64, i64, String)>>,
+    /// Per tenant and session: its first event (time in ms, campaign, source, medium; empty
+    /// without a campaign) by V19's rule: the least time, then one with a campaign, then the
+    /// least (campaign, source, medium).
+    pub sessions: BTreeMap<i64, BTreeMap<i64, SessionStart>>,
+}
+
+impl CampaignFacts {
+    fn add(&mut self, e: &crate::traffic::StoredEvent) {
+        self.recorded = true;
+        let ms = e.event_time.timestamp_millis();
+        let (c, s, m) = e.touch.map_or(("", "", ""), |t| t.campaign);
+        if let Some(t) = e.touch {
+            self.touches.entry(e.tenant_id).or_default().push((
+                e.device_id,
+                ms,
+                t.click,
+                c.into(),
+                s.into(),
+                m.into(),
+            ));
+        }
+        if e.purchase {
+            let revenue = e
+                .revenue
+                .unwrap_or_default()
+                .round_dp(4)
+                .normalize()
+                .to_string();
+            self.purchases.entry(e.tenant_id).or_default().push((
+                e.device_id,
+                e.session_id,
+                ms,
+                revenue,
+            ));
+        }
+        let first = (ms, c.to_string(), s.to_string(), m.to_string());
+        let rank = |f: &SessionStart| (f.0, f.1.is_empty(), f.1.clone(), f.2.clone(), f.3.clone());
+        let slot = self.sessions.entry(e.tenant_id).or_default();
+        match slot.get(&e.session_id) {
+            Some(old) if rank(old) <= rank(&first) => {}
+            _ => {
+                slot.insert(e.session_id, first);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &CampaignFacts, copies: u64) {
+        self.recorded |= other.recorded;
+        for _ in 0..copies {
+            for (t, list) in &other.touches {
+                self.touches
+                    .entry(*t)
+                    .or_default()
+                    .extend(list.iter().cloned());
+            }
+            for (t, list) in &other.purchases {
+                self.purchases
+                    .entry(*t)
+                    .or_default()
+                    .extend(list.iter().cloned());
+            }
+        }
+        let rank = |f: &SessionStart| (f.0, f.1.is_empty(), f.1.clone(), f.2.clone(), f.3.clone());
+        for (t, sessions) in &other.sessions {
+            let mine = self.sessions.entry(*t).or_default();
+            for (session, first) in sessions {
+                match mine.get(session) {
+                    Some(old) if rank(old) <= rank(first) => {}
+                    _ => {
+                        mine.insert(*session, first.clone());
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Tally {
@@ -107,6 +204,7 @@ impl Tally {
                 cell.revenue += e.revenue.unwrap_or_default();
                 cell.devices.insert(e.device_id);
                 cell.sessions.insert(e.session_id);
+                self.campaigns.add(e);
             }
             Expected::DeadLettered { reason, tenant_id } => {
                 let counts = self.dead_letters.entry(reason.code().into()).or_default();
@@ -140,6 +238,7 @@ impl Tally {
                 *mine.tenants.entry(*tenant).or_default() += n * copies;
             }
         }
+        self.campaigns.merge(&other.campaigns, copies);
     }
 
     pub fn stored_total(&self) -> u64 {
@@ -357,6 +456,7 @@ mod tests {
                 session_id: session,
                 purchase: revenue.is_some(),
                 revenue: revenue.map(|r| r.parse().unwrap()),
+                touch: None,
             }),
             malformed: None,
             late: false,

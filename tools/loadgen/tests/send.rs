@@ -14,7 +14,9 @@ use remarketable_core::Reason;
 use remarketable_loadgen::deliver::RetryPolicy;
 use remarketable_loadgen::malformed::UNKNOWN_TENANT_BASE;
 use remarketable_loadgen::send::{self, SendOptions, Summary, Target};
-use remarketable_loadgen::traffic::{Expected, Generated, StoredEvent, Traffic, TrafficConfig};
+use remarketable_loadgen::traffic::{
+    Expected, Generated, StoredEvent, Touch, Traffic, TrafficConfig, AD_CAMPAIGNS, EMAIL_CAMPAIGNS,
+};
 use remarketable_loadgen::truth::{Tally, Truth};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -208,6 +210,22 @@ fn tally_of_lines(lines: &[String]) -> Tally {
                 session_id: e.session_id,
                 purchase: e.event_type == "purchase",
                 revenue: e.revenue,
+                // The generator's campaigns, found again by the values the validator read.
+                touch: AD_CAMPAIGNS
+                    .iter()
+                    .chain(&EMAIL_CAMPAIGNS)
+                    .find(|c| {
+                        (Some(c.0), Some(c.1), Some(c.2))
+                            == (
+                                e.campaign.as_deref(),
+                                e.source.as_deref(),
+                                e.medium.as_deref(),
+                            )
+                    })
+                    .map(|c| Touch {
+                        campaign: *c,
+                        click: e.event_type != "ad_impression",
+                    }),
             }),
             Err(r) => Expected::DeadLettered {
                 reason: r.reason,
@@ -229,6 +247,32 @@ fn tally_of_lines(lines: &[String]) -> Tally {
 /// print).
 fn assert_same(got: &Tally, want: &Tally) {
     assert_eq!(got.delivered, want.delivered, "delivered");
+    // What attribution reads, in any order.
+    let sorted = |t: &Tally| {
+        let c = &t.campaigns;
+        let mut touches: Vec<_> = c
+            .touches
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |x| (*k, x.clone())))
+            .collect();
+        let mut purchases: Vec<_> = c
+            .purchases
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |x| (*k, x.clone())))
+            .collect();
+        touches.sort();
+        purchases.sort();
+        (touches, purchases, c.sessions.clone())
+    };
+    assert_eq!(
+        sorted(got),
+        sorted(want),
+        "touches, purchases and session starts"
+    );
+    assert!(
+        !want.campaigns.touches.is_empty(),
+        "the traffic has touches"
+    );
     assert_eq!(got.dead_letters, want.dead_letters, "dead letters");
     let keys = |t: &Tally| -> Vec<(i64, chrono::DateTime<Utc>)> {
         t.stored
@@ -253,9 +297,16 @@ fn assert_same(got: &Tally, want: &Tally) {
             "sessions of tenant {tenant} hour {hour}"
         );
     }
-    let mut got = got.clone();
+    // The rest exactly; the lists of touches and purchases in one order (compared above).
+    let ordered = |t: &Tally| {
+        let mut t = t.clone();
+        t.campaigns.touches.values_mut().for_each(|v| v.sort());
+        t.campaigns.purchases.values_mut().for_each(|v| v.sort());
+        t
+    };
+    let mut got = ordered(got);
     got.producer_duplicates = want.producer_duplicates;
-    assert!(got == *want);
+    assert!(got == ordered(want));
 }
 
 #[tokio::test]
