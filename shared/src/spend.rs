@@ -200,6 +200,8 @@ pub fn read_upload(
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<Vec<Spend>, UploadError> {
+    // Spreadsheets save UTF-8 CSV with a byte order mark.
+    let csv_text = csv_text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(csv_text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -378,8 +380,9 @@ mod tests {
         assert_eq!(rows[0].currency, "EUR");
         assert_eq!(rows[0].reported_at, now());
         assert_eq!((rows[1].source.as_str(), rows[1].medium.as_str()), ("", ""));
-        // source and medium may be left out; columns in any order.
-        let rows = read("cost,currency,campaign,date\n3.5,EUR,x,2026-12-02\n").unwrap();
+        // source and medium may be left out; columns in any order; a byte order mark and
+        // CRLF line ends (as spreadsheets write) are fine.
+        let rows = read("\u{feff}cost,currency,campaign,date\r\n3.5,EUR,x,2026-12-02\r\n").unwrap();
         assert_eq!(rows[0].campaign, "x");
     }
 
