@@ -41,6 +41,9 @@ pub struct BenchIsolationArgs {
     /// Report clients asking at once during the loaded phase.
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// The handler's `REPORT_POOL_SIZE` (default: the handler's own default).
+    #[arg(long)]
+    report_pool_size: Option<u32>,
 }
 
 const DATABASE: &str = "rmk_bench_isolation";
@@ -103,14 +106,18 @@ pub async fn run(args: BenchIsolationArgs) -> anyhow::Result<()> {
         keys.push((tenant, key.key));
     }
 
-    // The handler with its default pools, timeouts and caps: what is measured is what a
-    // deployment gets.
+    // The handler with its default pools, timeouts and caps (unless --report-pool-size): what
+    // is measured is what a deployment gets.
     remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
+    let mut settings = vec![("RUST_LOG", "error".to_string())];
+    if let Some(n) = args.report_pool_size {
+        settings.push(("REPORT_POOL_SIZE", n.to_string()));
+    }
     let handler = HandlerProcess::start(
         &args.handler,
         &with_db(&args.database_url, DATABASE),
-        &[("RUST_LOG", "error".into())],
+        &settings,
         false,
         &http,
     )
