@@ -84,6 +84,9 @@ pub struct ValidEvent {
 
 /// The event type of an ad platform's cost report: one campaign's cost on one day.
 pub const AD_SPEND: &str = "ad_spend";
+/// Longest `campaign`, `source` and `medium` of an [`AD_SPEND`] event (the key of `ad_spend`),
+/// in bytes, when `max_text_bytes` allows more.
+pub const MAX_SPEND_KEY_TEXT_BYTES: usize = 512;
 
 /// What an [`AD_SPEND`] event reports besides its campaign, source, medium and currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +363,10 @@ fn validate_spend(
     now: DateTime<Utc>,
     limits: &EventLimits,
 ) -> Result<ValidEvent, Rejection> {
-    let campaign = text(f.campaign, "campaign", limits.max_text_bytes)?
+    // The three are `ad_spend`'s key: an index entry must stay well under PostgreSQL's
+    // 2,704 bytes whatever EVENT_MAX_TEXT_BYTES allows.
+    let max = limits.max_text_bytes.min(MAX_SPEND_KEY_TEXT_BYTES);
+    let campaign = text(f.campaign, "campaign", max)?
         .filter(|c| !c.is_empty())
         .ok_or_else(|| {
             Rejection::new(
@@ -384,8 +390,8 @@ fn validate_spend(
         page_url: None,
         referrer: None,
         campaign: Some(campaign),
-        source: text(f.source, "source", limits.max_text_bytes)?,
-        medium: text(f.medium, "medium", limits.max_text_bytes)?,
+        source: text(f.source, "source", max)?,
+        medium: text(f.medium, "medium", max)?,
         revenue: None,
         currency: Some(currency),
         properties: None,
@@ -1022,9 +1028,18 @@ mod tests {
         let mut old = spend.clone();
         old["date"] = json!("2026-09-01");
         assert_eq!(parse(old).unwrap_err().reason, Reason::BadSpendDate);
-        let mut loose = spend;
+        let mut loose = spend.clone();
         loose["date"] = json!("2026-11-5");
         assert_eq!(parse(loose).unwrap_err().reason, Reason::BadSpendDate);
+        // The key stays within an index entry even where longer texts are allowed.
+        let roomy = EventLimits {
+            max_text_bytes: 4096,
+            ..EventLimits::default()
+        };
+        let mut long = spend;
+        long["campaign"] = json!("c".repeat(MAX_SPEND_KEY_TEXT_BYTES + 1));
+        let refused = parse_event(long.to_string().as_bytes(), now(), now(), &roomy);
+        assert_eq!(refused.unwrap_err().reason, Reason::FieldTooLong);
     }
 
     #[test]

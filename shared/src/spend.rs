@@ -16,7 +16,7 @@
 
 use crate::event::{parse_event, EventLimits, ValidEvent, AD_SPEND};
 use crate::{Error, ErrorCode};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -51,7 +51,8 @@ impl Spend {
             medium: event.medium.clone().unwrap_or_default(),
             cost: day.cost,
             currency: event.currency.clone().unwrap_or_default(),
-            reported_at: event.event_time,
+            // As the table keeps it (microseconds), so ranking here and in SQL agree.
+            reported_at: event.event_time.trunc_subsecs(6),
         })
     }
 
@@ -286,11 +287,14 @@ pub async fn upload(
     limits: &EventLimits,
 ) -> Result<UploadReport, UploadError> {
     let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('ad_spend upload', $1))",
+        &[&tenant_id],
+    )
+    .await?;
+    // Read once the lock is held: of two uploads of a tenant, the later one is reported later.
     let now: DateTime<Utc> = tx
-        .query_one(
-            "SELECT now(), pg_advisory_xact_lock(hashtextextended('ad_spend upload', $1))",
-            &[&tenant_id],
-        )
+        .query_one("SELECT date_trunc('microseconds', clock_timestamp())", &[])
         .await?
         .get(0);
     let spend = read_upload(csv_text, tenant_id, now, limits)?;

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The Kinesis stream of the run's positions.
+/// The Kinesis stream of a run's positions (its seed appended, as to the Kafka topic: positions
+/// start at 0 in every run, so another run into the same database needs another seed).
 pub const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/rmk-fault";
 /// An invocation that has not answered by then is given up (the process is replaced).
 const INVOCATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,6 +82,7 @@ struct Tally {
 /// The serialized events of one partition, in order.
 fn batches(
     source: Source,
+    seed: u64,
     partition: usize,
     records: &[(i64, DateTime<Utc>, &str)],
     batch: usize,
@@ -88,12 +90,13 @@ fn batches(
     records
         .chunks(batch)
         .map(|chunk| {
+            let topic = format!("clickstream-{seed}");
             let event = match source {
                 Source::Kafka => {
                     let records: Vec<KafkaRecord> = chunk
                         .iter()
                         .map(|(offset, at, body)| KafkaRecord {
-                            topic: "clickstream",
+                            topic: &topic,
                             partition: partition as i64,
                             offset: *offset,
                             timestamp_ms: at.timestamp_millis(),
@@ -117,7 +120,7 @@ fn batches(
                     // One arrival time per batch: every record of it was enqueued then.
                     let arrival = chunk[0].1.timestamp() as f64;
                     kinesis_event(
-                        STREAM_ARN,
+                        &format!("{STREAM_ARN}-{seed}"),
                         &format!("shardId-{partition:012}"),
                         arrival,
                         &records,
@@ -285,7 +288,7 @@ pub async fn run(args: LambdaFaultArgs) -> anyhow::Result<()> {
     let expected_run = pace * rounds as u32;
     let mut tasks = Vec::new();
     for (p, records) in per_partition.iter().enumerate() {
-        let events = batches(args.source, p, records, args.batch)?;
+        let events = batches(args.source, args.seed, p, records, args.batch)?;
         tasks.push(tokio::spawn(deliver(
             args.clone(),
             p,
