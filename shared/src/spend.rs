@@ -110,16 +110,16 @@ pub async fn store(
     // Sorted by key: concurrent batches touching the same rows lock them in one order.
     let mut rows: Vec<&Spend> = latest.into_values().collect();
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
-    let column = |f: fn(&Spend) -> String| rows.iter().map(|s| f(s)).collect::<Vec<String>>();
+    let text = |f: fn(&Spend) -> &str| rows.iter().map(|s| f(s)).collect::<Vec<&str>>();
     let tenants: Vec<i64> = rows.iter().map(|s| s.tenant_id).collect();
     let days: Vec<NaiveDate> = rows.iter().map(|s| s.day).collect();
     let costs: Vec<Decimal> = rows.iter().map(|s| s.cost).collect();
     let reported: Vec<DateTime<Utc>> = rows.iter().map(|s| s.reported_at).collect();
     let (campaigns, sources, mediums, currencies) = (
-        column(|s| s.campaign.clone()),
-        column(|s| s.source.clone()),
-        column(|s| s.medium.clone()),
-        column(|s| s.currency.clone()),
+        text(|s| &s.campaign),
+        text(|s| &s.source),
+        text(|s| &s.medium),
+        text(|s| &s.currency),
     );
     client
         .execute_typed(

@@ -61,12 +61,27 @@ export function formatInteger(n: number): string {
   return integer.format(n);
 }
 
+/** An amount of money (revenue, cost), two decimals. */
+export function formatMoney(n: number): string {
+  return money.format(n);
+}
+
+/** A multiple (frequency, ROAS): "2.50×". */
+export function formatMultiple(n: number): string {
+  return `${money.format(n)}×`;
+}
+
+/** A share (CTR, conversion rate) as a percentage. */
+export function formatPercent(n: number): string {
+  return percent.format(n);
+}
+
 export function formatMetric(metric: MetricName, n: number): string {
   switch (metric) {
     case 'revenue':
-      return money.format(n);
+      return formatMoney(n);
     case 'conversion_rate':
-      return percent.format(n);
+      return formatPercent(n);
     default:
       return integer.format(n);
   }

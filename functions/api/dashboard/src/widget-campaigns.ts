@@ -4,7 +4,7 @@
 
 import { clear, h, select } from './dom';
 import { keepFocus } from './focus';
-import { MODEL_LABELS, formatErrorBound, formatInteger } from './format';
+import { MODEL_LABELS, formatErrorBound, formatInteger, formatMoney, formatMultiple, formatPercent } from './format';
 import { MODELS, type CampaignRow, type Campaigns, type ModelName } from './types';
 import type { RenderContext, Unavailable, WidgetView } from './widgets';
 
@@ -35,9 +35,6 @@ const COLUMNS: Column[] = [
   { name: 'roas', label: 'ROAS', kind: 'times', spend: true, title: 'Revenue per cost' },
 ];
 
-const money = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-const ratio = new Intl.NumberFormat(undefined, { style: 'percent', minimumFractionDigits: 1, maximumFractionDigits: 2 });
-const times = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 function numeric(v: unknown): number | null {
   if (v === null || v === undefined) return null;
@@ -52,11 +49,11 @@ function shown(kind: Kind, v: unknown): string {
     case 'count':
       return formatInteger(n);
     case 'ratio':
-      return ratio.format(n);
+      return formatPercent(n);
     case 'money':
-      return money.format(n);
+      return formatMoney(n);
     case 'times':
-      return `${times.format(n)}×`;
+      return formatMultiple(n);
   }
 }
 
