@@ -114,7 +114,8 @@ impl SettingsChange {
             for t in types {
                 if !crate::event::is_event_type(&t) || t == crate::event::AD_SPEND {
                     return Err(bad(format!(
-                        "conversion_event_types: {t:?} is not an event type of the contract                          ([a-z][a-z0-9_]*, at most 64 bytes; not ad_spend)"
+                        "conversion_event_types: {t:?} is not an event type of the contract \
+                         ([a-z][a-z0-9_]*, at most 64 bytes; not ad_spend)"
                     )));
                 }
                 if !unique.contains(&t) {

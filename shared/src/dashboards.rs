@@ -102,6 +102,10 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> DashboardError {
     }
 }
 
+/// The rule of a dashboard's (and a funnel's) name, as an error message says it.
+pub const NAME_RULE: &str =
+    "a name is 1 to 40 characters of a-z, 0-9 and '-', not starting with '-'";
+
 /// A dashboard's name as it appears in URLs: `^[a-z0-9][a-z0-9-]{0,39}$`.
 pub fn parse_name(raw: &str) -> Result<String, DashboardError> {
     let ok = (1..=40).contains(&raw.len())
@@ -112,10 +116,7 @@ pub fn parse_name(raw: &str) -> Result<String, DashboardError> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(invalid(
-            ErrorCode::BadDashboardName,
-            "a dashboard name is 1 to 40 characters of a-z, 0-9 and '-', not starting with '-'",
-        ))
+        Err(invalid(ErrorCode::BadDashboardName, NAME_RULE))
     }
 }
 

@@ -80,6 +80,8 @@ codes! {
     BadTitle => "bad_title", Invalid;
     BadLayout => "bad_layout", Invalid;
     BadSpend => "bad_spend", Invalid;
+    BadFunnel => "bad_funnel", Invalid;
+    BadFunnelName => "bad_funnel_name", Invalid;
     AmbiguousCredentials => "ambiguous_credentials", Invalid;
     // Bodies sent to collect.
     EmptyBody => "empty_body", Invalid;
@@ -107,6 +109,7 @@ codes! {
     TenantExists => "tenant_exists", Conflict;
     VersionConflict => "version_conflict", Conflict;
     TooManyDashboards => "too_many_dashboards", Conflict;
+    TooManyFunnels => "too_many_funnels", Conflict;
     // Sizes and media types.
     TooLarge => "too_large", TooLarge;
     EventTooLarge => "event_too_large", TooLarge;

@@ -20,6 +20,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod error;
 pub mod event;
+pub mod funnels;
 pub mod import;
 pub mod ingest;
 pub mod jobs;

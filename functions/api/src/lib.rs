@@ -6,8 +6,9 @@
 //! | routes | module |
 //! |---|---|
 //! | `/api/v1/admin/…`, `/api/v1/tenants/{id}/{share-tokens,whoami}`, `/api/v1/whoami` | [`access`] |
-//! | `/api/v1/tenants/{id}/{timeseries,breakdown,summary,top,ingest,campaigns}` | [`reports`] |
+//! | `/api/v1/tenants/{id}/{timeseries,breakdown,summary,top,ingest,campaigns}`, `…/funnels/{name}/report` | [`reports`] |
 //! | `/api/v1/tenants/{id}/dashboards…` | [`dashboards`] |
+//! | `/api/v1/tenants/{id}/funnels[/{name}]` | [`funnels`] |
 //! | `/api/v1/admin/tenants/{id}/dead-letters/replay` | [`replay`] |
 //! | `/api/v1/admin/tenants/{id}/spend` | [`spend`] |
 //! | `/api/v1/admin/tenants/{id}/attribution` | [`attribution`] |
@@ -27,6 +28,7 @@ pub mod collect;
 pub mod dashboard;
 pub mod dashboards;
 pub mod error;
+pub mod funnels;
 pub mod openapi;
 pub mod replay;
 pub mod reports;
@@ -142,6 +144,7 @@ pub fn routes(state: Arc<ApiState>) -> Router {
         .merge(spend::routes())
         .merge(attribution::routes())
         .merge(dashboards::routes())
+        .merge(funnels::routes())
         .layer(cors);
     api.merge(dashboard::routes()).with_state(state)
 }

@@ -12,6 +12,7 @@ use remarketable_core::dashboards::{
     GRID_COLUMNS, MAX_HEIGHT, MAX_TITLE_CHARS, MAX_WIDGETS, REFRESH_SECONDS,
 };
 use remarketable_core::event::AD_SPEND;
+use remarketable_core::funnels::{MAX_PREFIX_BYTES, MAX_STEPS, MIN_STEPS};
 use remarketable_core::quota;
 use remarketable_core::replay::DEFAULT_MAX as REPLAY_MAX;
 use remarketable_core::reports::{
@@ -55,6 +56,7 @@ pub enum Body {
     NewKey,
     NewShareToken,
     SaveDashboard,
+    SaveFunnel,
     Replay,
     CollectLimits,
     /// `text/csv`, not JSON.
@@ -258,6 +260,65 @@ pub const OPERATIONS: &[Operation] = &[
         body: None,
         success: 204,
         errors: &[E::BadTenantId, E::NotFound, E::BadDashboardName],
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/tenants/{tenant_id}/funnels",
+        summary: "The tenant's funnels (name, id, title, steps)",
+        security: READ,
+        params: &[],
+        csv: false,
+        body: None,
+        success: 200,
+        errors: &[E::BadTenantId, E::NotFound],
+    },
+    Operation {
+        method: "put",
+        path: "/api/v1/tenants/{tenant_id}/funnels/{name}",
+        summary: "Create a funnel or replace the one of that name; its per-session state is built from the stored events before the answer",
+        security: TENANT,
+        params: &[],
+        csv: false,
+        body: Some(Body::SaveFunnel),
+        success: 200,
+        errors: &[
+            E::BadTenantId,
+            E::NotFound,
+            E::UnknownTenant,
+            E::BadFunnelName,
+            E::BadFunnel,
+            E::BadTitle,
+            E::TooManyFunnels,
+        ],
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/tenants/{tenant_id}/funnels/{name}",
+        summary: "Delete a funnel and its state",
+        security: TENANT,
+        params: &[],
+        csv: false,
+        body: None,
+        success: 204,
+        errors: &[E::BadTenantId, E::NotFound, E::BadFunnelName],
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/tenants/{tenant_id}/funnels/{name}/report",
+        summary: "Of the sessions starting in the range: how many reached each step of the funnel in order, the conversion from the step before and from step 1; with `by`, per campaign or source of the session",
+        security: READ,
+        params: &["from", "to", "range", "granularity", "campaign", "format", "by", "campaign_limit"],
+        csv: true,
+        body: None,
+        success: 200,
+        errors: &[
+            E::BadParameter,
+            E::FilterFixed,
+            E::NotFound,
+            E::BadFunnelName,
+            E::TooManyRequests,
+            E::ReportTimeout,
+        ],
     },
     Operation {
         method: "post",
@@ -549,6 +610,10 @@ fn parameter(name: &str) -> Value {
             "the attribution model conversions and revenue are counted by",
             json!({"type": "string", "enum": names(&Model::ALL, |m| m.name()), "default": "last_touch"}),
         ),
+        "by" => (
+            "break the sessions down by the campaign or the source of their first event",
+            json!({"type": "string", "enum": ["campaign", "source"]}),
+        ),
         "campaign_limit" => (
             "most rows returned (ranked by revenue; `totals` covers every row)",
             json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
@@ -644,6 +709,21 @@ fn request_body(body: Body) -> Value {
                     "description": "the version loaded; absent or null to create"},
             }
         }),
+        Body::SaveFunnel => json!({
+            "type": "object", "additionalProperties": false, "required": ["title", "steps"],
+            "properties": {
+                "title": trimmed_text(MAX_TITLE_CHARS),
+                "steps": {"type": "array", "minItems": MIN_STEPS, "maxItems": MAX_STEPS,
+                    "items": {"type": "object", "additionalProperties": false,
+                              "required": ["event_type"], "properties": {
+                        "event_type": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                                       "not": {"const": AD_SPEND}},
+                        "url_prefix": {"type": ["string", "null"], "maxLength": MAX_PREFIX_BYTES,
+                                       "pattern": NO_CONTROL,
+                                       "description": "the step's events' page_url starts with it (bytes); empty or absent: any"},
+                    }}},
+            }
+        }),
         Body::Replay => json!({
             "type": "object", "additionalProperties": false,
             "properties": {
@@ -694,7 +774,7 @@ fn request_body(body: Body) -> Value {
         }
     };
     json!({"required": body == Body::NewTenant || body == Body::NewShareToken
-                      || body == Body::SaveDashboard,
+                      || body == Body::SaveDashboard || body == Body::SaveFunnel,
            "description": "JSON; an empty body reads as {}",
            "content": {"application/json": {"schema": schema}}})
 }
@@ -830,6 +910,18 @@ fn answer_schema(op: &Operation) -> Value {
         ("put", _) if path.ends_with("/dashboards/{name}") => {
             json!({"$ref": "#/components/schemas/Dashboard"})
         }
+        ("get", _) if path.ends_with("/funnels") => object(json!({
+            "funnels": {"type": "array", "items": {"$ref": "#/components/schemas/Funnel"}},
+        })),
+        ("put", _) if path.ends_with("/funnels/{name}") => json!({"allOf": [
+            {"$ref": "#/components/schemas/Funnel"},
+            object(json!({
+                "replaced": {"type": "boolean"},
+                "events_matched": {"type": "integer", "minimum": 0},
+                "sessions": {"type": "integer", "minimum": 0},
+                "built_to_event": {"type": "integer"},
+            })),
+        ]}),
         (_, _) if path.ends_with("/collect-limits") => {
             let limits = |nullable: bool| {
                 let t = if nullable {
@@ -912,6 +1004,16 @@ fn answer_components() -> Map<String, Value> {
             "name": {"type": "string"}, "title": {"type": "string"},
             "layout": {"$ref": "#/components/schemas/Layout"},
             "version": {"type": "integer"}, "updated_at": time(),
+        })),
+    );
+    schemas.insert(
+        "Funnel".into(),
+        object(json!({
+            "name": {"type": "string"}, "funnel_id": {"type": "integer"},
+            "title": {"type": "string"}, "created_at": time(),
+            "steps": {"type": "array", "items": {"type": "object", "required": ["event_type"],
+                "properties": {"event_type": {"type": "string"},
+                               "url_prefix": {"type": "string"}}}},
         })),
     );
     schemas
@@ -1005,7 +1107,7 @@ pub fn document() -> Value {
             "schemas": {
                 "Layout": layout_schema(),
                 "Key": answers["Key"], "ShareToken": answers["ShareToken"],
-                "Dashboard": answers["Dashboard"],
+                "Dashboard": answers["Dashboard"], "Funnel": answers["Funnel"],
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}

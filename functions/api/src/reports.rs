@@ -9,6 +9,7 @@
 //! | `GET /api/v1/tenants/{tenant_id}/top?list=pages` | top pages or devices (TopN estimates) |
 //! | `GET /api/v1/tenants/{tenant_id}/ingest` | the delivery ledger per hour and recent dead letters |
 //! | `GET /api/v1/tenants/{tenant_id}/campaigns?model=last_touch` | touches, sessions and attributed conversions per campaign, source and medium |
+//! | `GET /api/v1/tenants/{tenant_id}/funnels/{name}/report?by=campaign` | sessions reaching each step of a funnel, in order, and the conversion between steps |
 //!
 //! Common parameters: `from`/`to` (RFC 3339) or `range` (`1h`, `24h`, `7d`, `30d`; default
 //! `24h`, ending now), `granularity` (`5m`, `1h`, `1d`; default from the range length),
@@ -31,9 +32,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, TimeDelta, Utc};
+use remarketable_core::funnels;
 use remarketable_core::reports::{
-    self, Dimension, Filters, Granularity, Metric, Metrics, Model, Range, Ranking, ReportError,
-    RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
+    self, Dimension, Filters, FunnelBy, Granularity, Metric, Metrics, Model, Range, Ranking,
+    ReportError, RolledCache, TopList, DISTINCT_ERROR_BOUND_95,
 };
 use remarketable_core::ErrorCode;
 use serde::Deserialize;
@@ -51,6 +53,10 @@ pub fn routes(state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/api/v1/tenants/{tenant_id}/top", get(top))
         .route("/api/v1/tenants/{tenant_id}/ingest", get(ingest))
         .route("/api/v1/tenants/{tenant_id}/campaigns", get(campaigns))
+        .route(
+            "/api/v1/tenants/{tenant_id}/funnels/{name}/report",
+            get(funnel),
+        )
         .layer(Extension(Arc::new(RolledCache::new(ROLLED_CACHE_BYTES))))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -77,6 +83,7 @@ pub struct ReportQuery {
     n: Option<i32>,
     dead_letters: Option<i64>,
     model: Option<String>,
+    by: Option<String>,
 }
 
 /// A parsed report request.
@@ -497,6 +504,33 @@ const CAMPAIGN_COLUMNS: [&str; 17] = [
     "roas",
 ];
 
+/// Touches, conversions and funnel states carry no country, browser or single event type: a
+/// share link fixed to one of those must not see every campaign of the tenant.
+fn campaign_filters_only(access: &TenantAccess, report: &str) -> Result<(), ApiError> {
+    match access
+        .fixed_filters
+        .0
+        .keys()
+        .find(|d| **d != Dimension::Campaign)
+    {
+        Some(d) => Err(ApiError::new(
+            ErrorCode::FilterFixed,
+            format!(
+                "this share link is limited to a {d} filter; the {report} report filters by campaign only"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn report_limit(q: &ReportQuery, default: i64) -> Result<usize, ApiError> {
+    let limit = q.limit.unwrap_or(default);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad("limit must be between 1 and 1000"));
+    }
+    Ok(limit as usize)
+}
+
 async fn campaigns(
     Report { access, client, .. }: Report,
     Path(tenant_id): Path<i64>,
@@ -504,30 +538,13 @@ async fn campaigns(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     access.require_tenant(tenant_id)?;
-    // Touches and conversions carry no country, browser or single event type: a share link
-    // fixed to one of those must not see every campaign of the tenant.
-    if let Some(d) = access
-        .fixed_filters
-        .0
-        .keys()
-        .find(|d| **d != Dimension::Campaign)
-    {
-        return Err(ApiError::new(
-            ErrorCode::FilterFixed,
-            format!(
-                "this share link is limited to a {d} filter; the campaign report filters by campaign only"
-            ),
-        ));
-    }
+    campaign_filters_only(&access, "campaign")?;
     let r = q.parse(&access, &headers)?;
     let model: Model = match q.model.as_deref() {
         Some(name) => name.parse().map_err(bad)?,
         None => Model::LastTouch,
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(bad("limit must be between 1 and 1000"));
-    }
+    let limit = report_limit(&q, 100)?;
     let c = reports::campaigns(
         &client,
         tenant_id,
@@ -535,7 +552,7 @@ async fn campaigns(
         r.granularity,
         &r.filters,
         model,
-        limit as usize,
+        limit,
     )
     .await
     .map_err(report_error)?;
@@ -569,6 +586,81 @@ async fn campaigns(
         return Ok(csv_answer("campaigns", &CAMPAIGN_COLUMNS, rows));
     }
     Ok(json_answer(&c))
+}
+
+/// `GET /api/v1/tenants/{tenant_id}/funnels/{name}/report`: CSV has one line per group (or
+/// one for all sessions without `by`) and step.
+async fn funnel(
+    Report { access, client, .. }: Report,
+    Path((tenant_id, name)): Path<(i64, String)>,
+    Query(q): Query<ReportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    access.require_tenant(tenant_id)?;
+    campaign_filters_only(&access, "funnel")?;
+    let r = q.parse(&access, &headers)?;
+    let by: Option<FunnelBy> = q.by.as_deref().map(str::parse).transpose().map_err(bad)?;
+    let limit = report_limit(&q, 100)?;
+    let name = funnels::parse_name(&name)?;
+    let Some(definition) = funnels::get(&**client, tenant_id, &name).await? else {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such funnel"));
+    };
+    let f = reports::funnel(
+        &client,
+        tenant_id,
+        definition,
+        (&r.range, r.granularity),
+        &r.filters,
+        by.map(|by| (by, limit)),
+    )
+    .await
+    .map_err(report_error)?;
+    if r.csv {
+        let all = [reports::FunnelGroup {
+            key: String::new(),
+            steps: f.steps.clone(),
+        }];
+        let rows = f
+            .groups
+            .as_deref()
+            .unwrap_or(&all)
+            .iter()
+            .flat_map(|g| {
+                g.steps.iter().map(|s| {
+                    vec![
+                        g.key.clone(),
+                        s.step.to_string(),
+                        s.event_type.clone(),
+                        s.url_prefix.clone().unwrap_or_default(),
+                        s.sessions.to_string(),
+                        s.from_previous
+                            .map(|v| format!("{v:.6}"))
+                            .unwrap_or_default(),
+                        s.from_first.map(|v| format!("{v:.6}")).unwrap_or_default(),
+                    ]
+                })
+            })
+            .collect();
+        let key = match by {
+            Some(FunnelBy::Campaign) => "campaign",
+            Some(FunnelBy::Source) => "source",
+            None => "group",
+        };
+        return Ok(csv_answer(
+            "funnel",
+            &[
+                key,
+                "step",
+                "event_type",
+                "url_prefix",
+                "sessions",
+                "from_previous",
+                "from_first",
+            ],
+            rows,
+        ));
+    }
+    Ok(json_answer(&f))
 }
 
 fn optional(value: Option<impl std::fmt::Display>) -> String {

@@ -112,7 +112,7 @@ pub struct CampaignTotals {
     pub spend_currencies: Vec<String>,
 }
 
-/// How fresh a campaign report is.
+/// How fresh a report over the attribution tables (campaigns, funnels) is.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignFreshness {
     /// The database's clock when the report was read.
@@ -138,7 +138,9 @@ pub struct Campaigns {
 
 /// The attribution watermark and the least event time above it (the fresh part reads from
 /// there, so it scans only the partitions that can hold such events; see `scope`).
-async fn attribution_scope(client: &Client) -> Result<(i64, Option<DateTime<Utc>>), ReportError> {
+pub(super) async fn attribution_scope(
+    client: &Client,
+) -> Result<(i64, Option<DateTime<Utc>>), ReportError> {
     let row = client
         .query_one(
             "SELECT s.last_event_id,
@@ -149,6 +151,25 @@ async fn attribution_scope(client: &Client) -> Result<(i64, Option<DateTime<Utc>
         )
         .await?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// Sessions' first events as the report sees them: of the stored `session_sources` rows that
+/// `stored` selects (a condition on `s`), and of every session with events in the CTE `fresh`
+/// (columns `session_id`, `event_time`, `campaign`, `source`, `medium`), the earlier of the
+/// stored and the fresh first event, by the rule of V19's session_sources.
+pub(super) fn session_firsts(stored: &str) -> String {
+    let tenant = Param::Tenant.placeholder();
+    format!(
+        "SELECT DISTINCT ON (u.session_id) u.session_id, u.at, u.campaign, u.source, u.medium
+         FROM (SELECT s.session_id, s.first_event_time AS at, s.campaign, s.source, s.medium
+               FROM session_sources s
+               WHERE s.tenant_id = {tenant} AND ({stored})
+               UNION ALL
+               SELECT f.session_id, f.event_time, f.campaign, f.source, f.medium
+               FROM fresh f) u
+         ORDER BY u.session_id, u.at, u.campaign = '', u.campaign COLLATE \"C\",
+                  u.source COLLATE \"C\", u.medium COLLATE \"C\""
+    )
 }
 
 /// The report statement. Parameters as [`Params`] (the tenant, the aligned range, the campaign
@@ -203,6 +224,10 @@ fn statement(model: Model) -> String {
              LIMIT 1"
         ),
     };
+    let firsts = session_firsts(&format!(
+        "(s.first_event_time >= {from} AND s.first_event_time < {to})
+         OR s.session_id IN (SELECT f.session_id FROM fresh f)"
+    ));
     format!(
         "WITH w AS (SELECT last_event_id AS wm FROM attribution_state),
          t AS (SELECT conversion_event_types AS kinds, attribution_lookback AS lookback,
@@ -233,18 +258,7 @@ fn statement(model: Model) -> String {
              GROUP BY 1, 2, 3),
          -- Sessions starting in the range: the stored first events, and for every session with
          -- fresh events the earlier of the stored and the fresh ones.
-         firsts AS (
-             SELECT DISTINCT ON (u.session_id) u.session_id, u.at, u.campaign, u.source, u.medium
-             FROM (SELECT s.session_id, s.first_event_time AS at, s.campaign, s.source, s.medium
-                   FROM session_sources s
-                   WHERE s.tenant_id = {tenant}
-                     AND ((s.first_event_time >= {from} AND s.first_event_time < {to})
-                          OR s.session_id IN (SELECT f.session_id FROM fresh f))
-                   UNION ALL
-                   SELECT f.session_id, f.event_time, f.campaign, f.source, f.medium
-                   FROM fresh f) u
-             ORDER BY u.session_id, u.at, u.campaign = '', u.campaign COLLATE \"C\",
-                      u.source COLLATE \"C\", u.medium COLLATE \"C\"),
+         firsts AS ({firsts}),
          session_rows AS (
              SELECT campaign, source, medium, count(*) AS sessions FROM firsts
              WHERE at >= {from} AND at < {to} GROUP BY 1, 2, 3),

@@ -13,10 +13,12 @@
 //! get), `sql` (the SQL text and its bind parameters), `series` (the time series), `rolled` (the kept
 //! rolled parts of breakdowns and summaries, [`RolledCache`]), `oracle` (the full-statement
 //! breakdown and summary the tests check the kept parts against), `top` (top lists),
-//! `campaigns` (the campaign report over the attribution tables) and `health` (the ingest
+//! `campaigns` (the campaign report over the attribution tables), `funnel` (the funnel report
+//! over the per-session funnel state) and `health` (the ingest
 //! ledger and dead letters).
 
 mod campaigns;
+mod funnel;
 mod health;
 #[doc(hidden)]
 pub mod oracle;
@@ -27,6 +29,7 @@ mod top;
 mod vocabulary;
 
 pub use campaigns::{campaigns, CampaignFreshness, CampaignRow, CampaignTotals, Campaigns, Model};
+pub use funnel::{funnel, FunnelBy, FunnelGroup, FunnelReport, StepCount};
 pub use health::{ingest, IngestReport, LedgerHour};
 pub use rolled::RolledCache;
 pub use series::timeseries;

@@ -24,8 +24,9 @@ pub(super) trait NamedParams: Copy + Eq + 'static {
 
     /// `$n` for the statement text.
     fn placeholder(self) -> &'static str {
-        const PLACEHOLDERS: [&str; 10] =
-            ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10"];
+        const PLACEHOLDERS: [&str; 11] = [
+            "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11",
+        ];
         let index = Self::ALL
             .iter()
             .position(|p| *p == self)
@@ -64,6 +65,8 @@ pub(super) enum Param {
     TimeZone,
     /// The least event time of the events not yet rolled up.
     FreshFrom,
+    /// The funnel a funnel report reads (0 for the other reports).
+    Funnel,
     /// The watermark of a kept rolled part: the raw events above it are merged in.
     KeptWatermark,
 }
@@ -79,12 +82,13 @@ impl NamedParams for Param {
         Param::Campaign,
         Param::TimeZone,
         Param::FreshFrom,
+        Param::Funnel,
         Param::KeptWatermark,
     ];
 
     fn ty(self) -> Type {
         match self {
-            Param::Tenant | Param::KeptWatermark => Type::INT8,
+            Param::Tenant | Param::Funnel | Param::KeptWatermark => Type::INT8,
             Param::From | Param::To | Param::FreshFrom => Type::TIMESTAMPTZ,
             Param::EventType
             | Param::Country
@@ -118,6 +122,7 @@ pub(super) struct Params<'a> {
     pub(super) campaign: Option<&'a str>,
     pub(super) time_zone: &'a str,
     pub(super) fresh_from: DateTime<Utc>,
+    pub(super) funnel: i64,
     /// Bound only by the statements that merge raw events into a kept part.
     pub(super) kept_watermark: Option<i64>,
 }
@@ -135,6 +140,7 @@ impl<'a> Params<'a> {
             campaign: filters.value(Dimension::Campaign),
             time_zone: &scope.time_zone,
             fresh_from: scope.fresh_from,
+            funnel: 0,
             kept_watermark: None,
         }
     }
@@ -151,6 +157,7 @@ impl<'a> Params<'a> {
             Param::Campaign => &self.campaign,
             Param::TimeZone => &self.time_zone,
             Param::FreshFrom => &self.fresh_from,
+            Param::Funnel => &self.funnel,
             Param::KeptWatermark => self.kept_watermark.as_ref()?,
         })
     }
