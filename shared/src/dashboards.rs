@@ -39,6 +39,8 @@ pub enum WidgetKind {
     Ingest,
     /// The campaign report as a table under one attribution model.
     Campaigns,
+    /// One funnel's steps as bars with their drop-off.
+    Funnel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,10 @@ pub struct Widget {
     /// The attribution model a campaigns widget opens with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Model>,
+    /// The name of the funnel a funnel widget draws ([`crate::funnels`]); it need not exist
+    /// yet (the widget says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funnel: Option<String>,
     pub width: u8,
     pub height: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,18 +195,25 @@ impl Layout {
                 }
             }
             // Each kind takes exactly the fields it draws with.
-            let (metric, dimension, list, model) = match w.kind {
-                WidgetKind::Kpi | WidgetKind::Timeseries => (true, false, false, false),
-                WidgetKind::Breakdown => (true, true, false, false),
-                WidgetKind::Top => (false, false, true, false),
-                WidgetKind::Ingest => (false, false, false, false),
-                WidgetKind::Campaigns => (false, false, false, true),
+            let (metric, dimension, list, model, funnel) = match w.kind {
+                WidgetKind::Kpi | WidgetKind::Timeseries => (true, false, false, false, false),
+                WidgetKind::Breakdown => (true, true, false, false, false),
+                WidgetKind::Top => (false, false, true, false, false),
+                WidgetKind::Ingest => (false, false, false, false, false),
+                WidgetKind::Campaigns => (false, false, false, true, false),
+                WidgetKind::Funnel => (false, false, false, false, true),
             };
+            if let Some(name) = &w.funnel {
+                if parse_name(name).is_err() {
+                    return bad(format!("{at}: funnel: {NAME_RULE}"));
+                }
+            }
             for (field, wanted, present) in [
                 ("metric", metric, w.metric.is_some()),
                 ("dimension", dimension, w.dimension.is_some()),
                 ("list", list, w.list.is_some()),
                 ("model", model, w.model.is_some()),
+                ("funnel", funnel, w.funnel.is_some()),
             ] {
                 if wanted && !present {
                     return bad(format!("{at}: a {:?} widget needs a {field}", w.kind));
@@ -373,9 +386,11 @@ mod tests {
             widget(json!({"id": "d", "kind": "top", "list": "pages", "title": "Pages"})),
             widget(json!({"id": "e", "kind": "ingest", "width": 4, "height": 3})),
             widget(json!({"id": "f", "kind": "campaigns", "model": "first_touch"})),
+            widget(json!({"id": "g", "kind": "funnel", "funnel": "checkout"})),
         ])
         .unwrap();
-        assert_eq!(layout.widgets.len(), 6);
+        assert_eq!(layout.widgets.len(), 7);
+        assert_eq!(layout.widgets[6].funnel.as_deref(), Some("checkout"));
         assert_eq!(layout.widgets[2].dimension, Some(Dimension::Country));
         assert_eq!(layout.widgets[5].model, Some(Model::FirstTouch));
         let again = Layout::parse(serde_json::to_value(&layout).unwrap()).unwrap();
@@ -392,6 +407,15 @@ mod tests {
             ),
             (json!({"kind": "top"}), "needs a list"),
             (json!({"kind": "campaigns"}), "needs a model"),
+            (json!({"kind": "funnel"}), "needs a funnel"),
+            (
+                json!({"kind": "funnel", "funnel": "Check Out"}),
+                "funnel: a name is",
+            ),
+            (
+                json!({"kind": "top", "list": "pages", "funnel": "checkout"}),
+                "takes no funnel",
+            ),
             (
                 json!({"kind": "campaigns", "model": "linear"}),
                 "unknown variant",

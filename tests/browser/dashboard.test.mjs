@@ -574,4 +574,40 @@ describe('the dashboard', { timeout: 600_000 }, () => {
     await until('KPI events of the campaign', async () => (await kpi(page, 'events')) === filteredKpi.current.events);
     assertClean(c);
   });
+  test('8. funnel: the widget shows the funnel report step counts and drop-off; a campaign filter narrows them', { timeout: 120_000 }, async () => {
+    const c = await context();
+    const page = await c.newPage();
+    const range = fixedRange(7);
+    // A dashboard of its own with the funnel widget (the default layout has none).
+    const layout = { widgets: [{ id: 'checkout', kind: 'funnel', funnel: 'checkout', width: 2, height: 2 }, { id: 'events', kind: 'kpi', metric: 'events', width: 1, height: 1 }] };
+    const saved = await api(env, `tenants/${env.tenant}/dashboards/funnels`, { key: env.readKey, method: 'PUT', body: { title: 'Funnels', layout } });
+    assert.equal(saved.status, 200, JSON.stringify(saved.body));
+    await signIn(page, env, env.readKey, `?dashboard=funnels&from=${range.from}&to=${range.to}`);
+    const widget = page.locator('[data-testid="widget"][data-kind="funnel"]');
+    const steps = () => widget.locator('[data-testid="funnel-step"]').evaluateAll((els) => els.map((li) => Number(li.dataset.sessions)));
+    const report = await get(env, `tenants/${env.tenant}/funnels/checkout/report`, { key: env.readKey, query: range });
+    assert.equal(report.steps.length, 3);
+    assert.ok(report.steps[0].sessions > report.steps[2].sessions && report.steps[2].sessions > 0, JSON.stringify(report.steps));
+    await until('the funnel widget drew the report', async () => JSON.stringify(await steps()) === JSON.stringify(report.steps.map((s) => s.sessions)));
+    const drops = await widget.getByTestId('funnel-drop').allTextContents();
+    assert.equal(drops.length, 2);
+    assert.match(drops[0], new RegExp(`${(report.steps[0].sessions - report.steps[1].sessions).toLocaleString('en-US')}`));
+
+    // A campaign filter (the only one funnels take) narrows the steps to sessions it started.
+    const campaigns = await get(env, `tenants/${env.tenant}/campaigns`, { key: env.readKey, query: { ...range, model: 'session', limit: 50 } });
+    const campaign = campaigns.rows.find((r) => r.campaign !== '' && r.sessions > 0)?.campaign;
+    assert.ok(campaign, 'a campaign that started sessions');
+    const narrowed = await get(env, `tenants/${env.tenant}/funnels/checkout/report`, { key: env.readKey, query: { ...range, campaign } });
+    assert.ok(narrowed.steps[0].sessions < report.steps[0].sessions);
+    await page.goto(page.url().replace(/\?/, `?campaign=${encodeURIComponent(campaign)}&`));
+    await loaded(page);
+    await until('the funnel widget under the campaign filter', async () => JSON.stringify(await steps()) === JSON.stringify(narrowed.steps.map((s) => s.sessions)));
+    await widget.screenshot({ path: join(env.screenshots, 'dashboard-funnel.png') });
+    // Any other filter: the widget says funnels take a campaign filter only.
+    await page.goto(page.url().replace(/campaign=[^&]*/, 'country=DE'));
+    await loaded(page);
+    await widget.getByTestId('funnel-unavailable').filter({ hasText: /country/ }).waitFor();
+    assertClean(c);
+  });
 });
+

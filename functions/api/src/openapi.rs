@@ -1027,7 +1027,8 @@ fn layout_schema() -> Value {
     let list = json!({"type": "string", "enum": ["pages", "devices"]});
     let model = json!({"type": "string", "enum": names(&Model::ALL, |m| m.name())});
     let absent = json!({"type": "null"});
-    let widget = |kinds: &[&str], takes: [bool; 4]| {
+    let funnel = json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"});
+    let widget = |kinds: &[&str], takes: [bool; 5]| {
         let mut required = vec!["id", "kind", "width", "height"];
         let mut properties = json!({
             "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"},
@@ -1041,6 +1042,7 @@ fn layout_schema() -> Value {
             ("dimension", &dimension),
             ("list", &list),
             ("model", &model),
+            ("funnel", &funnel),
         ]
         .into_iter()
         .zip(takes)
@@ -1059,11 +1061,12 @@ fn layout_schema() -> Value {
         "type": "object", "additionalProperties": false, "required": ["widgets"],
         "properties": {
             "widgets": {"type": "array", "maxItems": MAX_WIDGETS, "items": {"oneOf": [
-                widget(&["kpi", "timeseries"], [true, false, false, false]),
-                widget(&["breakdown"], [true, true, false, false]),
-                widget(&["top"], [false, false, true, false]),
-                widget(&["ingest"], [false, false, false, false]),
-                widget(&["campaigns"], [false, false, false, true]),
+                widget(&["kpi", "timeseries"], [true, false, false, false, false]),
+                widget(&["breakdown"], [true, true, false, false, false]),
+                widget(&["top"], [false, false, true, false, false]),
+                widget(&["ingest"], [false, false, false, false, false]),
+                widget(&["campaigns"], [false, false, false, true, false]),
+                widget(&["funnel"], [false, false, false, false, true]),
             ]}},
             "refresh_seconds": {"type": ["integer", "null"], "minimum": REFRESH_SECONDS.start(),
                                 "maximum": REFRESH_SECONDS.end()},

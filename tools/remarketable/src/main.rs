@@ -17,6 +17,9 @@
 //! remarketable import --from-postgres URL --query 'SELECT ...' [--key id] [--chunk-events N] [--max-age-days N]
 //! remarketable rollup window <events>
 //! remarketable spend import <tenant_id> FILE           # CSV: date,campaign,source,medium,cost,currency
+//! remarketable funnel save <tenant_id> <name> --title T STEP...   # STEP: event_type or event_type@url_prefix
+//! remarketable funnel list <tenant_id>
+//! remarketable funnel delete <tenant_id> <name>
 //! remarketable key create <tenant_id> [--write [--allowed-origin O]...] [--label L]   # prints the key once, on stdout
 //! remarketable key create --admin [--label L]
 //! remarketable key list [<tenant_id>]
@@ -35,7 +38,7 @@ use remarketable_core::db::{self, PartitionLayout};
 use remarketable_core::rollup::{self, Rollup};
 use remarketable_core::telemetry::{MaintenanceDone, RollupsAdvanced};
 use remarketable_core::ErrorCode;
-use remarketable_core::{attribution, import, jobs, placement, spend, tenants};
+use remarketable_core::{attribution, funnels, import, jobs, placement, spend, tenants};
 
 /// jemalloc, as the handler: `import` validates every record through the ingest core, and
 /// glibc's malloc/free took about a fifth of the importer's time (perf, 300,000 events).
@@ -114,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         command: SpendCommand,
     },
+    /// Funnels: ordered steps whose sessions the funnel report counts.
+    Funnel {
+        #[command(subcommand)]
+        command: FunnelCommand,
+    },
     /// Import historical events from files (.csv with a header row, .ndjson; optionally .gz)
     /// through the ingest path: same validation, dead letters and ledger, exactly once.
     /// Stopped or killed, the same command continues where it stopped.
@@ -149,6 +157,26 @@ enum Command {
         #[arg(long, default_value_t = 3660, value_parser = clap::value_parser!(i64).range(1..=36600))]
         max_age_days: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum FunnelCommand {
+    /// Create a tenant's funnel or replace the one of that name, and build its per-session
+    /// state from the stored events (as `PUT /api/v1/tenants/{id}/funnels/{name}`).
+    Save {
+        tenant_id: i64,
+        name: String,
+        #[arg(long)]
+        title: String,
+        /// 2 to 8 steps in order: an event type, or `event_type@url_prefix` for events whose
+        /// page_url starts with the prefix.
+        #[arg(required = true, num_args = 2..=8)]
+        steps: Vec<String>,
+    },
+    /// A tenant's funnels and their steps.
+    List { tenant_id: i64 },
+    /// Delete a funnel and its state.
+    Delete { tenant_id: i64, name: String },
 }
 
 #[derive(Subcommand)]
@@ -330,6 +358,73 @@ fn env_settings(database_url: &str) -> anyhow::Result<remarketable_core::Setting
         .context("the settings in the environment are invalid")
 }
 
+async fn funnel(client: &mut tokio_postgres::Client, command: FunnelCommand) -> anyhow::Result<()> {
+    let refused = |e: remarketable_core::Error| anyhow::anyhow!("{} ({})", e.message, e.code);
+    match command {
+        FunnelCommand::Save {
+            tenant_id,
+            name,
+            title,
+            steps,
+        } => {
+            let name = funnels::parse_name(&name).map_err(refused)?;
+            let steps: Vec<serde_json::Value> = steps
+                .iter()
+                .map(|s| match s.split_once('@') {
+                    Some((kind, prefix)) => {
+                        serde_json::json!({"event_type": kind, "url_prefix": prefix})
+                    }
+                    None => serde_json::json!({"event_type": s}),
+                })
+                .collect();
+            let definition =
+                funnels::Definition::parse(serde_json::json!({"title": title, "steps": steps}))
+                    .map_err(refused)?;
+            eprintln!("building the funnel's state from the stored events of tenant {tenant_id}…");
+            let saved = funnels::save(client, tenant_id, &name, &definition)
+                .await
+                .map_err(refused)?;
+            eprintln!(
+                "funnel {} ({}) {}: {} matching events, {} sessions, built to event {}",
+                saved.funnel.name,
+                saved.funnel.funnel_id,
+                if saved.replaced {
+                    "replaced"
+                } else {
+                    "created"
+                },
+                saved.events_matched,
+                saved.sessions,
+                saved.built_to_event
+            );
+        }
+        FunnelCommand::List { tenant_id } => {
+            for f in funnels::list(&*client, tenant_id).await.map_err(refused)? {
+                let steps: Vec<String> = f
+                    .steps
+                    .iter()
+                    .map(|s| match &s.url_prefix {
+                        Some(p) => format!("{}@{p}", s.event_type),
+                        None => s.event_type.clone(),
+                    })
+                    .collect();
+                println!("{}\t{}\t{}", f.name, f.title, steps.join(" → "));
+            }
+        }
+        FunnelCommand::Delete { tenant_id, name } => {
+            let name = funnels::parse_name(&name).map_err(refused)?;
+            if !funnels::delete(client, tenant_id, &name)
+                .await
+                .map_err(refused)?
+            {
+                bail!("tenant {tenant_id} has no funnel named {name:?}");
+            }
+            eprintln!("funnel {name} of tenant {tenant_id} deleted");
+        }
+    }
+    Ok(())
+}
+
 async fn spend_import(
     client: &mut tokio_postgres::Client,
     tenant_id: i64,
@@ -439,6 +534,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let limits = env_settings(&cli.database_url)?.limits;
             spend_import(&mut client, tenant_id, &file, &limits).await?
         }
+        Command::Funnel { command } => funnel(&mut client, command).await?,
         Command::DeadLetters {
             command: DeadLetterCommand::Replay { tenant_id, batch },
         } => {

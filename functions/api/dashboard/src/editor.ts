@@ -3,7 +3,7 @@
 
 import { h, select, uid } from './dom';
 import { DIMENSION_LABELS, KIND_LABELS, METRIC_LABELS, MODEL_LABELS, TOP_LABELS } from './format';
-import { MAX_TITLE, MAX_WIDGETS, moveWidget, newWidgetId, widgetOfKind } from './layout';
+import { FUNNEL_NAME, MAX_TITLE, MAX_WIDGETS, moveWidget, newWidgetId, widgetOfKind } from './layout';
 import {
   DIMENSIONS,
   METRICS,
@@ -151,6 +151,20 @@ export class Editor {
       const s = select({ 'data-testid': 'widget-model' }, options(MODELS, MODEL_LABELS), w.model);
       s.addEventListener('change', change((x) => (x.model = s.value as ModelName)));
       tools.append(field('Attribution', s));
+    }
+    if (w.funnel !== undefined) {
+      const input = h('input', { type: 'text', maxlength: 40, pattern: FUNNEL_NAME.source, value: w.funnel, 'data-testid': 'widget-funnel', title: "The funnel's name: a-z, 0-9 and '-'" });
+      input.addEventListener('change', () => {
+        const name = input.value.trim();
+        if (!FUNNEL_NAME.test(name)) {
+          input.setCustomValidity("A funnel name is 1 to 40 characters of a-z, 0-9 and '-'");
+          input.reportValidity();
+          return;
+        }
+        input.setCustomValidity('');
+        change((x) => (x.funnel = name))();
+      });
+      tools.append(field('Funnel', input));
     }
     const width = select(
       { 'data-testid': 'widget-width' },

@@ -29,6 +29,7 @@ export const KIND_LABELS: Record<WidgetKind, string> = {
   breakdown: 'Breakdown',
   top: 'Top list',
   campaigns: 'Campaigns',
+  funnel: 'Funnel',
   ingest: 'Ingest health',
 };
 

@@ -15,6 +15,10 @@ import {
 export const MAX_WIDGETS = 30;
 export const MAX_TITLE = 80;
 export const WIDGET_ID = /^[A-Za-z0-9_-]{1,32}$/;
+/** A funnel's name, as the server checks it. */
+export const FUNNEL_NAME = /^[a-z0-9][a-z0-9-]{0,39}$/;
+/** The funnel a new funnel widget draws until its editor names another. */
+export const DEFAULT_FUNNEL = 'checkout';
 
 function w(id: string, kind: WidgetKind, width: number, height: number, extra: Partial<Widget> = {}): Widget {
   return { id, kind, width, height, ...extra };
@@ -69,6 +73,7 @@ export function widgetOfKind(id: string, kind: WidgetKind, from?: Partial<Widget
   if (kind === 'breakdown') widget.dimension = from?.dimension ?? 'country';
   if (kind === 'top') widget.list = from?.list ?? 'pages';
   if (kind === 'campaigns') widget.model = from?.model ?? 'last_touch';
+  if (kind === 'funnel') widget.funnel = from?.funnel ?? DEFAULT_FUNNEL;
   return widget;
 }
 
@@ -87,6 +92,7 @@ export function layoutProblem(layout: Layout): string | null {
     if ((x.kind === 'breakdown') !== (x.dimension !== undefined && DIMENSIONS.includes(x.dimension))) return `widget ${x.id}: dimension`;
     if ((x.kind === 'top') !== (x.list !== undefined && TOP_LISTS.includes(x.list))) return `widget ${x.id}: list`;
     if ((x.kind === 'campaigns') !== (x.model !== undefined && MODELS.includes(x.model))) return `widget ${x.id}: model`;
+    if ((x.kind === 'funnel') !== (x.funnel !== undefined && FUNNEL_NAME.test(x.funnel))) return `widget ${x.id}: funnel name (a-z, 0-9 and '-', at most 40)`;
   }
   const r = layout.refresh_seconds;
   if (r !== undefined && !(Number.isInteger(r) && r >= 2 && r <= 3600)) return 'refresh is 2 to 3600 seconds';

@@ -17,7 +17,7 @@ export type DimensionName = (typeof DIMENSIONS)[number];
 export const TOP_LISTS = ['pages', 'devices'] as const;
 export type TopListName = (typeof TOP_LISTS)[number];
 
-export const WIDGET_KINDS = ['kpi', 'timeseries', 'breakdown', 'top', 'campaigns', 'ingest'] as const;
+export const WIDGET_KINDS = ['kpi', 'timeseries', 'breakdown', 'top', 'campaigns', 'funnel', 'ingest'] as const;
 export type WidgetKind = (typeof WIDGET_KINDS)[number];
 
 /** Attribution models of the campaign report. */
@@ -36,6 +36,8 @@ export interface Widget {
   dimension?: DimensionName;
   list?: TopListName;
   model?: ModelName;
+  /** The name of the funnel a funnel widget draws. */
+  funnel?: string;
   width: number;
   height: number;
   title?: string;
@@ -164,6 +166,22 @@ export interface Campaigns {
   };
   freshness: { as_of: string; attributed_to_event: number };
   distinct_counts?: DistinctCounts;
+}
+
+export interface FunnelStep {
+  step: number;
+  event_type: string;
+  url_prefix?: string;
+  sessions: number;
+  from_previous: number | null;
+  from_first: number | null;
+}
+
+export interface FunnelReport {
+  funnel: { name: string; title: string; steps: { event_type: string; url_prefix?: string }[] };
+  range: TimeRange;
+  steps: FunnelStep[];
+  freshness: { as_of: string; attributed_to_event: number };
 }
 
 export interface LedgerHour {

@@ -11,6 +11,7 @@ import { renderBreakdown } from './widget-breakdown';
 import { renderTop } from './widget-top';
 import { renderIngest } from './widget-ingest';
 import { renderCampaigns } from './widget-campaigns';
+import { renderFunnel } from './widget-funnel';
 import type { Chart } from './charts';
 
 /** What a widget draws with: the tenant's zone, the filters, and how to change them. */
@@ -29,10 +30,13 @@ export interface RenderContext {
 /** One API request, shared by every widget that needs the same one. */
 export interface Need {
   key: string;
-  endpoint: 'summary' | 'timeseries' | 'breakdown' | 'top' | 'ingest' | 'campaigns';
+  /** A report's path under the tenant (a funnel's is `funnels/{name}/report`). */
+  endpoint: string;
   query: Query;
   /** Why the request is not made (its answer would not honour the dashboard's filters). */
   unavailable?: string;
+  /** The funnel a funnel widget's request reports on. */
+  funnel?: string;
 }
 
 /** What the campaigns widget draws instead of figures its report cannot filter. */
@@ -88,12 +92,36 @@ export function needOf(widget: Widget, base: Query, range: Query, fixed: Record<
       }
       return need;
     }
+    case 'funnel': {
+      // Like the campaign report: a session's funnel state carries its campaign only.
+      const name = widget.funnel ?? 'checkout';
+      const query: Query = { ...range };
+      if (base.campaign !== undefined) query.campaign = base.campaign;
+      const need: Need = { key: `funnel:${name}`, endpoint: `funnels/${encodeURIComponent(name)}/report`, query, funnel: name };
+      const others = DIMENSIONS.filter((d) => d !== 'campaign' && (base[d] !== undefined || fixed[d] !== undefined));
+      if (others.length) {
+        const names = others.map((d) => DIMENSION_LABELS[d].toLowerCase()).join(' and ');
+        need.key = `funnel-unavailable:${others.join(',')}`;
+        need.unavailable = `Funnel figures cannot be filtered by ${names}: only a campaign filter applies to them.`;
+      }
+      return need;
+    }
   }
 }
 
-export function fetchNeed(api: Api, tenant: number, need: Need, signal: AbortSignal): Promise<unknown> {
-  if (need.unavailable !== undefined) return Promise.resolve({ unavailable: need.unavailable } satisfies Unavailable);
-  return api.report(tenant, need.endpoint, need.query, signal);
+/** What the funnel widget draws when its funnel is not defined (yet): not a failure. */
+export interface MissingFunnel {
+  missing: string;
+}
+
+export async function fetchNeed(api: Api, tenant: number, need: Need, signal: AbortSignal): Promise<unknown> {
+  if (need.unavailable !== undefined) return { unavailable: need.unavailable } satisfies Unavailable;
+  try {
+    return await api.report(tenant, need.endpoint, need.query, signal);
+  } catch (e) {
+    if (need.funnel !== undefined && e instanceof ApiError && e.code === 'not_found') return { missing: need.funnel } satisfies MissingFunnel;
+    throw e;
+  }
 }
 
 export function widgetTitle(w: Widget): string {
@@ -110,6 +138,8 @@ export function widgetTitle(w: Widget): string {
       return KIND_LABELS.ingest;
     case 'campaigns':
       return KIND_LABELS.campaigns;
+    case 'funnel':
+      return `${KIND_LABELS.funnel}: ${w.funnel ?? 'checkout'}`;
   }
 }
 
@@ -179,6 +209,9 @@ export class WidgetView {
         break;
       case 'campaigns':
         renderCampaigns(this, outcome.data as never, ctx);
+        break;
+      case 'funnel':
+        renderFunnel(this, outcome.data as never);
         break;
     }
   }
