@@ -204,11 +204,7 @@ pub async fn save(
         &[&tenant_id],
     )
     .await?;
-    if tx
-        .query_opt("SELECT 1 FROM tenants WHERE tenant_id = $1", &[&tenant_id])
-        .await?
-        .is_none()
-    {
+    if !crate::tenants::exists(&tx, tenant_id).await? {
         return Err(Error::new(
             ErrorCode::UnknownTenant,
             format!("tenant {tenant_id} is not registered"),

@@ -659,3 +659,40 @@ pub fn fresh_batch_fixture(name: &str) -> Value {
     };
     v
 }
+
+// Credentials for the route tests.
+
+/// A new read key of `tenant`, as its `Authorization` header value.
+pub async fn read_key_header(client: &tokio_postgres::Client, tenant: i64) -> String {
+    let k = remarketable_core::access::create_key(
+        client,
+        Some(tenant),
+        remarketable_core::access::KeyKind::Read,
+        "k",
+    )
+    .await
+    .unwrap();
+    format!("Bearer {}", k.key)
+}
+
+/// A new share token of `tenant` for an hour, fixed to `filters` (dimension, value), signed
+/// with the settings' secret, as its `Authorization` header value.
+pub async fn share_header(
+    client: &tokio_postgres::Client,
+    settings: &Settings,
+    tenant: i64,
+    filters: &[(&str, &str)],
+) -> String {
+    let t = remarketable_core::access::create_share_token(
+        client,
+        settings.share_token_secret.as_ref(),
+        tenant,
+        Duration::hours(1),
+        remarketable_core::reports::Filters::fixed(filters.iter().copied()).unwrap(),
+        "link",
+        None,
+    )
+    .await
+    .unwrap();
+    format!("Share {}", t.token)
+}

@@ -10,7 +10,9 @@ use remarketable_core::reports::{
 };
 use remarketable_core::{access, attribution, db, jobs, rollup};
 use remarketable_loadgen::bench_db;
-use remarketable_tests::{batch, ingestor, settings_with, Rng, TestDb};
+use remarketable_tests::{
+    batch, ingestor, read_key_header, settings_with, share_header, Rng, TestDb,
+};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use std::cmp::Reverse;
@@ -876,16 +878,10 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
     let bodies = traffic(&mut Rng(7), now, 900);
     ingest_in_rounds(&mut client, &bodies[..600], 2).await;
     ingest(&mut client, 600, &bodies[600..]).await;
-    let key = |tenant: i64| {
-        let client = &client;
-        async move {
-            let k = access::create_key(client, Some(tenant), access::KeyKind::Read, "k")
-                .await
-                .unwrap();
-            format!("Bearer {}", k.key)
-        }
-    };
-    let (key1, key2) = (key(1).await, key(2).await);
+    let (key1, key2) = (
+        read_key_header(&client, 1).await,
+        read_key_header(&client, 2).await,
+    );
     let settings = settings_with(
         &db.url(),
         &[(
@@ -893,23 +889,8 @@ async fn the_campaign_route_answers_json_and_csv_and_refuses_what_it_must() {
             "campaign-report-test-secret-0123456789abcdef",
         )],
     );
-    let share = |pairs: &'static [(&'static str, &'static str)]| {
-        let (client, secret) = (&client, settings.share_token_secret.clone());
-        async move {
-            let t = access::create_share_token(
-                client,
-                secret.as_ref(),
-                1,
-                Duration::hours(1),
-                Filters::fixed(pairs.iter().copied()).unwrap(),
-                "link",
-                None,
-            )
-            .await
-            .unwrap();
-            format!("Share {}", t.token)
-        }
-    };
+    let share =
+        |pairs: &'static [(&'static str, &'static str)]| share_header(&client, &settings, 1, pairs);
     let brand = share(&[("campaign", "brand")]).await;
     let germany = share(&[("country", "DE")]).await;
     let app = remarketable_handler::app(std::sync::Arc::new(remarketable_handler::AppState::new(

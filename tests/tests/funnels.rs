@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use remarketable_core::funnels::{self, Definition};
+use remarketable_core::jobs;
 use remarketable_core::reports::{self, Filters, FunnelBy, Granularity, Range};
-use remarketable_core::{access, jobs};
-use remarketable_tests::{call, ingest, settings_with, Rng, TestDb};
+use remarketable_tests::{call, ingest, read_key_header, settings_with, share_header, Rng, TestDb};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
@@ -322,16 +322,10 @@ async fn funnel_routes_answer_and_refuse_what_they_must() {
     ingest(&db, "0", 0, &bodies[..1000], 100).await;
     run_job(&mut client).await;
     ingest(&db, "0", 1000, &bodies[1000..], 100).await;
-    let key = |tenant: i64| {
-        let client = &client;
-        async move {
-            let k = access::create_key(client, Some(tenant), access::KeyKind::Read, "k")
-                .await
-                .unwrap();
-            format!("Bearer {}", k.key)
-        }
-    };
-    let (key1, key2) = (key(1).await, key(2).await);
+    let (key1, key2) = (
+        read_key_header(&client, 1).await,
+        read_key_header(&client, 2).await,
+    );
     let settings = settings_with(
         &db.url(),
         &[(
@@ -339,23 +333,8 @@ async fn funnel_routes_answer_and_refuse_what_they_must() {
             "funnel-report-test-secret-0123456789abcdef",
         )],
     );
-    let share = |pairs: &'static [(&'static str, &'static str)]| {
-        let (client, secret) = (&client, settings.share_token_secret.clone());
-        async move {
-            let t = access::create_share_token(
-                client,
-                secret.as_ref(),
-                1,
-                Duration::hours(1),
-                Filters::fixed(pairs.iter().copied()).unwrap(),
-                "link",
-                None,
-            )
-            .await
-            .unwrap();
-            format!("Share {}", t.token)
-        }
-    };
+    let share =
+        |pairs: &'static [(&'static str, &'static str)]| share_header(&client, &settings, 1, pairs);
     let (brand, germany) = (
         share(&[("campaign", "brand")]).await,
         share(&[("country", "DE")]).await,

@@ -114,7 +114,7 @@ pub struct CampaignTotals {
 
 /// How fresh a report over the attribution tables (campaigns, funnels) is.
 #[derive(Debug, Clone, Serialize)]
-pub struct CampaignFreshness {
+pub struct AttributionFreshness {
     /// The database's clock when the report was read.
     pub as_of: DateTime<Utc>,
     /// The attribution watermark as the report began: events up to it were attributed by the
@@ -133,7 +133,7 @@ pub struct Campaigns {
     /// How many rows there were before `limit`.
     pub total_rows: usize,
     pub totals: CampaignTotals,
-    pub freshness: CampaignFreshness,
+    pub freshness: AttributionFreshness,
 }
 
 /// The attribution watermark and the least event time above it (the fresh part reads from
@@ -420,7 +420,7 @@ pub async fn campaigns(
         rows,
         total_rows,
         totals,
-        freshness: CampaignFreshness {
+        freshness: AttributionFreshness {
             as_of: scope.freshness.as_of,
             attributed_to_event: watermark,
         },

@@ -13,7 +13,7 @@
 //! A session counts in the range it started in, whenever its later steps happened (a session
 //! that started before `to` may reach a step after it).
 
-use super::campaigns::{attribution_scope, session_firsts, CampaignFreshness};
+use super::campaigns::{attribution_scope, session_firsts, AttributionFreshness};
 use super::sql::{query, scope, NamedParams, Param, Params};
 use super::vocabulary::{Dimension, Filters, Granularity, Range, ReportError};
 use crate::funnels::{Funnel, Step};
@@ -91,7 +91,7 @@ pub struct FunnelReport {
     /// How many groups there were before `limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_groups: Option<usize>,
-    pub freshness: CampaignFreshness,
+    pub freshness: AttributionFreshness,
 }
 
 /// The report statement: rows of (group key, step, sessions). Parameters as [`Params`] with
@@ -239,7 +239,7 @@ pub async fn funnel(
         by,
         groups,
         total_groups,
-        freshness: CampaignFreshness {
+        freshness: AttributionFreshness {
             as_of: scope.freshness.as_of,
             attributed_to_event: watermark,
         },

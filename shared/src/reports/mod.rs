@@ -28,7 +28,9 @@ mod sql;
 mod top;
 mod vocabulary;
 
-pub use campaigns::{campaigns, CampaignFreshness, CampaignRow, CampaignTotals, Campaigns, Model};
+pub use campaigns::{
+    campaigns, AttributionFreshness, CampaignRow, CampaignTotals, Campaigns, Model,
+};
 pub use funnel::{funnel, FunnelBy, FunnelGroup, FunnelReport, StepCount};
 pub use health::{ingest, IngestReport, LedgerHour};
 pub use rolled::RolledCache;
