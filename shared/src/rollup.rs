@@ -184,6 +184,44 @@ pub async fn set_max_window(client: &Client, events: i64) -> Result<(), tokio_po
     Ok(())
 }
 
+/// The dimensions the cardinality guard bounds (migration V28): per tenant and local day, at
+/// most a limit of distinct values each reach the rollups; later new values are rolled up as
+/// [`OTHER`]. Country is bounded by the ISO list and not guarded.
+pub const GUARDED_DIMENSIONS: [&str; 3] = ["event_type", "browser", "campaign"];
+
+/// The value the rollups keep for the values of a full day.
+pub const OTHER: &str = "(other)";
+
+/// Each guarded dimension's limit of distinct values per tenant and local day.
+pub async fn dimension_limits(
+    client: &Client,
+) -> Result<Vec<(String, i32)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT dimension, max_values_per_day FROM dimension_limits ORDER BY dimension",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Sets a guarded dimension's limit of distinct values per tenant and local day (new values
+/// are admitted from the next window on; events already rolled up as `(other)` stay there).
+/// Answers whether `dimension` is guarded.
+pub async fn set_dimension_limit(
+    client: &Client,
+    dimension: &str,
+    max_values_per_day: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .execute(
+            "UPDATE dimension_limits SET max_values_per_day = $2 WHERE dimension = $1",
+            &[&dimension, &max_values_per_day],
+        )
+        .await?
+        == 1)
+}
+
 /// Deletes rollup rows older than each rollup's retention; answers the rows deleted per rollup.
 pub async fn apply_retention(client: &Client) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
     let rows = client

@@ -997,6 +997,31 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
         .unwrap()
         .get(0);
     assert_eq!(colocated, 1, "rollup tables are colocated with events");
+    // The dimension guard's tables (V28) too, its limits a reference table.
+    let guard: Vec<(String, String)> = client
+        .query(
+            "SELECT logicalrelid::text, partmethod::text FROM pg_dist_partition \
+             WHERE logicalrelid IN ('dimension_values'::regclass, 'dimension_days'::regclass, \
+                 'rollup_stage_values'::regclass, 'dimension_limits'::regclass) \
+               AND (partmethod = 'n' OR colocationid = (SELECT colocationid FROM pg_dist_partition \
+                                                        WHERE logicalrelid = 'events'::regclass)) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        guard,
+        [
+            ("dimension_days".into(), "h".into()),
+            ("dimension_limits".into(), "n".into()),
+            ("dimension_values".into(), "h".into()),
+            ("rollup_stage_values".into(), "h".into())
+        ]
+    );
 
     // Every statement of a window (V12): staging the window's events and items, then each
     // rollup's rows and slices from the staging tables.
@@ -1048,8 +1073,31 @@ async fn rollups_on_citus(client: &mut tokio_postgres::Client) {
             .unwrap();
     }
 
+    // No event type admitted: every page view is folded by the guard's statements on the
+    // cluster (purchases never are).
+    assert!(rollup::set_dimension_limit(client, "event_type", 0)
+        .await
+        .unwrap());
     let advances = rollup::run(client).await.expect("rollups on Citus");
     assert!(advances.iter().all(|a| a.window_end > a.window_start));
+    let kept: Vec<String> = client
+        .query(
+            "SELECT DISTINCT event_type FROM rollup_events_1day WHERE event_type <> 'purchase'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        kept,
+        [rollup::OTHER],
+        "the guard folded the event types on Citus"
+    );
+    rollup::set_dimension_limit(client, "event_type", 1000)
+        .await
+        .unwrap();
     let raw = client
         .query(
             "SELECT tenant_id, count(*), coalesce(sum(revenue), 0)::text FROM events \

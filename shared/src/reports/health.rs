@@ -1,11 +1,12 @@
-//! Ingest health: the tenant's delivery ledger per hour, its latest dead letters, and what
-//! collect accepted and refused per UTC day under its limits.
+//! Ingest health: the tenant's delivery ledger per hour, its latest dead letters, what
+//! collect accepted and refused per UTC day under its limits, and the values the dimension
+//! guard admitted into the rollups per local day and the events it rolled up as `(other)`.
 
 use super::sql::{query, scope, NamedParams, Param, Params};
 use super::vocabulary::{Filters, Freshness, Granularity, Range, ReportError};
 use crate::dead_letters::{self, DeadLetter, PREVIEW_BYTES};
 use crate::quota::{self, Limits, UsageReport};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use postgres_types::{ToSql, Type};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -36,6 +37,19 @@ pub struct LedgerHour {
     pub dead_lettered: i64,
 }
 
+/// One local day and guarded dimension of the tenant (migration V28).
+#[derive(Debug, Clone, Serialize)]
+pub struct DimensionDay {
+    pub day: NaiveDate,
+    pub dimension: String,
+    /// Distinct values admitted into the rollups.
+    pub values: i32,
+    /// The limit in force.
+    pub max_values_per_day: i32,
+    /// Events whose value came after the day was full, rolled up as `(other)`.
+    pub folded_events: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestReport {
     pub range: Range,
@@ -43,6 +57,8 @@ pub struct IngestReport {
     pub recent_dead_letters: Vec<DeadLetter>,
     /// collect's counts for the UTC days the range touches, and the limits in force.
     pub collect: UsageReport,
+    /// The dimension guard per local day the range touches.
+    pub rollup_dimensions: Vec<DimensionDay>,
     pub freshness: Freshness,
 }
 
@@ -76,6 +92,31 @@ pub async fn ingest(
         stored: r.get(2),
         duplicates: r.get(3),
         dead_lettered: r.get(4),
+    })
+    .collect();
+    let rollup_dimensions = query(
+        client,
+        &format!(
+            "SELECT dd.day, dd.dimension, dd.admitted, l.max_values_per_day, dd.folded_events
+             FROM dimension_days dd JOIN dimension_limits l ON l.dimension = dd.dimension
+             WHERE dd.tenant_id = {tenant} AND dd.day >= ({from} AT TIME ZONE {tz})::date
+               AND dd.day <= (({to} - interval '1 microsecond') AT TIME ZONE {tz})::date
+             ORDER BY dd.day, dd.dimension",
+            tenant = Param::Tenant.placeholder(),
+            from = Param::From.placeholder(),
+            to = Param::To.placeholder(),
+            tz = Param::TimeZone.placeholder(),
+        ),
+        &Params::new(tenant_id, &scope, &Filters::default()),
+    )
+    .await?
+    .iter()
+    .map(|r| DimensionDay {
+        day: r.get(0),
+        dimension: r.get(1),
+        values: r.get(2),
+        max_values_per_day: r.get(3),
+        folded_events: r.get(4),
     })
     .collect();
     // The payload's first bytes only, under the payload's own name.
@@ -124,6 +165,7 @@ pub async fn ingest(
         hours,
         recent_dead_letters,
         collect,
+        rollup_dimensions,
         freshness: scope.freshness,
     })
 }

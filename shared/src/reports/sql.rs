@@ -425,11 +425,10 @@ fn interval_text(g: Granularity) -> &'static str {
 pub(super) fn fresh_events(watermark: &str) -> String {
     let filters = Dimension::ALL.map(|d| {
         let p = Param::filter(d).placeholder();
-        let column = match d {
-            Dimension::EventType => "e.event_type".to_string(),
-            _ => format!("coalesce(e.{}, '')", d.name()),
-        };
-        format!("({p}::text IS NULL OR {column} = {p})")
+        format!(
+            "({p}::text IS NULL OR {column} = {p})",
+            column = raw_column(d)
+        )
     });
     format!(
         "e.tenant_id = {tenant} AND e.event_id > {watermark}
@@ -456,9 +455,49 @@ pub(super) fn watermark_now(g: Granularity) -> String {
 /// the report is not by dimension).
 pub(super) fn raw_value(dimension: Option<Dimension>) -> String {
     match dimension {
-        Some(d) => format!("coalesce(e.{}, '')", d.name()),
+        Some(d) => raw_column(d),
         None => "''".to_string(),
     }
+}
+
+/// A raw event's value of `d` as the rollups will keep it under the dimension guard (V28):
+/// `'(other)'` when the event's local day is full for `d` and the value was not admitted, so
+/// that a report's fresh part groups and filters as its rolled part does. Country is not
+/// guarded (its values are the ISO list); conversions and purchases are never folded.
+pub(super) fn raw_column(d: Dimension) -> String {
+    let column = match d {
+        Dimension::EventType => "e.event_type".to_string(),
+        _ => format!("coalesce(e.{}, '')", d.name()),
+    };
+    if d == Dimension::Country {
+        return column;
+    }
+    let (tenant, tz, name) = (
+        Param::Tenant.placeholder(),
+        Param::TimeZone.placeholder(),
+        d.name(),
+    );
+    let exempt = if d == Dimension::EventType {
+        format!(
+            " AND e.event_type <> 'purchase' AND NOT e.event_type = ANY (
+                 (SELECT conversion_event_types FROM tenants WHERE tenant_id = {tenant})::text[])"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "CASE WHEN {column} <> ''{exempt}
+               AND EXISTS (SELECT 1 FROM dimension_days dd
+                           JOIN dimension_limits l ON l.dimension = dd.dimension
+                           WHERE dd.tenant_id = {tenant} AND dd.dimension = '{name}'
+                             AND dd.day = (e.event_time AT TIME ZONE {tz})::date
+                             AND dd.admitted >= l.max_values_per_day)
+               AND NOT EXISTS (SELECT 1 FROM dimension_values v
+                               WHERE v.tenant_id = {tenant} AND v.dimension = '{name}'
+                                 AND v.day = (e.event_time AT TIME ZONE {tz})::date
+                                 AND v.value = {column})
+              THEN '(other)' ELSE {column} END"
+    )
 }
 
 /// The merged rows of one granularity as a CTE named `merged`: (bucket, dimension value,

@@ -272,6 +272,15 @@ enum RollupCommand {
     /// How long a rollup keeps its rows: a PostgreSQL interval ('90 days', '2 years') or
     /// `keep` for ever. Defaults: 5min 90 days, 1hour 2 years, 1day kept.
     Retention { rollup: Rollup, retention: String },
+    /// The most distinct values of a dimension (event_type, browser or campaign) one tenant's
+    /// local day takes into the rollups (default 1000); later new values are rolled up as
+    /// `(other)` (raw events keep them). Conversion event types are never folded.
+    Values {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(rollup::GUARDED_DIMENSIONS))]
+        dimension: String,
+        #[arg(value_parser = clap::value_parser!(i32).range(0..))]
+        max_per_day: i32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -894,6 +903,27 @@ async fn rollups(
                     s.last_rows.map(|n| n.to_string()).unwrap_or_default()
                 );
             }
+            println!();
+            println!("dimension\tmax_values_per_day");
+            for (dimension, max) in rollup::dimension_limits(client).await? {
+                println!("{dimension}\t{max}");
+            }
+        }
+        RollupCommand::Values {
+            dimension,
+            max_per_day,
+        } => {
+            if !rollup::set_dimension_limit(client, &dimension, max_per_day)
+                .await
+                .context("cannot set the dimension limit")?
+            {
+                bail!("{dimension} is not a guarded dimension");
+            }
+            eprintln!(
+                "a tenant's local day takes at most {max_per_day} {dimension} values into the \
+                 rollups; later new ones are rolled up as {}",
+                rollup::OTHER
+            );
         }
         RollupCommand::Retention { rollup, retention } => {
             let keep = (retention != "keep").then_some(retention.as_str());
