@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use remarketable_core::reports::{
     self, Dimension, Filters, Granularity, Model, Range, DISTINCT_ERROR_BOUND_95,
 };
-use remarketable_core::{access, attribution, db, jobs, rollup};
+use remarketable_core::{access, attribution, db, funnels, jobs, rollup};
 use remarketable_loadgen::bench_db;
 use remarketable_tests::{
     batch, ingestor, read_key_header, settings_with, share_header, Rng, TestDb,
@@ -547,16 +547,20 @@ async fn attribution_on_citus() {
         .unwrap()
         .get(0);
     assert_eq!(colocated, 1, "attribution tables are colocated with events");
-    for part in [
-        "touches",
-        "sessions",
-        "conversions",
-        "stale_touches",
-        "stale_sessions",
-        "attribute",
+    // Every statement of a window: attribution's, then the funnels' (V27), which the window
+    // runs once a funnel exists.
+    for (function, part) in [
+        ("attribution_statement", "touches"),
+        ("attribution_statement", "sessions"),
+        ("attribution_statement", "conversions"),
+        ("attribution_statement", "stale_touches"),
+        ("attribution_statement", "stale_sessions"),
+        ("attribution_statement", "attribute"),
+        ("funnel_statement", "funnel_events"),
+        ("funnel_statement", "funnel_sessions"),
     ] {
         let statement: String = client
-            .query_one("SELECT attribution_statement($1)", &[&part])
+            .query_one(&format!("SELECT {function}($1)"), &[&part])
             .await
             .unwrap()
             .get(0);
@@ -593,7 +597,14 @@ async fn attribution_on_citus() {
             .unwrap();
     }
 
-    // Attribution alone (the rollups on Citus are tests/citus.rs's), in rounds, in reverse order.
+    // Attribution alone (the rollups on Citus are tests/citus.rs's), in rounds, in reverse order,
+    // with a funnel kept by the same windows.
+    let steps = funnels::Definition::parse(json!({"title": "Clicks to purchases", "steps": [
+        {"event_type": "ad_click"}, {"event_type": "purchase"}]}))
+    .unwrap();
+    funnels::save(&mut client, 1, "clicks", &steps)
+        .await
+        .unwrap();
     let now = Utc::now() - Duration::minutes(1);
     let mut bodies = traffic(&mut Rng(21), now, 600);
     bodies.reverse();
@@ -608,6 +619,34 @@ async fn attribution_on_citus() {
     let again = attribution::advance(&mut client).await.unwrap();
     assert_eq!(again.window_start, again.window_end);
     assert_eq!(stored(&client).await, expected);
+
+    // The funnel's state kept window by window equals the one built at once from the same
+    // events by a save after them (the backfill), on the cluster.
+    let backfilled = funnels::save(&mut client, 1, "clicks-again", &steps)
+        .await
+        .unwrap();
+    assert!(backfilled.sessions > 0, "no session reached the funnel");
+    let day = Range::new(now - Duration::hours(41), now + Duration::hours(1)).unwrap();
+    let mut per_funnel = Vec::new();
+    for name in ["clicks", "clicks-again"] {
+        let funnel = funnels::get(&client, 1, name).await.unwrap().unwrap();
+        let r = reports::funnel(
+            &client,
+            1,
+            funnel,
+            (&day, Granularity::Hour),
+            &Filters::default(),
+            Some((reports::FunnelBy::Campaign, 1000)),
+        )
+        .await
+        .unwrap();
+        let mut report = serde_json::to_value(&r).unwrap();
+        report["funnel"] = Value::Null;
+        report["freshness"]["as_of"] = Value::Null;
+        per_funnel.push(report);
+    }
+    assert_eq!(per_funnel[0], per_funnel[1]);
+    assert!(per_funnel[0]["steps"][0]["sessions"].as_i64().unwrap() > 0);
 
     // The campaign report on the cluster equals the brute force, with events above the
     // attribution watermark that the report attributes itself.

@@ -14,9 +14,10 @@ use std::str::FromStr;
 
 /// Drops every object the migrations create, leaving the extensions: a prepared Citus database
 /// is reset with it instead of being remade. Everything in `public` that no extension owns goes
-/// (tables and views, then routines: functions, procedures, aggregates such as the TopN
-/// stand-in), so a new migration's objects need no entry here; a list of names missed the
-/// functions added later, and a reset database then refused to migrate ("already exists").
+/// (tables, sequences no table owns (V27's funnel ids) and views, then routines: functions,
+/// procedures, aggregates such as the TopN stand-in), so a new migration's objects need no
+/// entry here; a list of names missed the functions added later, and a reset database then
+/// refused to migrate ("already exists").
 pub const RESET_PROJECT: &str = "
     DO $reset$
     DECLARE
@@ -24,7 +25,7 @@ pub const RESET_PROJECT: &str = "
     BEGIN
         FOR r IN
             SELECT c.oid, c.relname, c.relkind FROM pg_class c
-            WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+            WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'S')
               AND NOT c.relispartition
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                               AND d.objid = c.oid AND d.deptype = 'e')
@@ -32,7 +33,8 @@ pub const RESET_PROJECT: &str = "
         LOOP
             CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = r.oid);
             EXECUTE format('DROP %s %I CASCADE',
-                           CASE r.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END, r.relname);
+                           CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE'
+                                          ELSE 'TABLE' END, r.relname);
         END LOOP;
         FOR r IN
             SELECT p.oid, p.oid::regprocedure::text AS signature, p.prokind FROM pg_proc p
