@@ -28,10 +28,14 @@ pub fn pool(settings: &Settings) -> Pool {
 /// The reports' own pool (`REPORT_POOL_SIZE`), so a report load cannot take the connections
 /// ingest needs. Its sessions carry `statement_timeout = REPORT_TIMEOUT_MS`, set when they
 /// connect (no round trip per request); a report waits for a connection at most that long.
+/// They also run without JIT: a report statement runs for milliseconds, but its estimates
+/// (CTEs, `generate_series`) often pass `jit_above_cost`, and compiling it cost more than
+/// running it (the campaign benchmark's funnel report: 1,071 of 1,195 ms in JIT, the campaign
+/// report 205 of 598 ms).
 pub fn report_pool(settings: &Settings) -> Pool {
     let mut config = settings.database.clone();
     let timeout = format!(
-        "-c statement_timeout={}",
+        "-c statement_timeout={} -c jit=off",
         settings.report_timeout.as_millis()
     );
     let options = match config.get_options() {
