@@ -27,19 +27,14 @@ pub struct BenchReportsArgs {
     /// The handler executable (`cargo build --release -p remarketable-handler`).
     #[arg(long, default_value = "target/release/handler")]
     handler: PathBuf,
+    #[command(flatten)]
+    load: ReportLoad,
     /// Events in all (measured first at 1 M, then at this count).
     #[arg(long, default_value_t = 10_000_000)]
     events: i64,
     /// Events generated and rolled up per step.
     #[arg(long, default_value_t = 250_000)]
     chunk: i64,
-    /// Requests per report at concurrency 1 (16 tasks send as many each at concurrency 16).
-    #[arg(long, default_value_t = 40)]
-    requests: usize,
-    /// Raw-table queries per report and task (default: requests / 8, at least 3). The raw
-    /// answer takes about 33 s at 10 M events: 1 keeps a 10 M run under an hour.
-    #[arg(long)]
-    raw_requests: Option<usize>,
     /// Keep an existing database (migrated to the current schema) and generate only the
     /// events it lacks, instead of making it again: for measuring a changed handler against
     /// the same data.
@@ -53,13 +48,78 @@ pub struct BenchReportsArgs {
     /// events into the rollups.
     #[arg(long, default_value_t = 2_000)]
     fresh: i64,
+}
+
+/// How hard a report benchmark asks (`bench-reports`, `bench-campaigns`).
+#[derive(clap::Args)]
+pub struct ReportLoad {
+    /// Requests per report at concurrency 1 (16 tasks send as many each at concurrency 16).
+    #[arg(long, default_value_t = 40)]
+    pub requests: usize,
+    /// Raw-table queries per report and task (default: requests / 8, at least 3). The raw
+    /// answers are slow (the reports benchmark's take about 33 s at 10 M events): 1 keeps a
+    /// 10 M run under an hour.
+    #[arg(long)]
+    pub raw_requests: Option<usize>,
     /// Unmeasured requests per report before measuring (at concurrency 16), so that the
     /// handler's connections are open and the figures are those of a running service.
     #[arg(long, default_value_t = 32)]
-    warmup: usize,
+    pub warmup: usize,
     /// The handler's report connections (`REPORT_POOL_SIZE`; `DB_POOL_SIZE` gets the same).
     #[arg(long, default_value_t = 16)]
-    pool_size: usize,
+    pub pool_size: usize,
+}
+
+impl ReportLoad {
+    /// Refuses a run that cannot measure: no handler executable, fewer than 1 M `events`, or
+    /// an empty `chunk` or request count.
+    pub fn check(&self, handler: &std::path::Path, events: i64, chunk: i64) -> anyhow::Result<()> {
+        if !handler.exists() {
+            bail!(
+                "{} does not exist: build it with `cargo build --release -p remarketable-handler`",
+                handler.display()
+            );
+        }
+        if events < 1_000_000 || chunk < 1 || self.requests < 1 || self.raw_requests == Some(0) {
+            bail!(
+                "--events must be at least 1000000, --chunk, --requests and --raw-requests at \
+                 least 1"
+            );
+        }
+        Ok(())
+    }
+
+    /// A read key of tenant 1 and the handler started on `url` with this load's pools, the
+    /// report caps out of the way (one key asks at concurrency 16: the reports are measured,
+    /// not the per-credential cap) and `extra` settings.
+    pub(crate) async fn start_handler(
+        &self,
+        client: &tokio_postgres::Client,
+        handler: &std::path::Path,
+        url: &str,
+        extra: &[(&str, String)],
+        http: &reqwest::Client,
+    ) -> anyhow::Result<(String, HandlerProcess)> {
+        let key = access::create_key(client, Some(1), KeyKind::Read, "bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create a read key: {e}"))?
+            .key;
+        let mut settings = vec![
+            ("DB_POOL_SIZE", self.pool_size.to_string()),
+            ("REPORT_POOL_SIZE", self.pool_size.to_string()),
+            ("REPORT_CONCURRENCY_PER_CREDENTIAL", "64".into()),
+            ("REPORT_CONCURRENCY_PER_TENANT", "64".into()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        settings.extend(extra.iter().cloned());
+        let process = HandlerProcess::start(handler, url, &settings, true, http).await?;
+        Ok((key, process))
+    }
+
+    /// Raw queries per task.
+    pub fn raw_requests(&self) -> usize {
+        self.raw_requests.unwrap_or((self.requests / 8).max(3))
+    }
 }
 
 /// Events of 200 tenants between $2 and $3: tenant 1 takes a fifth, the rest a long tail.
@@ -115,22 +175,7 @@ const REPORTS: [&str; 3] = [
 ];
 
 pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
-    if !args.handler.exists() {
-        bail!(
-            "{} does not exist: build it with `cargo build --release -p remarketable-handler`",
-            args.handler.display()
-        );
-    }
-    if args.events < 1_000_000
-        || args.chunk < 1
-        || args.requests < 1
-        || args.raw_requests == Some(0)
-    {
-        bail!(
-            "--events must be at least 1000000, --chunk, --requests and --raw-requests at \
-             least 1"
-        );
-    }
+    args.load.check(&args.handler, args.events, args.chunk)?;
     let bench_db::BenchDb {
         url: bench_url,
         config,
@@ -144,35 +189,19 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
         client.batch_execute("SELECT setseed(0.5)").await?;
         tenants::register_demo(&client, 200, &tenants::DEMO_ZONES).await?;
     }
-    let key = access::create_key(&client, Some(1), KeyKind::Read, "bench")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create a read key: {e}"))?
-        .key;
-
     remarketable_core::db::tls::install_crypto_provider();
     let http = reqwest::Client::new();
-    let handler = HandlerProcess::start(
-        &args.handler,
-        &bench_url,
-        &[
-            ("DB_POOL_SIZE", args.pool_size.to_string()),
-            ("REPORT_POOL_SIZE", args.pool_size.to_string()),
-            // One key asks at concurrency 16: measure the reports, not the per-credential cap.
-            ("REPORT_CONCURRENCY_PER_CREDENTIAL", "64".into()),
-            ("REPORT_CONCURRENCY_PER_TENANT", "64".into()),
-            ("RUST_LOG", "warn".into()),
-        ],
-        true,
-        &http,
-    )
-    .await?;
+    let (key, handler) = args
+        .load
+        .start_handler(&client, &args.handler, &bench_url, &[], &http)
+        .await?;
     let port = handler.port;
 
     println!(
         "reports of the largest tenant (1) over 30 days, through the handler's HTTP API, \
          {} requests per report at concurrency 1 and 16 x {} at 16; raw = the same answer from \
          `events`",
-        args.requests, args.requests
+        args.load.requests, args.load.requests
     );
     // Events arrive in time order, as they do: each phase (up to 1 M, then up to the full
     // count) spreads its chunks over the 30 days in order, so each rollup window reads the
@@ -255,67 +284,105 @@ pub async fn run(args: BenchReportsArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        println!("report      conc  p50 ms   p95 ms   p99 ms   raw p50 ms  raw p99 ms  p50 ratio  p99 ratio");
+        println!("{REPORT_HEADER}");
+        let run = ReportRun {
+            http: &http,
+            config: &config,
+            key: &key,
+            warmup: args.load.warmup,
+            requests: args.load.requests,
+            raw_requests: args.load.raw_requests(),
+        };
         for (report, (name, raw_sql)) in REPORTS.iter().zip(RAW) {
             let url = format!("http://127.0.0.1:{port}/api/v1/tenants/1/{report}");
-            let call = {
-                let (http, url, key) = (http.clone(), url.clone(), key.clone());
-                move || {
-                    let (http, url, key) = (http.clone(), url.clone(), key.clone());
-                    async move {
-                        let response = http.get(&url).bearer_auth(&key).send().await?;
-                        if !response.status().is_success() {
-                            bail!("{url} answered {}", response.status());
-                        }
-                        response.bytes().await?;
-                        Ok(())
-                    }
-                }
-            };
-            if args.warmup > 0 {
-                latencies(16, args.warmup.div_ceil(16), call.clone()).await?;
-            }
-            for concurrency in [1usize, 16] {
-                let api = latencies(concurrency, args.requests, call.clone()).await?;
-                // The raw answer is slow: fewer samples (at least 3 per task).
-                let raw_requests = args.raw_requests.unwrap_or((args.requests / 8).max(3));
-                let raw = latencies(concurrency, raw_requests, {
-                    let config = config.clone();
-                    move || {
-                        let config = config.clone();
-                        async move {
-                            let c = db::connect(&config).await?;
-                            c.query(
-                                raw_sql,
-                                &raw_params()
-                                    .iter()
-                                    .map(|p| {
-                                        p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)
-                                    })
-                                    .collect::<Vec<_>>(),
-                            )
-                            .await?;
-                            Ok(())
-                        }
-                    }
-                })
-                .await?;
-                println!(
-                    "{name:<10}  {concurrency:>4}  {:>6.1}  {:>7.1}  {:>7.1}  {:>10.1}  {:>10.1}  {:>9.0}  {:>9.0}",
-                    api.p(50),
-                    api.p(95),
-                    api.p(99),
-                    raw.p(50),
-                    raw.p(99),
-                    raw.p(50) / api.p(50),
-                    raw.p(99) / api.p(99)
-                );
-            }
+            run.measure(name, url, raw_sql, raw_params).await?;
         }
     }
     handler.stop().await;
     println!("engine measured: {engine}");
     Ok(())
+}
+
+/// The header of the rows [`ReportRun::measure`] prints.
+pub(crate) const REPORT_HEADER: &str =
+    "report      conc  p50 ms   p95 ms   p99 ms   raw p50 ms  raw p99 ms  p50 ratio  p99 ratio";
+
+/// Bind values of a raw statement, made when it is sent.
+pub(crate) type RawParams = fn() -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+
+/// How a benchmark measures a report: through the handler with a read key, and as the same
+/// answer from the raw events on a connection of its own per query.
+pub(crate) struct ReportRun<'a> {
+    pub(crate) http: &'a reqwest::Client,
+    pub(crate) config: &'a tokio_postgres::Config,
+    pub(crate) key: &'a str,
+    /// Unmeasured requests before measuring, at concurrency 16.
+    pub(crate) warmup: usize,
+    /// Requests per task.
+    pub(crate) requests: usize,
+    /// Raw queries per task.
+    pub(crate) raw_requests: usize,
+}
+
+impl ReportRun<'_> {
+    /// Measures the report at `url` and `raw_sql` at concurrency 1 and 16, printing a row of
+    /// [`REPORT_HEADER`] for each; a request answered other than 2xx ends the benchmark.
+    pub(crate) async fn measure(
+        &self,
+        name: &str,
+        url: String,
+        raw_sql: &'static str,
+        raw_params: RawParams,
+    ) -> anyhow::Result<()> {
+        let call = {
+            let (http, key) = (self.http.clone(), self.key.to_string());
+            move || {
+                let (http, url, key) = (http.clone(), url.clone(), key.clone());
+                async move {
+                    let response = http.get(&url).bearer_auth(&key).send().await?;
+                    if !response.status().is_success() {
+                        bail!("{url} answered {}", response.status());
+                    }
+                    response.bytes().await?;
+                    Ok(())
+                }
+            }
+        };
+        if self.warmup > 0 {
+            latencies(16, self.warmup.div_ceil(16), call.clone()).await?;
+        }
+        for concurrency in [1usize, 16] {
+            let api = latencies(concurrency, self.requests, call.clone()).await?;
+            let raw = latencies(concurrency, self.raw_requests, {
+                let config = self.config.clone();
+                move || {
+                    let config = config.clone();
+                    async move {
+                        let c = db::connect(&config).await?;
+                        let params = raw_params();
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                            .iter()
+                            .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                            .collect();
+                        c.query(raw_sql, &refs).await?;
+                        Ok(())
+                    }
+                }
+            })
+            .await?;
+            println!(
+                "{name:<10}  {concurrency:>4}  {:>6.1}  {:>7.1}  {:>7.1}  {:>10.1}  {:>10.1}  {:>9.0}  {:>9.0}",
+                api.p(50),
+                api.p(95),
+                api.p(99),
+                raw.p(50),
+                raw.p(99),
+                raw.p(50) / api.p(50),
+                raw.p(99) / api.p(99)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// $1 tenant 1, $2/$3 the last 30 days, $4 the tenant's zone (UTC for tenant 1... see tenants).
@@ -349,6 +416,18 @@ pub(crate) async fn generate(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
+    generate_with(client, GENERATE, n, from, to).await
+}
+
+/// Inserts `n` events by `statement` ($1 how many, $2 and $3 the least and greatest time) and
+/// records their id range, as every writer of `events` does.
+pub(crate) async fn generate_with(
+    client: &tokio_postgres::Client,
+    statement: &str,
+    n: i64,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
     let floor: i64 = client
         .query_one(
             "SELECT coalesce(pg_sequence_last_value('events_event_id_seq'), 0)",
@@ -356,7 +435,7 @@ pub(crate) async fn generate(
         )
         .await?
         .get(0);
-    client.execute(GENERATE, &[&n, &from, &to]).await?;
+    client.execute(statement, &[&n, &from, &to]).await?;
     client
         .execute(
             "INSERT INTO event_id_ranges (id_floor, id_ceiling, min_event_time, max_event_time)
@@ -378,7 +457,7 @@ impl Latencies {
 }
 
 /// Runs `requests` requests in each of `concurrency` tasks.
-async fn latencies<F, Fut>(
+pub(crate) async fn latencies<F, Fut>(
     concurrency: usize,
     requests: usize,
     call: F,

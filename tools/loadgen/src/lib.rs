@@ -14,8 +14,8 @@
 //! - [`send`]: the `send` loop, writing the truth file and sequence state as checkpoints.
 //! - [`truth`]: the truth file, its format and its atomic, accumulating writes.
 //! - [`check`]: the database against the truth.
-//! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_isolation`], [`bench_import`]: the
-//!   ingest, rollup, reports, noisy-neighbour and import benchmarks, each with the arguments of its subcommand;
+//! - [`bench`], [`bench_rollup`], [`bench_reports`], [`bench_campaigns`], [`bench_isolation`],
+//!   [`bench_import`]: the ingest, rollup, reports, campaign, noisy-neighbour and import benchmarks, each with the arguments of its subcommand;
 //!   [`bench_db`]: the database they run in (made on plain PostgreSQL, prepared on Citus) and
 //!   the engine they measured.
 //!
@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_campaigns;
 pub mod bench_db;
 pub mod bench_import;
 pub mod bench_isolation;

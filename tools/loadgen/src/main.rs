@@ -25,8 +25,8 @@ use remarketable_loadgen::send::{self, SendOptions, Target};
 use remarketable_loadgen::traffic::{self, TrafficConfig};
 use remarketable_loadgen::truth::Truth;
 use remarketable_loadgen::{
-    bench, bench_import, bench_isolation, bench_large_event, bench_reports, bench_rollup,
-    fault_lambda, history, spend,
+    bench, bench_campaigns, bench_import, bench_isolation, bench_large_event, bench_reports,
+    bench_rollup, fault_lambda, history, spend,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +70,10 @@ enum Command {
     /// Benchmark: p50/p95/p99 of the largest tenant's 30-day reports through the handler, at
     /// concurrency 1 and 16, next to the same answers from the raw events, at 1 M and 10 M events.
     BenchReports(bench_reports::BenchReportsArgs),
+    /// Benchmark: p50/p95/p99 of the largest tenant's 30-day campaign and funnel reports at
+    /// concurrency 1 and 16 next to the same figures from the raw events, and what attribution
+    /// adds to the rollups' cost per 1,000 events, at 1 M and 10 M events.
+    BenchCampaigns(bench_campaigns::BenchCampaignsArgs),
     /// Benchmark: `remarketable import` of an NDJSON file and of a query next to `psql \copy`
     /// of the same rows, with the ratio, load average and the importer's peak RSS.
     BenchImport(bench_import::BenchImportArgs),
@@ -175,6 +179,9 @@ async fn main() -> ExitCode {
             bench_isolation::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::BenchReports(args) => bench_reports::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::BenchCampaigns(args) => {
+            bench_campaigns::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::BenchImport(args) => bench_import::run(args).await.map(|()| ExitCode::SUCCESS),
         // 1: the target was missed (2, as elsewhere: an error).
         Command::BenchLargeEvent(args) => bench_large_event::run(args)
