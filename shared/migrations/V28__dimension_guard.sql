@@ -8,7 +8,10 @@
 -- '(other)' and its events are counted in dimension_days.folded_events. Raw events keep their
 -- real values. Event types the tenant counts as conversions, and 'purchase' (the rollups' own
 -- purchase count), are never folded. Raising a limit admits new values from the next window on;
--- events already folded stay in '(other)'.
+-- events already folded stay in '(other)'. The guard runs on each staged pass: when rollups are
+-- advanced apart (advance_rollup(name)), events staged in two passes have their folded events
+-- counted twice, and a limit raised between the passes can admit in one rollup a value the
+-- other folded; the rollup job and run_rollups() advance all rollups in one pass.
 
 SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
 
@@ -80,7 +83,9 @@ BEGIN
                 FROM rollup_stage s
                 CROSS JOIN LATERAL (VALUES ('event_type', s.event_type), ('browser', s.browser),
                                            ('campaign', s.campaign)) AS v (dimension, value)
-                WHERE v.value <> ''
+                -- A value sent as '(other)' itself takes no slot: it is rolled up with the
+                -- folded values it names.
+                WHERE v.value <> '' AND v.value <> '(other)'
                 GROUP BY 1, 2, 3, 4) f
           JOIN tenants t ON t.tenant_id = f.tenant_id
           WHERE NOT (f.dimension = 'event_type'

@@ -12,8 +12,8 @@ use remarketable_core::rollup;
 use remarketable_tests::*;
 use serde_json::{json, Value};
 
-/// `n` events of tenant 1 at `at` plus i seconds, each with the browser, campaign and event
-/// type `pick` gives its index.
+/// `n` events of tenant 1 at `at` plus i seconds, each with the browser, campaign (none when
+/// empty) and event type `pick` gives its index.
 fn events(
     at: chrono::DateTime<Utc>,
     n: usize,
@@ -29,8 +29,10 @@ fn events(
                 "device_id": i % 50,
                 "session_id": i % 80,
                 "browser": browser,
-                "campaign": campaign,
             });
+            if !campaign.is_empty() {
+                e["campaign"] = json!(campaign);
+            }
             if event_type == "purchase" {
                 e["revenue"] = json!("2.50");
             }
@@ -112,15 +114,18 @@ async fn past_the_daily_limit_new_values_roll_up_as_other_and_totals_stay_exact(
     assert!(!rollup::set_dimension_limit(&client, "country", 2)
         .await
         .unwrap());
+    // Kathmandu (UTC+05:45): local days are not UTC days.
     client
         .batch_execute(
-            "UPDATE tenants SET conversion_event_types = ARRAY['purchase', 'signup']
+            "UPDATE tenants SET conversion_event_types = ARRAY['purchase', 'signup'],
+                                time_zone = 'Asia/Kathmandu'
              WHERE tenant_id = 1",
         )
         .await
         .unwrap();
 
-    // Yesterday noon UTC: one local day for tenant 1 whatever the time of the run.
+    // Yesterday noon UTC (17:45 in Kathmandu): one local day for tenant 1, of the same date,
+    // whatever the time of the run.
     let day = Utc::now().duration_trunc(Duration::days(1)).unwrap() - Duration::days(1);
     let noon = day + Duration::hours(12);
     let first = events(noon, 55, first_day);
@@ -276,5 +281,41 @@ async fn past_the_daily_limit_new_values_roll_up_as_other_and_totals_stay_exact(
         ))
         .await,
         4
+    );
+}
+
+/// With a limit of 0 every value is folded, also in a report's fresh part before any window
+/// has met the day; a value sent as `(other)` takes no slot and is not counted as folded.
+#[tokio::test]
+async fn a_limit_of_zero_folds_fresh_events_before_any_window() {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    assert!(rollup::set_dimension_limit(&client, "browser", 0)
+        .await
+        .unwrap());
+    let day = Utc::now().duration_trunc(Duration::days(1)).unwrap() - Duration::days(1);
+    let bodies = events(day + Duration::hours(12), 6, |i| {
+        let browser = ["Firefox", "Chrome", "(other)"][i % 3];
+        (browser.to_owned(), String::new(), "page_view")
+    });
+    ingest(&db, "0", 0, &bodies, 6).await;
+    let cache = RolledCache::new(16 << 20);
+    let range = Range::new(day, day + Duration::days(1)).unwrap();
+    let none = Filters::default();
+    let before = browser_breakdown(&cache, &client, &range, &none).await;
+    assert_eq!(values(&before), [("(other)".to_owned(), 6)]);
+    rollup::run(&mut client).await.unwrap();
+    assert_rollups_equal_raw(&db).await;
+    assert_eq!(
+        browser_breakdown(&cache, &client, &range, &none).await,
+        before
+    );
+    assert_eq!(
+        db.json_rows(
+            "SELECT dimension, admitted, folded_events FROM dimension_days \
+             WHERE dimension = 'browser'"
+        )
+        .await,
+        [json!({"dimension": "browser", "admitted": 0, "folded_events": 4})]
     );
 }

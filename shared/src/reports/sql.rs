@@ -461,9 +461,11 @@ pub(super) fn raw_value(dimension: Option<Dimension>) -> String {
 }
 
 /// A raw event's value of `d` as the rollups will keep it under the dimension guard (V28):
-/// `'(other)'` when the event's local day is full for `d` and the value was not admitted, so
-/// that a report's fresh part groups and filters as its rolled part does. Country is not
-/// guarded (its values are the ISO list); conversions and purchases are never folded.
+/// `'(other)'` when the event's local day is full for `d` (a day no window has met yet has
+/// admitted none) and the value was not admitted, so that a report's fresh part groups and
+/// filters as its rolled part does. A day with free slots shows every new value; the next
+/// window admits the most frequent of them as long as slots last. Country is not guarded (its
+/// values are the ISO list); conversions and purchases are never folded.
 pub(super) fn raw_column(d: Dimension) -> String {
     let column = match d {
         Dimension::EventType => "e.event_type".to_string(),
@@ -487,11 +489,10 @@ pub(super) fn raw_column(d: Dimension) -> String {
     };
     format!(
         "CASE WHEN {column} <> ''{exempt}
-               AND EXISTS (SELECT 1 FROM dimension_days dd
-                           JOIN dimension_limits l ON l.dimension = dd.dimension
-                           WHERE dd.tenant_id = {tenant} AND dd.dimension = '{name}'
-                             AND dd.day = (e.event_time AT TIME ZONE {tz})::date
-                             AND dd.admitted >= l.max_values_per_day)
+               AND (SELECT max_values_per_day FROM dimension_limits WHERE dimension = '{name}')
+                   <= coalesce((SELECT dd.admitted FROM dimension_days dd
+                                WHERE dd.tenant_id = {tenant} AND dd.dimension = '{name}'
+                                  AND dd.day = (e.event_time AT TIME ZONE {tz})::date), 0)
                AND NOT EXISTS (SELECT 1 FROM dimension_values v
                                WHERE v.tenant_id = {tenant} AND v.dimension = '{name}'
                                  AND v.day = (e.event_time AT TIME ZONE {tz})::date
